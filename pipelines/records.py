@@ -1,0 +1,97 @@
+"""Versioned record schemas for every topic, defined once and imported by producers, consumers and the gateway.
+
+Records are JSON objects validated by pydantic. Each carries `schema_version`, so a consumer can accept
+older versions while producers move on; a record with an unknown version is a poison message (DLQ), not
+a crash. Bump `schema_version` (and accept both in the union) when a field changes meaning.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+MetadataValue = str | int | float | bool
+DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,255}$"
+MAX_DOCUMENT_CHARS = 1_000_000
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Record(BaseModel):
+    """Base of every record: unknown fields are rejected so typos surface at the producer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = Field(1, description="Schema version of this record.")
+
+
+class DocumentUpsert(Record):
+    """Insert or replace a document (chunked and embedded by the consumer). Idempotent by doc_id + content."""
+
+    op: Literal["upsert"] = Field("upsert", description="Operation.")
+    doc_id: str = Field(pattern=DOC_ID_PATTERN, description="Stable document id (the record key).")
+    text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS, description="Document text.")
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict, description="Flat metadata, usable as a search filter."
+    )
+
+
+class DocumentDelete(Record):
+    """Remove a document and all its chunks from the index."""
+
+    op: Literal["delete"] = Field("delete", description="Operation.")
+    doc_id: str = Field(pattern=DOC_ID_PATTERN, description="Document id to delete.")
+
+
+DocumentRecord = Annotated[DocumentUpsert | DocumentDelete, Field(discriminator="op")]
+DOCUMENT_RECORD = TypeAdapter(DocumentRecord)
+
+
+class EventRecord(Record):
+    """A user interaction / transaction about one entity; keyed by entity_id so an entity stays ordered."""
+
+    event_id: str = Field(min_length=1, max_length=256, description="Unique event id (dedup key).")
+    entity_id: str = Field(min_length=1, max_length=256, description="Entity the event is about.")
+    event_type: str = Field(min_length=1, max_length=64, description="Kind of event, e.g. 'purchase'.")
+    timestamp: AwareDatetime = Field(description="When the event happened (timezone-aware).")
+    value: float | None = Field(None, description="Numeric amount, if any (summed by the feature job).")
+    text: str | None = Field(None, max_length=20_000, description="Free text, embedded by the feature job.")
+    attributes: dict[str, MetadataValue] = Field(default_factory=dict, description="Extra flat attributes.")
+
+
+class InferenceLogRecord(Record):
+    """One record per gateway request (no raw prompt unless the gateway setting turns it on)."""
+
+    request_id: str = Field(description="Request id (also in the response's x-request-id header).")
+    timestamp: AwareDatetime = Field(default_factory=utc_now, description="When the request finished.")
+    route: str = Field(description="API route, e.g. /v1/chat/completions.")
+    model: str = Field(description="Served model name.")
+    model_version: str = Field("1", description="Model version / revision.")
+    status_code: int = Field(ge=100, le=599, description="HTTP status returned.")
+    latency_s: float = Field(ge=0, description="Seconds from request to last byte.")
+    ttft_s: float | None = Field(None, ge=0, description="Seconds to first token (streamed or not).")
+    prompt_tokens: int = Field(0, ge=0, description="Prompt tokens.")
+    completion_tokens: int = Field(0, ge=0, description="Generated tokens.")
+    retrieval_scores: list[float] = Field(default_factory=list, description="Scores of the retrieved chunks.")
+    prompt_embedding: list[float] | None = Field(
+        None, description="A cheap sketch of the prompt's embedding (for embedding drift)."
+    )
+    prompt: str | None = Field(None, description="Raw prompt; only when the gateway's include_prompt is on.")
+
+
+class DriftAlertRecord(Record):
+    """Published to drift-alerts when a drift score crosses its threshold."""
+
+    timestamp: AwareDatetime = Field(default_factory=utc_now, description="When the alert was raised.")
+    model: str = Field(description="Model whose traffic drifted.")
+    feature: str = Field(description="Feature (or 'prompt_embedding') that drifted.")
+    test: str = Field(description="Drift test, e.g. 'psi', 'ks', 'embedding_cosine'.")
+    score: float = Field(description="Test statistic.")
+    threshold: float = Field(description="Threshold crossed.")
+    window_index: int = Field(ge=0, description="Index of the window evaluated.")
+    window_size: int = Field(ge=1, description="Records in the window.")
+    reference_size: int = Field(ge=1, description="Records in the reference window.")

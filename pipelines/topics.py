@@ -1,0 +1,46 @@
+"""Topics, their partitions and record types: the one place they are defined.
+
+Keys keep one entity's records ordered (Kafka orders within a partition, and the default partitioner
+maps equal keys to the same partition). Every consumed topic has a dead-letter topic `<topic>.dlq`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from pipelines.records import (
+    DOCUMENT_RECORD,
+    DriftAlertRecord,
+    EventRecord,
+    InferenceLogRecord,
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic: name, partition count, the schema of its values and the field used as the key."""
+
+    name: str
+    partitions: int
+    schema: TypeAdapter[Any]
+    key_field: str
+    consumed: bool = True
+
+    @property
+    def dlq(self) -> str:
+        return dead_letter_topic(self.name)
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+DOCUMENTS = TopicSpec("documents", 4, DOCUMENT_RECORD, key_field="doc_id")
+EVENTS = TopicSpec("events", 4, TypeAdapter(EventRecord), key_field="entity_id")
+INFERENCE_LOG = TopicSpec("inference-log", 2, TypeAdapter(InferenceLogRecord), key_field="model")
+DRIFT_ALERTS = TopicSpec("drift-alerts", 1, TypeAdapter(DriftAlertRecord), key_field="model", consumed=False)
+
+TOPICS: dict[str, TopicSpec] = {t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS)}

@@ -1,0 +1,1 @@
+"""Session fixtures: helm (owned by its area)."""

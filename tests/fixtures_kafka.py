@@ -1,0 +1,1 @@
+"""Session fixtures: kafka (owned by its area)."""

@@ -1,0 +1,1 @@
+"""Session fixtures: postgres (owned by its area)."""

@@ -1,0 +1,1 @@
+"""Session fixtures: serve (owned by its area)."""
