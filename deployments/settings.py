@@ -152,7 +152,7 @@ class EmbeddedStoreSettings(StrictModel):
     """The embedded index: persists to a directory, needs no server."""
 
     backend: Literal["embedded"] = Field("embedded", description="Selects the embedded index.")
-    path: Path = Field(Path(".cache/index"), description="Directory where the index persists.")
+    path: Path = Field(Path("~/.cache/surge/index"), description="Directory where the index persists.")
 
 
 class PgVectorStoreSettings(StrictModel):

@@ -1,0 +1,52 @@
+"""Sentence embeddings with sentence-transformers, usable in-process (pipelines) and inside the Embedder.
+
+One implementation serves both the Serve deployment (`deployments.embedder`) and the Kafka ingestion /
+feature jobs, so a vector computed by a batch job equals the one the gateway computes for a query.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from deployments.model_assets import resolve_embedding_model
+from deployments.settings import EmbedderSettings
+
+
+class TextEmbedder:
+    """Loads the model once; `embed` turns texts into float32 rows (L2-normalised when configured)."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        # More threads than cores collapses throughput on small machines; the setting decides.
+        torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.model = SentenceTransformer(str(resolve_embedding_model(settings.model)), device="cpu")
+        dimensions = self.model.get_embedding_dimension()
+        if dimensions is None:
+            raise ValueError(f"embedder.model {settings.model!r} does not report its embedding dimensions")
+        self.dimensions: int = int(dimensions)
+        self.model_name = settings.model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.settings.max_batch_size,
+            normalize_embeddings=self.settings.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model sees (after truncation), for `usage` in embeddings responses."""
+        tokenizer = self.model.tokenizer
+        limit = self.model.max_seq_length
+        return sum(min(len(tokenizer.encode(t, add_special_tokens=True)), limit) for t in texts)
