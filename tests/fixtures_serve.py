@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +47,105 @@ def serve_http_port(ray_session: None) -> Iterator[int]:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()
+
+
+TEST_API_KEY = "sk-surge-test-key"
+SCALE_FAST = {
+    "min_replicas": 0,
+    "max_replicas": 1,
+    "target_ongoing_requests": 4,
+    "upscale_delay_s": 0,
+    "downscale_delay_s": 4,
+    "downscale_to_zero_delay_s": 4,
+    "look_back_period_s": 2,
+    "metrics_interval_s": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class SurgeApp:
+    base_url: str
+    api_key: str
+    settings: Any
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def test_app_settings(index_dir: Path, llm_model_dir: Path) -> Any:
+    """The app as tests run it: tiny random Llama on vLLM, MiniLM, embedded index, fast scale to zero."""
+    from deployments.settings import AppSettings
+
+    return AppSettings.model_validate(
+        {
+            "gateway": {
+                "env": {"SURGE_API_KEYS": f"{TEST_API_KEY},sk-second-key"},
+                "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                "max_ongoing_requests": 6,
+                "max_queued_requests": 4,
+                "retry_after_s": 2,
+                "max_body_bytes": 64 * 1024,
+                "cold_start_timeout_s": 180,
+                "max_tokens_limit": 256,
+                "chunk_chars": 300,
+                "chunk_overlap_chars": 30,
+            },
+            "embedder": {"autoscaling": SCALE_FAST, "num_cpus": 0.5},
+            "retriever": {"store": {"backend": "embedded", "path": str(index_dir)}, "num_cpus": 0.25},
+            "llm": {
+                "model": str(llm_model_dir),
+                "served_model_name": "tiny-llama",
+                "max_model_len": 512,
+                "num_cpus": 1,
+                "autoscaling": SCALE_FAST,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir() -> Path:
+    from deployments.model_assets import build_tiny_llama, cache_dir
+
+    return build_tiny_llama(cache_dir() / "models" / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def surge_app(serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SurgeApp]:
+    """The whole surge application, served for real once per session."""
+    import httpx
+    from ray import serve
+
+    from deployments.app import build_app
+
+    settings = test_app_settings(tmp_path_factory.mktemp("index"), tiny_llm_dir)
+    serve.run(build_app(settings), name="surge", route_prefix="/")
+    base_url = f"http://127.0.0.1:{serve_http_port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("the surge app did not answer /healthz within 300 s")
+    yield SurgeApp(base_url=base_url, api_key=TEST_API_KEY, settings=settings)
+    serve.delete("surge")
+
+
+def replicas_running(deployment: str, app: str = "surge") -> int:
+    from ray import serve
+
+    states = serve.status().applications[app].deployments[deployment].replica_states
+    return int(states.get("RUNNING", 0))
+
+
+def wait_for_replicas(deployment: str, predicate: Callable[[int], bool], timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        count = replicas_running(deployment)
+        if predicate(count) or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)

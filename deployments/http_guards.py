@@ -1,0 +1,163 @@
+"""What stands in front of every route: API-key auth, the body-size limit and error rendering.
+
+Bad input always gets a 4xx with OpenAI's error object and a message naming the field; a 500 means a bug.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.openai_api import ApiError
+from deployments.settings import GatewaySettings
+
+logger = logging.getLogger("ray.serve")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class ApiKeyAuth:
+    """Bearer API keys from an environment variable (a Secret on Kubernetes), compared in constant time.
+
+    Refuses to construct without keys unless `allow_unauthenticated` is set, which is logged loudly.
+    Keys are never logged.
+    """
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        raw = os.environ.get(settings.api_keys_env, "")
+        self._keys = tuple(k.strip().encode() for k in raw.split(",") if k.strip())
+        self.enabled = bool(self._keys)
+        if not self._keys:
+            if not settings.allow_unauthenticated:
+                raise RuntimeError(
+                    f"no API keys: set the environment variable {settings.api_keys_env} (comma-separated) "
+                    "or, for local development only, gateway.allow_unauthenticated: true"
+                )
+            logger.warning(
+                "!!! gateway.allow_unauthenticated is set: the API accepts requests WITHOUT an API key. "
+                "Never use this outside local development. !!!"
+            )
+
+    def check(self, authorization: str | None) -> None:
+        if not self.enabled:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        presented = token.strip().encode()
+        # Compare against every key (no early exit) so timing says nothing about which key matched.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(presented, key)
+        if scheme.lower() != "bearer" or not matched:
+            raise ApiError(
+                401,
+                "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                error_type="authentication_error",
+            )
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: 413 for bodies over `max_bytes`, declared or streamed (chunked)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        received = 0
+        too_large = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        error = ApiError(413, f"request body exceeds {self.max_bytes} bytes", param="body")
+        payload = json.dumps(error.body()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "malformed JSON body: " + str(first.get("ctx", {}).get("error", first.get("msg"))), "body"
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    field = ".".join(location) or None
+    return (f"{field}: {first.get('msg')}" if field else str(first.get("msg"))), field
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as OpenAI's error object with the right status."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = _validation_message(exc)
+        return JSONResponse(ApiError(400, message, param=field).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = ApiError(exc.status_code, str(exc.detail), error_type="invalid_request_error")
+        return JSONResponse(error.body(), status_code=exc.status_code)
+
+    @app.exception_handler(BackPressureError)
+    async def _overloaded(_: Request, exc: BackPressureError) -> JSONResponse:
+        return overloaded(exc.retry_after_s or 1.0, "a stage is at its queue limit; retry shortly")
+
+    @app.exception_handler(DeploymentUnavailableError)
+    async def _unavailable(_: Request, exc: DeploymentUnavailableError) -> JSONResponse:
+        return overloaded(5.0, "a stage is unavailable; retry shortly")
+
+
+def overloaded(retry_after_s: float, message: str) -> JSONResponse:
+    error = ApiError(503, message, error_type="overloaded_error")
+    return JSONResponse(error.body(), status_code=503, headers={"Retry-After": str(max(1, round(retry_after_s)))})

@@ -1,0 +1,81 @@
+"""Turns a finished gateway request into an `inference-log` record and hands it to the publisher.
+
+The publisher (pipelines.inference_log) never blocks and never raises: a broker outage costs a warning,
+not a failed or slower request. Raw prompts are left out unless `include_prompt` is on; the prompt's
+embedding (when the request computed one, i.e. RAG) travels as a small fixed random projection.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+
+from deployments.settings import InferenceLogSettings
+from pipelines.records import InferenceLogRecord
+
+SKETCH_DIMENSIONS = 16
+
+
+def embedding_sketch(embedding: Sequence[float], dimensions: int = SKETCH_DIMENSIONS) -> list[float]:
+    """Project an embedding onto `dimensions` fixed random directions (seeded, so every process agrees).
+
+    Random projections roughly preserve distances and means (Johnson-Lindenstrauss), which is all the
+    drift monitor's embedding distance needs, at a fraction of the record size.
+    """
+    vector = np.asarray(embedding, dtype=np.float32)
+    return [round(float(x), 5) for x in vector @ _projection(vector.shape[0], dimensions)]
+
+
+@cache
+def _projection(input_dimensions: int, dimensions: int) -> np.ndarray:
+    rng = np.random.default_rng(20231116)
+    return (rng.standard_normal((input_dimensions, dimensions)) / np.sqrt(dimensions)).astype(np.float32)
+
+
+class InferenceLogger:
+    def __init__(self, settings: InferenceLogSettings, model: str) -> None:
+        self.settings = settings
+        self.model = model
+        self._publisher = None
+        if settings.enabled:
+            from pipelines.inference_log import build_inference_log_publisher
+
+            self._publisher = build_inference_log_publisher(settings)
+
+    def record(
+        self,
+        *,
+        route: str,
+        status_code: int,
+        arrived_at: float,
+        ttft_s: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        retrieval_scores: list[float],
+        prompt: str,
+        prompt_embedding: Sequence[float] | None = None,
+    ) -> None:
+        if self._publisher is None:
+            return
+        record = InferenceLogRecord(
+            request_id=uuid.uuid4().hex,
+            route=route,
+            model=self.model,
+            status_code=status_code,
+            latency_s=max(0.0, time.time() - arrived_at),
+            ttft_s=ttft_s,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            retrieval_scores=retrieval_scores,
+            prompt_embedding=embedding_sketch(prompt_embedding) if prompt_embedding is not None else None,
+            prompt=prompt if self.settings.include_prompt else None,
+        )
+        self._publisher.publish(record)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
