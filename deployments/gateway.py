@@ -372,6 +372,7 @@ class Gateway:
         timeline.mark("llm_wake_sent")
         info: dict[str, Any] = await self._bounded(self.llm.wake.remote(), "llm")
         self._account_cold_start("llm", timeline, info.get("ready_at"))
+        timeline.marks["llm_replica_started"] = round(info["replica_started_at"] - timeline.arrived, 4)
         timeline.mark("llm_ready")
 
     async def _start_generation(

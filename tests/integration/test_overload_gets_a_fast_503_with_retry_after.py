@@ -1,0 +1,44 @@
+"""Back-pressure: beyond max_ongoing + max_queued, requests get a fast 503 with Retry-After, not a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.fixtures_serve import SurgeApp
+
+pytestmark = pytest.mark.integration
+
+
+async def one_slow_request(client: httpx.AsyncClient, app: SurgeApp) -> tuple[int, float, str | None]:
+    started = time.perf_counter()
+    body = {"model": "tiny-llama", "prompt": "Once upon a time", "max_tokens": 200, "temperature": 1.0,
+            "stream": True}
+    async with client.stream("POST", f"{app.base_url}/v1/completions", json=body, headers=app.headers()) as response:
+        async for _ in response.aiter_bytes():
+            pass
+        return response.status_code, time.perf_counter() - started, response.headers.get("retry-after")
+
+
+def test_excess_concurrent_requests_are_rejected_fast_and_the_rest_succeed(surge_app: SurgeApp) -> None:
+    # Warm the LLM first so the burst measures back-pressure, not a cold start.
+    httpx.post(f"{surge_app.base_url}/v1/completions", headers=surge_app.headers(), timeout=300,
+               json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 1})
+    gateway = surge_app.settings.gateway
+    capacity = gateway.max_ongoing_requests + gateway.max_queued_requests
+
+    async def burst() -> list[tuple[int, float, str | None]]:
+        async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=100)) as client:
+            return await asyncio.gather(*(one_slow_request(client, surge_app) for _ in range(capacity * 3)))
+
+    results = asyncio.run(burst())
+    statuses = [status for status, _, _ in results]
+    rejected = [(seconds, retry) for status, seconds, retry in results if status == 503]
+    assert statuses.count(200) >= gateway.max_ongoing_requests, statuses
+    assert rejected, f"no request was rejected: {statuses}"
+    assert set(statuses) <= {200, 503}, statuses
+    assert all(retry is not None and int(retry) >= 1 for _, retry in rejected)
+    assert max(seconds for seconds, _ in rejected) < 5.0, "rejections must be fast, not queued"
