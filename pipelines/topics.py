@@ -6,7 +6,7 @@ maps equal keys to the same partition). Every consumed topic has a dead-letter t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -33,6 +33,10 @@ class TopicSpec:
     def dlq(self) -> str:
         return dead_letter_topic(self.name)
 
+    def with_prefix(self, prefix: str) -> TopicSpec:
+        """The same topic under `<prefix><name>` (isolated names: tests, tenants)."""
+        return replace(self, name=f"{prefix}{self.name}") if prefix else self
+
 
 def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
@@ -44,3 +48,8 @@ INFERENCE_LOG = TopicSpec("inference-log", 2, TypeAdapter(InferenceLogRecord), k
 DRIFT_ALERTS = TopicSpec("drift-alerts", 1, TypeAdapter(DriftAlertRecord), key_field="model", consumed=False)
 
 TOPICS: dict[str, TopicSpec] = {t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS)}
+
+
+def topic_specs(prefix: str = "") -> dict[str, TopicSpec]:
+    """Every topic, keyed by its unprefixed name, with `prefix` in front of each real name."""
+    return {name: spec.with_prefix(prefix) for name, spec in TOPICS.items()}

@@ -1,0 +1,94 @@
+"""Topic creation at start-up: idempotent, from the one definition in `pipelines.topics`.
+
+Every consumer and producer command calls `ensure_topics` before it starts; creating a topic that exists
+is not an error, so any number of processes may race to do it. Each consumed topic gets its dead-letter
+topic too. Replication is the broker's default (`replication_factor=-1`) unless given: a 3-broker Kafka
+gets its configured default, a one-node laptop broker gets 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from pipelines.settings import KafkaSettings
+from pipelines.topics import TopicSpec, topic_specs
+
+logger = logging.getLogger(__name__)
+
+# Dead-letter topics see little traffic; one partition keeps their order easy to read.
+DLQ_PARTITIONS = 1
+
+
+class BrokerUnreachable(RuntimeError):
+    """No broker answered at the configured bootstrap servers."""
+
+
+def admin_client(kafka: KafkaSettings, timeout_s: float = 10.0) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(
+            **kafka.kafka_python_config(),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(max(timeout_s, 5) * 1000),
+        )
+    except (KafkaError, OSError) as error:
+        raise BrokerUnreachable(f"no Kafka broker reachable at {kafka.bootstrap_servers}") from error
+
+
+def wanted_topics(specs: Iterable[TopicSpec], replication_factor: int = -1) -> list[NewTopic]:
+    """NewTopic requests for the specs and, for each consumed one, its dead-letter topic."""
+    wanted: list[NewTopic] = []
+    for spec in specs:
+        wanted.append(NewTopic(spec.name, spec.partitions, replication_factor))
+        if spec.consumed:
+            wanted.append(NewTopic(spec.dlq, DLQ_PARTITIONS, replication_factor))
+    return wanted
+
+
+def ensure_topics(
+    kafka: KafkaSettings,
+    specs: Iterable[TopicSpec] | None = None,
+    *,
+    prefix: str = "",
+    replication_factor: int = -1,
+    timeout_s: float = 10.0,
+) -> list[str]:
+    """Create the topics (all of `pipelines.topics` by default) that do not exist; returns those created."""
+    chosen = list(specs) if specs is not None else list(topic_specs(prefix).values())
+    wanted = wanted_topics(chosen, replication_factor)
+    client = admin_client(kafka, timeout_s)
+    try:
+        existing = set(client.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        created: list[str] = []
+        for topic in missing:
+            # One request per topic: another process creating the same topic at the same time must not
+            # fail the others in the batch.
+            try:
+                client.create_topics([topic], timeout_ms=int(timeout_s * 1000))
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            logger.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        client.close()
+
+
+def describe_topics(kafka: KafkaSettings, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
+    """Topic name -> {partitions: int}, for `surge topics list` (internal `__*` topics left out)."""
+    client = admin_client(kafka, timeout_s)
+    try:
+        names = sorted(n for n in client.list_topics() if not n.startswith("__"))
+        described = client.describe_topics(names) if names else []
+        return {
+            d.get("name", d.get("topic")): {"partitions": len(d.get("partitions") or [])} for d in described
+        }
+    finally:
+        client.close()

@@ -1,0 +1,416 @@
+"""The generic at-least-once consumer loop every surge pipeline runs (ingestion, and any other consumer).
+
+Delivery guarantees (the contract each consumer built on this loop inherits, and the tests check):
+
+- **At-least-once.** Offsets are committed only after the batch's sink write returned (the sink makes
+  it durable before returning) and its dead letters were acknowledged by the broker (acks=all). A
+  process killed (SIGKILL) anywhere between the write and the commit re-reads those records after a
+  restart; the sinks are idempotent (keyed writes), so replaying them is harmless. Nothing is skipped.
+- **Poison records never stall a partition.** A record that is not JSON, fails its schema, exceeds
+  `max_record_bytes`, or fails processing on each of `retry.max_attempts` tries (capped exponential
+  backoff with jitter) is published to `<topic>.dlq` with headers naming the reason, the error, the
+  source topic/partition/offset and the attempt count (see `pipelines.dlq`), and its offset is committed
+  like any other: the partition keeps moving.
+- **A sink that is down is not poison.** When the sink raises `SinkUnavailable` (its backend cannot be
+  reached), the loop keeps retrying the same batch with capped backoff, commits nothing meanwhile, and
+  dead-letters nothing: records wait in Kafka until the sink is back.
+- **Rebalances lose nothing.** A batch is written and committed before the next `poll()`, and
+  partitions are only revoked inside `poll()`, so a revoked partition has no processed-but-uncommitted
+  records; the new owner starts at the committed offset. A commit refused because the group moved on
+  (the batch outlived `max_poll_interval_s`) means replay by the new owner, never loss.
+- **Graceful shutdown.** On SIGTERM/SIGINT the loop finishes the batch in hand (or, if its sink is
+  unavailable, abandons it uncommitted), commits what is durable, leaves the group and exits.
+
+Within a partition records are handed to the sink in offset order; producers key records by entity so one
+entity's records share a partition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from pipelines.dlq import DeadLetter, PoisonKind, PoisonRecord
+from pipelines.metrics import ConsumerMetrics
+from pipelines.retry import RetriesExhausted, RetryPolicy, call_with_retry
+from pipelines.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+MAX_SCHEMA_ERROR_CHARS = 500
+
+
+class SinkUnavailable(Exception):
+    """The sink's backend cannot be reached right now: retry the batch later, do not dead-letter it."""
+
+
+class ConsumerSettings(BaseModel):
+    """What every consumer loop needs; each pipeline's settings model extends it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
+    topic_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of every topic name (isolation)."
+    )
+    group_id: str = Field(min_length=1, max_length=200, description="Consumer group id.")
+    batch_size: int = Field(64, ge=1, le=10_000, description="Most records handled (and committed) at once.")
+    poll_timeout_s: float = Field(1.0, gt=0, le=60, description="How long one poll waits for records.")
+    max_poll_interval_s: float = Field(
+        300, gt=0, description="Longest gap between polls before the group evicts this consumer."
+    )
+    session_timeout_s: float = Field(
+        10, ge=1, le=300, description="Heartbeat silence after which the group rebalances."
+    )
+    max_record_bytes: int = Field(
+        2_000_000, ge=64, description="Key + value bytes beyond which a record is dead-lettered as oversized."
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a failing record.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics (0: not served).")
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="Address /metrics binds to.")
+
+    @model_validator(mode="after")
+    def _timeouts_are_consistent(self) -> ConsumerSettings:
+        if self.retry.total_max_wait_s() * self.batch_size >= self.max_poll_interval_s:
+            raise ValueError(
+                f"retry waits for a whole failing batch ({self.retry.total_max_wait_s():.1f} s x batch_size "
+                f"{self.batch_size}) must stay below max_poll_interval_s ({self.max_poll_interval_s})"
+            )
+        if self.poll_timeout_s >= self.max_poll_interval_s:
+            raise ValueError("poll_timeout_s must be < max_poll_interval_s")
+        return self
+
+
+class BatchHandler(Protocol[T]):
+    """What a pipeline plugs into the loop: turn bytes into a record, write a batch of records durably."""
+
+    def decode(self, message: ConsumerRecord) -> T:
+        """Parse and validate one message; raise PoisonRecord if it can never be processed."""
+        ...
+
+    def process(self, records: Sequence[T]) -> None:
+        """Write the records, in order, durably and idempotently; raise SinkUnavailable if the backend is
+        down, any other exception if these records failed."""
+        ...
+
+
+def json_record_decoder(adapter: TypeAdapter[T_co]) -> Callable[[bytes | None], T_co]:
+    """Decode a message value as a JSON record of the given schema, classifying failures as poison."""
+
+    def decode(value: bytes | None) -> T_co:
+        if value is None:
+            raise PoisonRecord(PoisonKind.NOT_JSON, "empty value (tombstone), expected a JSON record")
+        try:
+            data = json.loads(value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise PoisonRecord(PoisonKind.NOT_JSON, f"not JSON: {error}") from error
+        try:
+            return adapter.validate_python(data)
+        except ValidationError as error:
+            text = str(error).replace("\n", " ")[:MAX_SCHEMA_ERROR_CHARS]
+            raise PoisonRecord(PoisonKind.SCHEMA_INVALID, text) from error
+
+    return decode
+
+
+@dataclass
+class LoopStats:
+    """Counts of one loop's lifetime (also exported as metrics)."""
+
+    processed: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    commits: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: AtLeastOnceConsumer[Any]) -> None:
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        # Nothing processed is uncommitted here: batches commit before the next poll (see module doc).
+        logger.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
+        for tp in revoked:
+            self.loop.metrics.forget_partition(tp.topic, tp.partition)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        logger.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+
+class AtLeastOnceConsumer(Generic[T]):
+    """Poll a batch, decode, write it through the handler, dead-letter poison, commit; until stopped."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        topic: str,
+        handler: BatchHandler[T],
+        *,
+        metrics: ConsumerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.handler = handler
+        self.metrics = metrics or ConsumerMetrics(settings.group_id)
+        self.stats = LoopStats()
+        self.stop_requested = threading.Event()
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch and exit (safe from a signal handler)."""
+        self.stop_requested.set()
+
+    def _open(self) -> None:
+        s = self.settings
+        common = s.kafka.kafka_python_config()
+        self._consumer = KafkaConsumer(
+            **common,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.batch_size,
+            max_poll_interval_ms=int(s.max_poll_interval_s * 1000),
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(100, int(s.session_timeout_s * 1000 / 3)),
+            fetch_max_bytes=max(52_428_800, s.max_record_bytes * 2),
+            max_partition_fetch_bytes=max(1_048_576, s.max_record_bytes + 1024),
+        )
+        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+        # Dead letters must be as durable as the commit that follows them.
+        self._producer = KafkaProducer(
+            **common,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=max(1_048_576, s.max_record_bytes + 65_536),
+            linger_ms=5,
+        )
+
+    def _close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+        if self._consumer is not None:
+            # Offsets are committed explicitly after each batch; never auto-commit on the way out.
+            self._consumer.close(autocommit=False)
+        self._producer = self._consumer = None
+
+    def run(self) -> LoopStats:
+        """Consume until `stop()`; returns the lifetime counts."""
+        self._open()
+        logger.info("consuming %s as group %s", self.topic, self.settings.group_id)
+        try:
+            assert self._consumer is not None
+            while not self.stop_requested.is_set():
+                polled = self._consumer.poll(
+                    timeout_ms=int(self.settings.poll_timeout_s * 1000), max_records=self.settings.batch_size
+                )
+                messages = [m for batch in polled.values() for m in batch]
+                if messages:
+                    self.handle_batch(messages)
+                else:
+                    self._update_lag({})
+        finally:
+            self._close()
+            elapsed = time.monotonic() - self.stats.started_at
+            logger.info(
+                "stopped: %d processed, %d dead-lettered in %.1f s",
+                self.stats.processed,
+                self.stats.dead_lettered,
+                elapsed,
+            )
+        return self.stats
+
+    # -- one batch -------------------------------------------------------------------------------------
+
+    def handle_batch(self, messages: Sequence[ConsumerRecord]) -> bool:
+        """Process, dead-letter and commit one polled batch. False if it was abandoned (stop while the
+        sink was unavailable): nothing of it is committed then."""
+        started = time.perf_counter()
+        labels = {"topic": self.topic, "group": self.settings.group_id}
+        good: list[tuple[ConsumerRecord, T]] = []
+        letters: list[DeadLetter] = []
+        for message in messages:
+            try:
+                good.append((message, self._decode(message)))
+            except PoisonRecord as poison:
+                letters.append(self._letter(message, poison.kind, str(poison), attempts=0))
+
+        if good and not self._process_all(good, letters):
+            return False
+        if letters and not self._publish_dead_letters(letters):
+            return False
+        self._commit(messages)
+
+        processed = len(good) - sum(1 for letter in letters if letter.kind == PoisonKind.PROCESSING_FAILED)
+        self.stats.processed += processed
+        self.stats.dead_lettered += len(letters)
+        self.stats.batches += 1
+        self.metrics.processed.labels(**labels).inc(processed)
+        for letter in letters:
+            self.metrics.dead_lettered.labels(**labels, reason=letter.kind.value).inc()
+        self.metrics.processing_seconds.labels(**labels).observe(time.perf_counter() - started)
+        return True
+
+    def _decode(self, message: ConsumerRecord) -> T:
+        size = len(message.value or b"") + len(message.key or b"")
+        if size > self.settings.max_record_bytes:
+            raise PoisonRecord(
+                PoisonKind.OVERSIZED,
+                f"record is {size} bytes > max_record_bytes {self.settings.max_record_bytes}",
+            )
+        return self.handler.decode(message)
+
+    def _process_all(self, good: list[tuple[ConsumerRecord, T]], letters: list[DeadLetter]) -> bool:
+        """Write the decodable records: the whole batch at once, or record by record (with retries) if the
+        batch fails, dead-lettering those that fail every try. False if abandoned."""
+        labels = {"topic": self.topic, "group": self.settings.group_id}
+        policy = self.settings.retry
+        attempt = 0
+        while True:
+            try:
+                self.handler.process([record for _, record in good])
+                return True
+            except SinkUnavailable as error:
+                attempt += 1
+                delay = policy.delay_s(min(attempt, 64))
+                logger.warning("sink unavailable (%s); retrying the batch in %.1f s", error, delay)
+                if self.stop_requested.wait(max(delay, 0.05)):
+                    logger.info("stopping: abandoning an uncommitted batch (it will be re-read)")
+                    return False
+            except Exception as error:
+                self.metrics.failed.labels(**labels).inc()
+                logger.info("batch of %d failed (%s); retrying record by record", len(good), error)
+                break
+
+        for message, record in good:
+            while True:
+                try:
+                    call_with_retry(
+                        lambda r=record: self.handler.process([r]),  # type: ignore[misc]
+                        policy,
+                        should_stop=self.stop_requested.is_set,
+                        sleep=self._interruptible_sleep,
+                    )
+                    break
+                except RetriesExhausted as exhausted:
+                    if isinstance(exhausted.last_error, SinkUnavailable):
+                        if self.stop_requested.wait(policy.max_delay_s):
+                            return False
+                        continue
+                    self.metrics.failed.labels(**labels).inc(exhausted.attempts)
+                    if self.stop_requested.is_set() and exhausted.attempts < policy.max_attempts:
+                        return False  # stopped mid-retry: do not dead-letter a record that had tries left
+                    last = exhausted.last_error
+                    letters.append(
+                        self._letter(
+                            message,
+                            PoisonKind.PROCESSING_FAILED,
+                            f"{type(last).__name__}: {last}",
+                            attempts=exhausted.attempts,
+                        )
+                    )
+                    break
+        return True
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self.stop_requested.wait(seconds)
+
+    def _letter(self, message: ConsumerRecord, kind: PoisonKind, error: str, attempts: int) -> DeadLetter:
+        return DeadLetter(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            kind=kind,
+            error=error,
+            attempts=attempts,
+            group_id=self.settings.group_id,
+            original_headers=tuple(message.headers or ()),
+        )
+
+    def _publish_dead_letters(self, letters: Sequence[DeadLetter]) -> bool:
+        """Send and wait for the broker's acks; retried while the broker refuses. False if abandoned."""
+        assert self._producer is not None
+        attempt = 0
+        while True:
+            try:
+                futures = [
+                    self._producer.send(
+                        letter.topic, key=letter.key, value=letter.value, headers=letter.headers()
+                    )
+                    for letter in letters
+                ]
+                self._producer.flush(timeout=30)
+                for future in futures:
+                    future.get(timeout=30)
+                for letter in letters:
+                    logger.warning(
+                        "dead-lettered %s[%d]@%d to %s: %s (%s)",
+                        letter.source_topic,
+                        letter.partition,
+                        letter.offset,
+                        letter.topic,
+                        letter.kind.value,
+                        letter.error[:200],
+                    )
+                return True
+            except KafkaError as error:
+                attempt += 1
+                logger.warning("could not publish dead letters (%s); retrying", error)
+                if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
+                    return False
+
+    def _commit(self, messages: Sequence[ConsumerRecord]) -> None:
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for message in messages:
+            tp = TopicPartition(message.topic, message.partition)
+            if tp not in offsets or offsets[tp].offset <= message.offset:
+                offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
+        try:
+            self._consumer.commit(offsets)
+            self.stats.commits += 1
+        except CommitFailedError as error:
+            # The group moved on (rebalance): the new owner re-reads these records. Replay, not loss.
+            logger.warning("commit refused after a rebalance (%s); the records will be re-read", error)
+            return
+        for tp, committed in offsets.items():
+            self.metrics.committed_offset.labels(tp.topic, str(tp.partition), self.settings.group_id).set(
+                committed.offset
+            )
+        self._update_lag({tp: c.offset for tp, c in offsets.items()})
+
+    def _update_lag(self, committed: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = committed.get(tp)
+            if position is None:
+                try:
+                    position = self._consumer.position(tp, timeout_ms=100)
+                except KafkaError:
+                    continue
+            if position is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition), self.settings.group_id).set(
+                    max(0, highwater - position)
+                )
