@@ -242,6 +242,12 @@ class InferenceLogSettings(StrictModel):
     enabled: bool = Field(False, description="Publish one record per request to the inference-log topic.")
     include_prompt: bool = Field(False, description="Include the raw prompt text (off: privacy by default).")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
+    topic_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of the inference-log topic name."
+    )
+    max_queue_records: int = Field(
+        10_000, ge=1, le=1_000_000, description="Records buffered while the broker is down; oldest dropped."
+    )
 
 
 class GatewaySettings(DeploymentSettings):
