@@ -1,0 +1,489 @@
+"""The Ray batch feature job: a bounded offset range of `events` -> windowed features per entity.
+
+One run:
+
+1. **Plan** the range: explicit `PARTITION:START-END` ranges, or, by default, from where the online store's
+   offset ledger ends to the topic's end offsets (optionally capped per partition). `--min-lag N` makes the
+   run a no-op while fewer than N records wait, so a scheduler or a lag trigger can call it freely.
+2. **Skip** if the ledger already holds exactly this range (a re-run changes nothing).
+3. **Read** the range with kafka-python (partitions assigned, seek to start, read to end; no consumer
+   group). Records that are not valid `EventRecord`s go to `events.dlq` with the standard DLQ headers.
+4. **Compute** with Ray Data: a class-based UDF embeds text fields (the model loads once per actor), then
+   a group-by on (entity, tumbling window) aggregates counts, sums, maximum, event-type counts, first/last
+   event time, recency (window end minus last event) and the mean text embedding.
+5. **Write** the offline store (Parquet, one file per range and date partition, named by the range, so a
+   re-run rewrites identical files), then apply the rows to the online store and record the range in the
+   ledger in one transaction (see `pipelines.feature_store`).
+
+Run as a script (`python -m pipelines.feature_job run ...`, or `surge feature-job run ...`) it starts Ray
+itself (`ray.init()`, which honours `RAY_ADDRESS`); called from Python it uses the caller's Ray session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deployments.settings import EmbedderSettings
+from pipelines.dlq import DeadLetter, PoisonKind
+from pipelines.feature_store import (
+    FeatureRow,
+    OfflineFeatureStore,
+    OffsetRange,
+    OnlineStoreSettings,
+    PartitionRange,
+    SqliteOnlineStoreSettings,
+    open_online_store,
+)
+from pipelines.records import EventRecord
+from pipelines.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+DLQ_GROUP = "surge-feature-job"
+
+
+class FeatureJobSettings(BaseModel):
+    """Everything one feature-job run needs; loadable from JSON (`--settings FILE`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
+    topic: str = Field("events", min_length=1, description="Topic holding EventRecord values.")
+    window_s: int = Field(3600, ge=1, le=31 * 86400, description="Tumbling window length in seconds.")
+    offline_path: Path = Field(
+        Path("~/.cache/surge/features/offline"), description="Root folder of the offline Parquet store."
+    )
+    online: OnlineStoreSettings = Field(
+        default_factory=SqliteOnlineStoreSettings, description="Online store backend (sqlite | postgres)."
+    )
+    embed_text: bool = Field(True, description="Embed the events' text field (mean embedding per window).")
+    embedder: EmbedderSettings = Field(
+        default_factory=EmbedderSettings, description="Embedding model used for text fields."
+    )
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="Rows per batch sent to the embedding UDF.")
+    embed_actors: int = Field(1, ge=1, le=64, description="Embedding actors (each loads the model once).")
+    embed_actor_cpus: float = Field(1.0, gt=0, le=64, description="CPUs reserved per embedding actor.")
+    max_records_per_partition: int | None = Field(
+        None, ge=1, description="Cap on records read per partition in one run (None: up to the end offset)."
+    )
+    shuffle_partitions: int = Field(
+        4, ge=1, le=10_000, description="Partitions of the group-by shuffle (few on small machines)."
+    )
+    read_timeout_s: float = Field(60.0, gt=0, description="Longest the read of one range may take.")
+
+
+# ------------------------------------------------------------------------------------------- planning
+
+
+def _consumer(kafka: KafkaSettings) -> Any:
+    from kafka import KafkaConsumer
+
+    # No group: offsets are ours (the ledger), not the broker's.
+    return KafkaConsumer(
+        **kafka.kafka_python_config(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+
+
+def topic_offsets(kafka: KafkaSettings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """(beginning, end) offsets per partition of `topic`."""
+    from kafka import TopicPartition
+
+    consumer = _consumer(kafka)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"topic {topic!r} does not exist or has no partitions")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        begin = {tp.partition: int(o) for tp, o in consumer.beginning_offsets(tps).items()}
+        end = {tp.partition: int(o) for tp, o in consumer.end_offsets(tps).items()}
+        return begin, end
+    finally:
+        consumer.close()
+
+
+def plan_range(
+    topic: str,
+    beginning: dict[int, int],
+    end: dict[int, int],
+    committed_ends: dict[int, int],
+    max_per_partition: int | None = None,
+) -> OffsetRange:
+    """The next range to consume: from the ledger's end (or the log start) to the end offset, capped.
+
+    Example: end {0: 120, 1: 80}, ledger ends {0: 100}, cap None -> `topic:0=100-120,1=0-80`.
+    """
+    parts = []
+    for partition, stop in sorted(end.items()):
+        start = max(committed_ends.get(partition, 0), beginning.get(partition, 0))
+        if max_per_partition is not None:
+            stop = min(stop, start + max_per_partition)
+        parts.append(PartitionRange(partition, start, max(start, stop)))
+    return OffsetRange.of(topic, parts)
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class ReadResult:
+    events: list[dict[str, Any]]
+    dead_letters: list[DeadLetter]
+
+
+def read_range(kafka: KafkaSettings, offset_range: OffsetRange, timeout_s: float = 60.0) -> ReadResult:
+    """Every record of the range, parsed; invalid ones become dead letters (not published here)."""
+    from kafka import TopicPartition
+
+    consumer = _consumer(kafka)
+    events: list[dict[str, Any]] = []
+    dead: list[DeadLetter] = []
+    try:
+        tps = {p.partition: TopicPartition(offset_range.topic, p.partition) for p in offset_range.partitions}
+        consumer.assign(list(tps.values()))
+        for p in offset_range.partitions:
+            consumer.seek(tps[p.partition], p.start)
+        ends = {tps[p.partition]: p.end for p in offset_range.partitions}
+        pending = {tp for tp, e in ends.items() if consumer.position(tp) < e}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {offset_range.range_id} took over {timeout_s} s")
+            for tp, messages in consumer.poll(timeout_ms=500, max_records=5000).items():
+                for message in messages:
+                    if message.offset >= ends[tp]:
+                        break
+                    _parse(message, events, dead)
+                if consumer.position(tp) >= ends[tp]:
+                    consumer.pause(tp)
+                    pending.discard(tp)
+    finally:
+        consumer.close()
+    return ReadResult(events, dead)
+
+
+def _parse(message: Any, events: list[dict[str, Any]], dead: list[DeadLetter]) -> None:
+    kind, error = None, ""
+    try:
+        record = EventRecord.model_validate_json(message.value or b"")
+    except ValidationError as exc:
+        is_json = True
+        try:
+            json.loads(message.value or b"")
+        except ValueError:
+            is_json = False
+        kind = PoisonKind.SCHEMA_INVALID if is_json else PoisonKind.NOT_JSON
+        error = str(exc)
+    if kind is not None:
+        dead.append(
+            DeadLetter(
+                source_topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                kind=kind,
+                error=error,
+                attempts=0,
+                group_id=DLQ_GROUP,
+                original_headers=tuple(message.headers or ()),
+            )
+        )
+        return
+    events.append(
+        {
+            "entity_id": record.entity_id,
+            "event_type": record.event_type,
+            "ts_us": int(record.timestamp.timestamp() * 1_000_000),
+            "value": np.nan if record.value is None else float(record.value),
+            "text": record.text or "",
+        }
+    )
+
+
+def publish_dead_letters(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> None:
+    """Send dead letters to `<topic>.dlq` (original key/value, `surge-dlq-*` headers) and wait for acks."""
+    if not letters:
+        return
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**kafka.kafka_python_config(), acks="all")
+    try:
+        futures = [
+            producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers())
+            for letter in letters
+        ]
+        for future in futures:
+            future.get(timeout=30)
+    finally:
+        producer.close()
+
+
+# ------------------------------------------------------------------------------------------- computing
+
+
+class EmbedTexts:
+    """Ray Data class UDF: loads the embedding model once per actor, adds an `embedding` column."""
+
+    def __init__(self, embedder_json: str) -> None:
+        from deployments.embedding import TextEmbedder
+
+        self.embedder = TextEmbedder(EmbedderSettings.model_validate_json(embedder_json))
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        texts = batch["text"].fillna("")
+        mask = (texts != "").to_numpy()
+        vectors = np.zeros((len(batch), self.embedder.dimensions), dtype=np.float32)
+        if mask.any():
+            vectors[mask] = self.embedder.embed(texts[mask].tolist())
+        batch = batch.copy()
+        batch["has_text"] = mask
+        batch["embedding"] = list(vectors)
+        return batch
+
+
+def aggregate_window(group: pd.DataFrame, window_us: int) -> pd.DataFrame:
+    """One (entity, window) group -> one feature row (timestamps as epoch microseconds)."""
+    values = group["value"].to_numpy(dtype=np.float64)
+    present = values[~np.isnan(values)]
+    window_start = int(group["window_start_us"].iloc[0])
+    last = int(group["ts_us"].max())
+    has_text = group["has_text"].to_numpy(dtype=bool) if "has_text" in group else np.zeros(len(group), bool)
+    embedding: list[float] | None = None
+    if has_text.any():
+        rows = np.stack([np.asarray(v, dtype=np.float32) for v in group["embedding"][has_text]])
+        embedding = rows.mean(axis=0).astype(np.float32).tolist()
+    counts = group["event_type"].value_counts()
+    return pd.DataFrame(
+        [
+            {
+                "entity_id": group["entity_id"].iloc[0],
+                "window_start_us": window_start,
+                "event_count": len(group),
+                "value_count": len(present),
+                "value_sum": float(present.sum()) if len(present) else 0.0,
+                "value_max": float(present.max()) if len(present) else None,
+                "event_type_counts": json.dumps({str(k): int(v) for k, v in sorted(counts.items())}),
+                "first_event_us": int(group["ts_us"].min()),
+                "last_event_us": last,
+                "recency_s": (window_start + window_us - last) / 1e6,
+                "text_count": int(has_text.sum()),
+                "text_embedding": json.dumps(embedding),
+            }
+        ]
+    )
+
+
+def compute_features(
+    events: list[dict[str, Any]], settings: FeatureJobSettings, offset_range: OffsetRange
+) -> list[FeatureRow]:
+    """Windowed features per entity with Ray Data (uses the current Ray session)."""
+    import ray
+
+    if not events:
+        return []
+    window_us = settings.window_s * 1_000_000
+    frame = pd.DataFrame(events)
+    frame["window_start_us"] = (frame["ts_us"] // window_us) * window_us
+    dataset: ray.data.Dataset = ray.data.from_pandas(frame)
+    if settings.embed_text and (frame["text"] != "").any():
+        from ray.data import ActorPoolStrategy
+
+        dataset = dataset.map_batches(
+            EmbedTexts,
+            fn_constructor_args=(settings.embedder.model_dump_json(),),
+            batch_size=settings.embed_batch_size,
+            batch_format="pandas",
+            compute=ActorPoolStrategy(size=settings.embed_actors),
+            num_cpus=settings.embed_actor_cpus,
+        )
+    features = (
+        dataset.groupby(["entity_id", "window_start_us"], num_partitions=settings.shuffle_partitions)
+        .map_groups(functools.partial(aggregate_window, window_us=window_us), batch_format="pandas")
+        .to_pandas()
+    )
+    rows = [_to_feature_row(r, window_us, offset_range) for r in features.to_dict("records")]
+    rows.sort(key=lambda r: (r["entity_id"], r["window_start"]))
+    return rows
+
+
+def _from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def _to_feature_row(raw: dict[str, Any], window_us: int, offset_range: OffsetRange) -> FeatureRow:
+    start = _from_us(int(raw["window_start_us"]))
+    value_max = raw["value_max"]
+    return {
+        "entity_id": raw["entity_id"],
+        "window_start": start,
+        "window_end": _from_us(int(raw["window_start_us"]) + window_us),
+        "event_count": int(raw["event_count"]),
+        "value_count": int(raw["value_count"]),
+        "value_sum": float(raw["value_sum"]),
+        "value_max": None if value_max is None or pd.isna(value_max) else float(value_max),
+        "event_type_counts": raw["event_type_counts"],
+        "first_event_at": _from_us(int(raw["first_event_us"])),
+        "last_event_at": _from_us(int(raw["last_event_us"])),
+        "recency_s": float(raw["recency_s"]),
+        "text_count": int(raw["text_count"]),
+        "text_embedding": json.loads(raw["text_embedding"]),
+        "range_id": offset_range.range_id,
+        "window_date": start.strftime("%Y-%m-%d"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class FeatureJobResult:
+    """What a run did; `status` is one of applied | already_applied | below_min_lag | empty."""
+
+    status: str
+    range_id: str
+    lag: int
+    records: int = 0
+    dead_letters: int = 0
+    feature_rows: int = 0
+    entities: int = 0
+    offline_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+def run_feature_job(
+    settings: FeatureJobSettings,
+    ranges: Sequence[PartitionRange] | None = None,
+    min_lag: int = 0,
+) -> FeatureJobResult:
+    """One run over an explicit range, or the next planned one; see the module docstring."""
+    started = time.perf_counter()
+    online = open_online_store(settings.online)
+    try:
+        if ranges:
+            offset_range = OffsetRange.of(settings.topic, ranges)
+            lag = offset_range.records
+        else:
+            beginning, end = topic_offsets(settings.kafka, settings.topic)
+            committed = online.committed_ends(settings.topic)
+            full = plan_range(settings.topic, beginning, end, committed)
+            lag = full.records
+            offset_range = plan_range(
+                settings.topic, beginning, end, committed, settings.max_records_per_partition
+            )
+        result = FeatureJobResult(status="empty", range_id=offset_range.range_id, lag=lag)
+        if lag < min_lag:
+            result.status = "below_min_lag"
+        elif offset_range.records == 0:
+            result.status = "empty"
+        elif online.is_applied(offset_range):
+            result.status = "already_applied"
+        else:
+            read = read_range(settings.kafka, offset_range, settings.read_timeout_s)
+            publish_dead_letters(settings.kafka, read.dead_letters)
+            compute_start = time.perf_counter()
+            rows = compute_features(read.events, settings, offset_range)
+            result.compute_seconds = time.perf_counter() - compute_start
+            files = OfflineFeatureStore(settings.offline_path).write(offset_range, rows)
+            applied = online.apply(offset_range, rows)
+            result.status = "applied" if applied.applied else "already_applied"
+            result.records = offset_range.records
+            result.dead_letters = len(read.dead_letters)
+            result.feature_rows = len(rows)
+            result.entities = applied.entities
+            result.offline_files = [str(f) for f in files]
+        result.seconds = time.perf_counter() - started
+        logger.info("feature job %s: %s", result.status, json.dumps(asdict(result), default=str))
+        return result
+    finally:
+        online.close()
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def load_settings(path: str | None, **overrides: Any) -> FeatureJobSettings:
+    data: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    return FeatureJobSettings.model_validate(data)
+
+
+def register_cli(subparsers: Any) -> None:
+    """Adds `feature-job run` to the `surge` CLI (called by `pipelines.cli`)."""
+    parser = subparsers.add_parser("feature-job", help="Ray batch feature job over the events topic.")
+    commands = parser.add_subparsers(dest="feature_job_command", required=True)
+    run = commands.add_parser("run", help="Consume one bounded offset range and write features.")
+    run.add_argument("--settings", help="JSON file with FeatureJobSettings.")
+    run.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (overrides the settings).")
+    run.add_argument("--topic", help="Events topic (default: events).")
+    run.add_argument(
+        "--range",
+        action="append",
+        dest="ranges",
+        metavar="P:START-END",
+        help="Explicit offset range of one partition (repeat per partition); default: ledger end to log end.",
+    )
+    run.add_argument("--min-lag", type=int, default=0, help="Do nothing while fewer records are waiting.")
+    run.add_argument("--max-records-per-partition", type=int, help="Cap on records per partition.")
+    run.add_argument("--offline-path", help="Offline Parquet store root.")
+    run.add_argument("--no-embed", action="store_true", help="Skip text embeddings.")
+    run.set_defaults(handler=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    import ray
+
+    overrides: dict[str, Any] = {
+        "topic": args.topic,
+        "offline_path": args.offline_path,
+        "max_records_per_partition": args.max_records_per_partition,
+        "embed_text": False if args.no_embed else None,
+    }
+    settings = load_settings(args.settings, **overrides)
+    if args.bootstrap_servers:
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
+        settings = settings.model_copy(update={"kafka": kafka})
+    ranges = [PartitionRange.parse(r) for r in args.ranges or ()]
+    if not ray.is_initialized():
+        # ray.init() connects to RAY_ADDRESS when it is set (a RayJob), else starts a local Ray.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(include_dashboard=False, log_to_driver=False)
+    result = run_feature_job(settings, ranges or None, min_lag=args.min_lag)
+    summary = asdict(result) | {"records_per_s": round(result.records_per_s, 1)}
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m pipelines.feature_job")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    # `python -m pipelines.feature_job run ...` reads like `surge feature-job run ...`.
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(["feature-job", *arguments])
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
