@@ -1,0 +1,104 @@
+"""The Retriever deployment: a vector index (`deployments.vector_store`) behind a DeploymentHandle.
+
+Store calls block (SQLite, FAISS, PostgreSQL), so each runs in a worker thread (`asyncio.to_thread`): the
+replica's event loop keeps answering health checks and other requests meanwhile. The embedded store
+serialises its own calls with a lock; the pgvector store runs them in parallel on its connection pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from ray import serve
+
+from deployments.observability import record_replica_ready
+from deployments.settings import RetrieverSettings
+from deployments.vector_store import ChunkRecord, VectorStore, WriteResult, open_vector_store
+
+CHUNK_FIELDS = frozenset({"doc_id", "chunk_index", "text", "embedding", "metadata"})
+
+
+def chunk_from_dict(doc_id: str, chunk: Mapping[str, Any]) -> ChunkRecord:
+    """A `ChunkRecord` from its dict form (as sent over a handle); doc_id defaults to the document's key."""
+    unknown = set(chunk) - CHUNK_FIELDS
+    if unknown:
+        raise ValueError(
+            f"document {doc_id!r}: unknown chunk fields {sorted(unknown)}; known: {sorted(CHUNK_FIELDS)}"
+        )
+    missing = {"chunk_index", "text", "embedding"} - set(chunk)
+    if missing:
+        raise ValueError(f"document {doc_id!r}: chunk is missing {sorted(missing)}")
+    return ChunkRecord(
+        doc_id=str(chunk.get("doc_id", doc_id)),
+        chunk_index=int(chunk["chunk_index"]),
+        text=str(chunk["text"]),
+        embedding=chunk["embedding"],
+        metadata=dict(chunk.get("metadata") or {}),
+    )
+
+
+@serve.deployment
+class Retriever:
+    """Search, replace and delete document chunks in the configured vector store."""
+
+    def __init__(self, settings: RetrieverSettings) -> None:
+        self.started_at = time.time()
+        self.settings = settings
+        self.store: VectorStore = open_vector_store(settings.store, settings.dimensions)
+        self.ready_at = time.time()
+        record_replica_ready("retriever", self.started_at, self.ready_at)
+
+    def _check_top_k(self, top_k: int) -> None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if top_k > self.settings.max_top_k:
+            raise ValueError(f"top_k {top_k} exceeds retriever.max_top_k ({self.settings.max_top_k})")
+
+    async def search(
+        self, embedding: Sequence[float], top_k: int, where: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The `top_k` closest chunks as dicts (doc_id, chunk_index, text, metadata, score), best first."""
+        self._check_top_k(top_k)
+        hits = await asyncio.to_thread(self.store.search, embedding, top_k, where)
+        return [asdict(hit) for hit in hits]
+
+    async def replace_documents(self, documents: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+        """Make each document's chunks exactly the given ones; returns written/unchanged/deleted counts."""
+        records = {
+            doc_id: [chunk_from_dict(doc_id, chunk) for chunk in chunks]
+            for doc_id, chunks in documents.items()
+        }
+        result: WriteResult = await asyncio.to_thread(self.store.replace_documents, records)
+        return asdict(result)
+
+    async def delete_documents(self, doc_ids: list[str]) -> int:
+        """Remove these documents; returns the number of chunks removed."""
+        return await asyncio.to_thread(self.store.delete_documents, list(doc_ids))
+
+    async def stats(self) -> dict[str, Any]:
+        chunks = await asyncio.to_thread(self.store.count_chunks)
+        documents = await asyncio.to_thread(self.store.count_documents)
+        return {
+            "chunks": chunks,
+            "documents": documents,
+            "backend": self.store.backend,
+            "dimensions": self.store.dimensions,
+        }
+
+    async def wake(self) -> dict[str, Any]:
+        """Cheap call that brings the stage up from zero and reports when this replica became ready."""
+        return {
+            "replica_started_at": self.started_at,
+            "ready_at": self.ready_at,
+            "backend": self.store.backend,
+        }
+
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica: close connections (the data stays where it persists).
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
