@@ -1,4 +1,4 @@
-"""Online feature store: a range applied twice changes nothing; overlapping ranges are refused; new ranges add."""
+"""Online feature store: re-applying a range changes nothing; overlaps are refused; new ranges add."""
 
 from __future__ import annotations
 
