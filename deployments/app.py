@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.embedder import Embedder
 from deployments.gateway import Gateway
@@ -24,11 +24,19 @@ from deployments.settings import AppSettings
 
 def build_app(args: dict[str, Any] | AppSettings | None = None) -> Application:
     settings = load_settings(args)
-    embedder = Embedder.options(**settings.embedder.serve_options("Embedder")).bind(settings.embedder)
-    retriever = Retriever.options(**settings.retriever.serve_options("Retriever")).bind(settings.retriever)
-    llm = LLMServer.options(**settings.llm.serve_options("LLMServer")).bind(settings.llm)
-    gateway = Gateway.options(**settings.gateway.serve_options("Gateway"))
+    embedder = _stage(Embedder, settings.embedder.serve_options("Embedder")).bind(settings.embedder)
+    retriever = _stage(Retriever, settings.retriever.serve_options("Retriever")).bind(settings.retriever)
+    llm = _stage(LLMServer, settings.llm.serve_options("LLMServer")).bind(settings.llm)
+    gateway = _stage(Gateway, settings.gateway.serve_options("Gateway"))
     return gateway.bind(settings, embedder, retriever, llm)
+
+
+def _stage(deployment: object, options: dict[str, Any]) -> Deployment:
+    # The classes are `@serve.deployment`-decorated; type checkers can't see that a class decorator
+    # turned them into Deployments, so check it here instead.
+    if not isinstance(deployment, Deployment):
+        raise TypeError(f"{deployment!r} is not a Serve deployment")
+    return deployment.options(**options)
 
 
 def load_settings(args: dict[str, Any] | AppSettings | None) -> AppSettings:

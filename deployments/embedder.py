@@ -49,4 +49,8 @@ class Embedder:
 
     async def wake(self) -> dict[str, Any]:
         """Cheap call that brings the stage up from zero and reports when this replica became ready."""
-        return {"replica_started_at": self.started_at, "ready_at": self.ready_at, "model": self.model.model_name}
+        return {
+            "replica_started_at": self.started_at,
+            "ready_at": self.ready_at,
+            "model": self.model.model_name,
+        }

@@ -48,5 +48,5 @@ class TextEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens the model sees (after truncation), for `usage` in embeddings responses."""
         tokenizer = self.model.tokenizer
-        limit = self.model.max_seq_length
+        limit = int(self.model.max_seq_length or 512)
         return sum(min(len(tokenizer.encode(t, add_special_tokens=True)), limit) for t in texts)

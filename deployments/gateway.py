@@ -75,6 +75,40 @@ class _Timeline:
         self.marks[name] = round(time.time() - self.arrived, 4)
 
 
+# Helpers sit above the deployment class: Serve serialises the class when it is decorated, so names
+# defined below it would be missing inside the replica.
+
+
+def _idle_to_zero_seconds(settings: AppSettings) -> float:
+    """How long after its last answer the LLM is certainly still up (infinite when kept warm)."""
+    scaling = settings.llm.autoscaling
+    if scaling.effective_min_replicas > 0:
+        return float("inf")
+    delay = scaling.downscale_to_zero_delay_s
+    if delay is None:
+        delay = scaling.downscale_delay_s
+    # Leave a margin for the autoscaler's look-back window and clock skew.
+    return max(0.0, delay - scaling.look_back_period_s)
+
+
+def _model_error(exc: Exception) -> ApiError:
+    """Map an engine failure: prompt too long is the client's error (400), anything else a 502."""
+    text = str(exc)
+    if "maximum model length" in text or "max_model_len" in text or "too long" in text:
+        return ApiError(400, "the prompt is too long for the model's context window", param="messages")
+    return ApiError(502, "the model failed to generate a response", error_type="server_error")
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode()
+    return [float(x) for x in vector]
+
+
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
@@ -164,8 +198,10 @@ class Gateway:
     async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
         if body.model != self.embedding_model:
             raise ApiError(
-                404, f"embedding model {body.model!r} is not served; use {self.embedding_model!r}",
-                param="model", error_type="model_not_found",
+                404,
+                f"embedding model {body.model!r} is not served; use {self.embedding_model!r}",
+                param="model",
+                error_type="model_not_found",
             )
         texts = body.texts
         self._check_texts(texts, "input")
@@ -196,7 +232,8 @@ class Gateway:
                 raise ApiError(400, f"{field}[{i}] is empty", param=field)
             if len(text) > limits.max_input_chars:
                 raise ApiError(
-                    400, f"{field}[{i}] is {len(text)} characters; the limit is {limits.max_input_chars}",
+                    400,
+                    f"{field}[{i}] is {len(text)} characters; the limit is {limits.max_input_chars}",
                     param=field,
                 )
 
@@ -216,7 +253,8 @@ class Gateway:
             raise ApiError(400, "give documents to upsert and/or ids to delete", param="documents")
         if total > self.settings.max_documents_per_request:
             raise ApiError(
-                400, f"{total} documents in one request; at most {self.settings.max_documents_per_request}",
+                400,
+                f"{total} documents in one request; at most {self.settings.max_documents_per_request}",
                 param="documents",
             )
         upserted: dict[str, Any] = {"written": 0, "unchanged": 0, "deleted": 0}
@@ -232,8 +270,13 @@ class Gateway:
             grouped: dict[str, list[dict[str, Any]]] = {doc.id: [] for doc in body.documents}
             for (doc, index, text), vector in zip(chunks, result["embeddings"], strict=True):
                 grouped[doc.id].append(
-                    {"doc_id": doc.id, "chunk_index": index, "text": text,
-                     "embedding": vector.tolist(), "metadata": doc.metadata}
+                    {
+                        "doc_id": doc.id,
+                        "chunk_index": index,
+                        "text": text,
+                        "embedding": vector.tolist(),
+                        "metadata": doc.metadata,
+                    }
                 )
             upserted = await self._bounded(self.retriever.replace_documents.remote(grouped), "retriever")
         deleted = 0
@@ -327,7 +370,8 @@ class Gateway:
         top_k = (options.top_k if options and options.top_k else None) or self.settings.rag_top_k
         if top_k > self.app_settings.retriever.max_top_k:
             raise ApiError(
-                400, f"retrieval.top_k {top_k} exceeds {self.app_settings.retriever.max_top_k}",
+                400,
+                f"retrieval.top_k {top_k} exceeds {self.app_settings.retriever.max_top_k}",
                 param="retrieval.top_k",
             )
         where = options.filter if options else None
@@ -430,10 +474,14 @@ class Gateway:
         last: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "finish_reason": None}
         status = 200
         try:
-            yield _sse(chat_chunk(completion_id, body.model, {"role": "assistant", "content": ""}, None, **extra))
+            yield _sse(
+                chat_chunk(completion_id, body.model, {"role": "assistant", "content": ""}, None, **extra)
+            )
             async for delta in stream:
                 last = delta
-                yield _sse(chat_chunk(completion_id, body.model, {"content": delta["text"]}, delta["finish_reason"]))
+                yield _sse(
+                    chat_chunk(completion_id, body.model, {"content": delta["text"]}, delta["finish_reason"])
+                )
             timeline.mark("generated")
             if body.include_usage_in_stream:
                 final = chat_chunk(completion_id, body.model, {}, None)
@@ -476,7 +524,7 @@ class Gateway:
         """Wait for a stage, at most `cold_start_timeout_s` (it may be starting from zero)."""
         try:
             return await asyncio.wait_for(awaitable, timeout=self.settings.cold_start_timeout_s)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise ApiError(
                 503,
                 f"the {stage} stage did not answer within {self.settings.cold_start_timeout_s:.0f} s "
@@ -500,7 +548,9 @@ class Gateway:
         status: int,
     ) -> None:
         prompt = (
-            "\n".join(m.text() for m in body.messages) if isinstance(body, ChatCompletionRequest) else body.prompt
+            "\n".join(m.text() for m in body.messages)
+            if isinstance(body, ChatCompletionRequest)
+            else body.prompt
         )
         self.inference_log.record(
             route=route,
@@ -514,33 +564,3 @@ class Gateway:
             prompt_embedding=timeline.query_embedding,
         )
         self.metrics.tokens(self.llm_model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
-
-
-def _idle_to_zero_seconds(settings: AppSettings) -> float:
-    """How long after its last answer the LLM is certainly still up (infinite when kept warm)."""
-    scaling = settings.llm.autoscaling
-    if scaling.effective_min_replicas > 0:
-        return float("inf")
-    delay = scaling.downscale_to_zero_delay_s
-    if delay is None:
-        delay = scaling.downscale_delay_s
-    # Leave a margin for the autoscaler's look-back window and clock skew.
-    return max(0.0, delay - scaling.look_back_period_s)
-
-
-def _model_error(exc: Exception) -> ApiError:
-    """Map an engine failure: prompt too long is the client's error (400), anything else a 502."""
-    text = str(exc)
-    if "maximum model length" in text or "max_model_len" in text or "too long" in text:
-        return ApiError(400, "the prompt is too long for the model's context window", param="messages")
-    return ApiError(502, "the model failed to generate a response", error_type="server_error")
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
-def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
-    if encoding == "base64":
-        return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode()
-    return [float(x) for x in vector]

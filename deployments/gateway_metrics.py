@@ -37,7 +37,9 @@ class GatewayMetrics:
             "surge_gateway_prompt_tokens_total", description="Prompt tokens by model.", tag_keys=("model",)
         )
         self._completion_tokens = metrics.Counter(
-            "surge_gateway_completion_tokens_total", description="Generated tokens by model.", tag_keys=("model",)
+            "surge_gateway_completion_tokens_total",
+            description="Generated tokens by model.",
+            tag_keys=("model",),
         )
 
     def observe(self, route: str, status: int, seconds: float) -> None:

@@ -110,7 +110,10 @@ class BodySizeLimit:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": payload})
@@ -160,4 +163,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def overloaded(retry_after_s: float, message: str) -> JSONResponse:
     error = ApiError(503, message, error_type="overloaded_error")
-    return JSONResponse(error.body(), status_code=503, headers={"Retry-After": str(max(1, round(retry_after_s)))})
+    return JSONResponse(
+        error.body(), status_code=503, headers={"Retry-After": str(max(1, round(retry_after_s)))}
+    )

@@ -40,7 +40,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": None}}
+        return {
+            "error": {"message": self.message, "type": self.error_type, "param": self.param, "code": None}
+        }
 
 
 class _Request(BaseModel):
@@ -52,7 +54,9 @@ class RetrievalOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    top_k: int | None = Field(None, ge=1, description="Chunks to retrieve (defaults to the gateway's rag_top_k).")
+    top_k: int | None = Field(
+        None, ge=1, description="Chunks to retrieve (defaults to the gateway's rag_top_k)."
+    )
     filter: dict[str, MetadataValue | list[MetadataValue]] | None = Field(
         None, description="Metadata filter: every key must match; a list means any of."
     )
@@ -180,12 +184,16 @@ def check_limits(request: ChatCompletionRequest | CompletionRequest, settings: G
     max_tokens = request.requested_max_tokens or settings.default_max_tokens
     if max_tokens > settings.max_tokens_limit:
         raise ApiError(
-            400, f"max_tokens {max_tokens} exceeds the limit of {settings.max_tokens_limit}", param="max_tokens"
+            400,
+            f"max_tokens {max_tokens} exceeds the limit of {settings.max_tokens_limit}",
+            param="max_tokens",
         )
     stops = request.stop_list
     if len(stops) > settings.max_stop_sequences:
         raise ApiError(
-            400, f"stop has {len(stops)} sequences; at most {settings.max_stop_sequences} allowed", param="stop"
+            400,
+            f"stop has {len(stops)} sequences; at most {settings.max_stop_sequences} allowed",
+            param="stop",
         )
     if any(not s for s in stops):
         raise ApiError(400, "stop sequences must not be empty", param="stop")

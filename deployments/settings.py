@@ -47,7 +47,9 @@ class AutoscalingSettings(StrictModel):
         60.0, ge=0, description="Seconds demand must stay low before removing a replica (down to one)."
     )
     downscale_to_zero_delay_s: float | None = Field(
-        300.0, ge=0, description="Seconds idle before the last replica is removed (only when the minimum is 0)."
+        300.0,
+        ge=0,
+        description="Seconds idle before the last replica is removed (only when the minimum is 0).",
     )
     look_back_period_s: float = Field(
         10.0, gt=0, description="Window over which ongoing requests are averaged."
@@ -168,9 +170,7 @@ class PgVectorStoreSettings(StrictModel):
     pool_size: int = Field(4, ge=1, le=64, description="Connections kept per replica.")
 
 
-VectorStoreSettings = Annotated[
-    EmbeddedStoreSettings | PgVectorStoreSettings, Field(discriminator="backend")
-]
+VectorStoreSettings = Annotated[EmbeddedStoreSettings | PgVectorStoreSettings, Field(discriminator="backend")]
 
 
 class RetrieverSettings(DeploymentSettings):
@@ -215,9 +215,16 @@ class LLMSettings(DeploymentSettings):
         "float32", description="Weights dtype (float32 on CPUs without AVX-512 bf16)."
     )
     max_model_len: int = Field(512, ge=16, le=1_048_576, description="Context length (prompt + output).")
-    max_num_seqs: int = Field(16, ge=1, le=1024, description="Sequences batched together (continuous batching).")
+    max_num_seqs: int = Field(
+        16, ge=1, le=1024, description="Sequences batched together (continuous batching)."
+    )
     gpu_memory_utilization: float = Field(
         0.15, gt=0, le=0.98, description="vLLM memory share for weights+KV cache (on CPU: share of RAM)."
+    )
+    kv_cache_memory_mib: int | None = Field(
+        None,
+        ge=1,
+        description="Explicit KV cache size in MiB; overrides gpu_memory_utilization and skips vLLM's warm-up.",
     )
     enforce_eager: bool = Field(True, description="Skip graph capture (faster start; needed on CPU).")
     tensor_parallel_size: int = Field(1, ge=1, le=16, description="GPUs one replica shards the model over.")

@@ -7,7 +7,7 @@ a crash. Bump `schema_version` (and accept both in the union) when a field chang
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -18,7 +18,7 @@ MAX_DOCUMENT_CHARS = 1_000_000
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Record(BaseModel):

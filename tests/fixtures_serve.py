@@ -111,7 +111,9 @@ def tiny_llm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def surge_app(serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SurgeApp]:
+def surge_app(
+    serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SurgeApp]:
     """The whole surge application, served for real once per session."""
     import httpx
     from ray import serve

@@ -22,7 +22,9 @@ def error_of(response: httpx.Response) -> dict[str, object]:
 
 def test_body_over_the_limit_is_413(surge_app: SurgeApp) -> None:
     huge = "x" * (surge_app.settings.gateway.max_body_bytes + 10)
-    response = post(surge_app, CHAT, json={"model": "tiny-llama", "messages": [{"role": "user", "content": huge}]})
+    response = post(
+        surge_app, CHAT, json={"model": "tiny-llama", "messages": [{"role": "user", "content": huge}]}
+    )
     assert response.status_code == 413
     assert "exceeds" in str(error_of(response)["message"])
 
@@ -54,8 +56,11 @@ def test_missing_field_is_400_naming_it(surge_app: SurgeApp) -> None:
 
 
 def test_wrong_type_is_400_naming_the_field(surge_app: SurgeApp) -> None:
-    response = post(surge_app, CHAT, json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}],
-                                           "temperature": "hot"})
+    response = post(
+        surge_app,
+        CHAT,
+        json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
+    )
     assert response.status_code == 400
     assert error_of(response)["param"] == "temperature"
 
@@ -90,9 +95,17 @@ def test_prompt_longer_than_the_context_window_is_400(surge_app: SurgeApp) -> No
 
 
 def test_embedding_input_errors_are_400(surge_app: SurgeApp) -> None:
-    assert post(surge_app, "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": []}).status_code == 400
-    assert post(surge_app, "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [""]}).status_code == 400
-    assert post(surge_app, "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [1, 2]}).status_code == 400
+    assert (
+        post(surge_app, "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": []}).status_code == 400
+    )
+    assert (
+        post(surge_app, "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [""]}).status_code
+        == 400
+    )
+    assert (
+        post(surge_app, "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [1, 2]}).status_code
+        == 400
+    )
 
 
 def test_document_errors_are_400(surge_app: SurgeApp) -> None:

@@ -14,18 +14,33 @@ pytestmark = pytest.mark.integration
 
 
 def all_routes() -> list[tuple[str, str]]:
-    routes = [(method, route.path) for route in api.routes if isinstance(route, APIRoute) for method in route.methods]
+    routes = [
+        (method, route.path)
+        for route in api.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    ]
     routes += [("GET", "/openapi.json"), ("GET", "/no/such/route")]
     return sorted(routes)
 
 
 def test_the_route_walk_covers_the_openai_api() -> None:
     paths = {path for _, path in all_routes()}
-    assert {"/v1/models", "/v1/embeddings", "/v1/chat/completions", "/v1/completions", "/v1/documents"} <= paths
+    assert {
+        "/v1/models",
+        "/v1/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/documents",
+    } <= paths
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "sk-surge-test-key"}])
-def test_protected_routes_answer_401_without_a_valid_key(surge_app: SurgeApp, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "sk-surge-test-key"}]
+)
+def test_protected_routes_answer_401_without_a_valid_key(
+    surge_app: SurgeApp, headers: dict[str, str]
+) -> None:
     for method, path in all_routes():
         if path in PUBLIC_PATHS:
             continue

@@ -54,7 +54,10 @@ def test_chat_completion_returns_text_and_usage(client: openai.OpenAI) -> None:
 
 def test_max_tokens_bounds_the_output(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
-        model="tiny-llama", messages=[{"role": "user", "content": "Count"}], max_tokens=5, temperature=0,
+        model="tiny-llama",
+        messages=[{"role": "user", "content": "Count"}],
+        max_tokens=5,
+        temperature=0,
     )
     assert response.usage is not None and response.usage.completion_tokens <= 5
 
@@ -78,13 +81,18 @@ def test_streaming_chat_yields_deltas_that_add_up_and_usage_at_the_end(client: o
     assert finish in {"stop", "length"}
     assert usage is not None and usage.completion_tokens > 0
     full = client.chat.completions.create(
-        model="tiny-llama", messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=16, temperature=0
+        model="tiny-llama",
+        messages=[{"role": "user", "content": "Tell me a story"}],
+        max_tokens=16,
+        temperature=0,
     )
     assert "".join(pieces) == full.choices[0].message.content
 
 
 def test_text_completion_works(client: openai.OpenAI) -> None:
-    response = client.completions.create(model="tiny-llama", prompt="Once upon a time", max_tokens=8, temperature=0)
+    response = client.completions.create(
+        model="tiny-llama", prompt="Once upon a time", max_tokens=8, temperature=0
+    )
     assert isinstance(response.choices[0].text, str)
     assert response.usage is not None and response.usage.completion_tokens > 0
 

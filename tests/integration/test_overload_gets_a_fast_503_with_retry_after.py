@@ -15,9 +15,16 @@ pytestmark = pytest.mark.integration
 
 async def one_slow_request(client: httpx.AsyncClient, app: SurgeApp) -> tuple[int, float, str | None]:
     started = time.perf_counter()
-    body = {"model": "tiny-llama", "prompt": "Once upon a time", "max_tokens": 200, "temperature": 1.0,
-            "stream": True}
-    async with client.stream("POST", f"{app.base_url}/v1/completions", json=body, headers=app.headers()) as response:
+    body = {
+        "model": "tiny-llama",
+        "prompt": "Once upon a time",
+        "max_tokens": 200,
+        "temperature": 1.0,
+        "stream": True,
+    }
+    async with client.stream(
+        "POST", f"{app.base_url}/v1/completions", json=body, headers=app.headers()
+    ) as response:
         async for _ in response.aiter_bytes():
             pass
         return response.status_code, time.perf_counter() - started, response.headers.get("retry-after")
@@ -25,8 +32,12 @@ async def one_slow_request(client: httpx.AsyncClient, app: SurgeApp) -> tuple[in
 
 def test_excess_concurrent_requests_are_rejected_fast_and_the_rest_succeed(surge_app: SurgeApp) -> None:
     # Warm the LLM first so the burst measures back-pressure, not a cold start.
-    httpx.post(f"{surge_app.base_url}/v1/completions", headers=surge_app.headers(), timeout=300,
-               json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 1})
+    httpx.post(
+        f"{surge_app.base_url}/v1/completions",
+        headers=surge_app.headers(),
+        timeout=300,
+        json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 1},
+    )
     gateway = surge_app.settings.gateway
     capacity = gateway.max_ongoing_requests + gateway.max_queued_requests
 

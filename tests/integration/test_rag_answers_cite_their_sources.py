@@ -11,19 +11,31 @@ from tests.fixtures_serve import SurgeApp
 pytestmark = pytest.mark.integration
 
 DOCS = [
-    {"id": "kb/volcano", "text": "Mount Etna is an active volcano on the east coast of Sicily.",
-     "metadata": {"topic": "geology", "lang": "en"}},
-    {"id": "kb/bread", "text": "Sourdough bread rises thanks to wild yeast and lactic acid bacteria.",
-     "metadata": {"topic": "cooking", "lang": "en"}},
-    {"id": "kb/rust", "text": "The Rust borrow checker enforces ownership rules at compile time.",
-     "metadata": {"topic": "programming", "lang": "en"}},
+    {
+        "id": "kb/volcano",
+        "text": "Mount Etna is an active volcano on the east coast of Sicily.",
+        "metadata": {"topic": "geology", "lang": "en"},
+    },
+    {
+        "id": "kb/bread",
+        "text": "Sourdough bread rises thanks to wild yeast and lactic acid bacteria.",
+        "metadata": {"topic": "cooking", "lang": "en"},
+    },
+    {
+        "id": "kb/rust",
+        "text": "The Rust borrow checker enforces ownership rules at compile time.",
+        "metadata": {"topic": "programming", "lang": "en"},
+    },
 ]
 
 
 @pytest.fixture(scope="module")
 def indexed(surge_app: SurgeApp) -> SurgeApp:
     response = httpx.post(
-        f"{surge_app.base_url}/v1/documents", json={"documents": DOCS}, headers=surge_app.headers(), timeout=300
+        f"{surge_app.base_url}/v1/documents",
+        json={"documents": DOCS},
+        headers=surge_app.headers(),
+        timeout=300,
     )
     assert response.status_code == 200, response.text
     assert response.json()["upserted_documents"] == 3
@@ -81,9 +93,17 @@ def test_streaming_rag_sends_sources_in_the_first_chunk(indexed: SurgeApp) -> No
 
 def test_deleted_documents_are_no_longer_retrieved(indexed: SurgeApp) -> None:
     extra = {"id": "kb/temp", "text": "Temporary note about zebras in the savanna."}
-    httpx.post(f"{indexed.base_url}/v1/documents", json={"documents": [extra]}, headers=indexed.headers(), timeout=120)
+    httpx.post(
+        f"{indexed.base_url}/v1/documents",
+        json={"documents": [extra]},
+        headers=indexed.headers(),
+        timeout=120,
+    )
     deleted = httpx.post(
-        f"{indexed.base_url}/v1/documents", json={"delete": ["kb/temp"]}, headers=indexed.headers(), timeout=120
+        f"{indexed.base_url}/v1/documents",
+        json={"delete": ["kb/temp"]},
+        headers=indexed.headers(),
+        timeout=120,
     )
     assert deleted.json()["chunks_deleted"] >= 1
     client = openai.OpenAI(base_url=f"{indexed.base_url}/v1", api_key=indexed.api_key, timeout=300)

@@ -12,7 +12,9 @@ from tests.fixtures_serve import SurgeApp, replicas_running, wait_for_replicas
 pytestmark = pytest.mark.integration
 
 
-def test_idle_stages_reach_zero_and_a_rag_request_at_zero_succeeds_with_chain_wake(surge_app: SurgeApp) -> None:
+def test_idle_stages_reach_zero_and_a_rag_request_at_zero_succeeds_with_chain_wake(
+    surge_app: SurgeApp,
+) -> None:
     httpx.post(
         f"{surge_app.base_url}/v1/documents",
         json={"documents": [{"id": "wake/doc", "text": "Chain wake overlaps model loading with retrieval."}]},

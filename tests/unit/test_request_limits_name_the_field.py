@@ -7,7 +7,9 @@ import pytest
 from deployments.openai_api import ApiError, ChatCompletionRequest, CompletionRequest, check_limits
 from deployments.settings import GatewaySettings
 
-SETTINGS = GatewaySettings(max_prompt_chars=100, max_tokens_limit=64, default_max_tokens=16, max_stop_sequences=2)
+SETTINGS = GatewaySettings(
+    max_prompt_chars=100, max_tokens_limit=64, default_max_tokens=16, max_stop_sequences=2
+)
 
 
 def chat(**fields: object) -> ChatCompletionRequest:
