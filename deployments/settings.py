@@ -114,6 +114,9 @@ class DeploymentSettings(StrictModel):
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for this stage's replicas."
     )
+    access_log: bool = Field(
+        False, description="Log every request (costs CPU on the hot path; metrics count requests anyway)."
+    )
 
     def serve_options(self, name: str) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options(...)`."""
@@ -129,6 +132,7 @@ class DeploymentSettings(StrictModel):
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
+            "logging_config": {"enable_access_log": self.access_log},
         }
 
 
