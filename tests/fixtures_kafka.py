@@ -1,1 +1,63 @@
-"""Session fixtures: kafka (owned by its area)."""
+"""Session fixtures: a real Kafka-protocol broker (noida-db), started once per test session.
+
+- `kafka_broker`: the shared broker (a free port on 127.0.0.1, data in a session tmp dir). Tests isolate
+  themselves with `topic_prefix` (unique topic names) and unique group ids, never by restarting it.
+- `kafka_settings`: `KafkaSettings` pointing at it.
+- `topic_prefix`: a fresh prefix per test.
+- `private_kafka_broker`: a broker of the test's own, for tests that stop and restart the broker.
+
+Every broker is stopped by PID with SIGTERM at teardown.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.broker import LocalBroker, free_port
+from pipelines.settings import KafkaSettings
+
+
+def _start(data_dir: Path) -> LocalBroker:
+    # Another process on this machine may grab the port between the probe and the bind: try a few.
+    last_error: Exception | None = None
+    for _ in range(5):
+        broker = LocalBroker(data_dir=data_dir, port=free_port())
+        try:
+            broker.start()
+            return broker
+        except Exception as error:
+            last_error = error
+            broker.stop()
+    raise RuntimeError(f"could not start the test broker: {last_error}")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    broker = _start(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_broker: LocalBroker) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def private_kafka_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    broker = _start(tmp_path / "private-kafka")
+    try:
+        yield broker
+    finally:
+        broker.stop()

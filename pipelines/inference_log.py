@@ -1,0 +1,251 @@
+"""The gateway's inference-log publisher: one record per request to Kafka, never in the request's way.
+
+`publish()` only appends to a bounded in-memory queue (a lock and a deque: microseconds) and never
+raises. A background thread drains the queue into a Kafka producer (acks=all, idempotent, keyed by model
+so one model's records stay ordered). When the broker is down or slow:
+
+- `publish()` keeps returning at once; records wait in the queue, and beyond `max_queue_records` the
+  oldest are dropped and counted (`stats().dropped`): a request never waits for the log;
+- one warning is logged per `warn_interval_s` (not one per record), naming how many were dropped;
+- the thread retries with capped backoff, reopening its producer; when the broker is back, the queued
+  records are delivered (oldest first) and an info line says delivery resumed.
+
+Records that the broker may have taken before a failure surfaced can be sent again: delivery is
+at-least-once, and consumers deduplicate on `request_id` if they need to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafka import KafkaProducer
+
+from deployments.settings import InferenceLogSettings
+from pipelines.admin import ensure_topics
+from pipelines.records import InferenceLogRecord
+from pipelines.retry import RetryPolicy
+from pipelines.topics import INFERENCE_LOG
+
+logger = logging.getLogger("surge.inference_log")
+
+SEND_BATCH = 500
+# Waits between reconnection attempts while the broker is down: 0.5 s doubling to 5 s.
+RECONNECT = RetryPolicy(max_attempts=100, base_delay_s=0.5, multiplier=2.0, max_delay_s=5.0, jitter=0.2)
+
+
+class InferenceLogPublisher(Protocol):
+    """What the gateway calls. Both methods are safe from any thread and never raise."""
+
+    def publish(self, record: InferenceLogRecord) -> None: ...
+
+    def close(self, timeout_s: float = 5.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    published: int
+    delivered: int
+    dropped: int
+    queued: int
+    send_failures: int
+
+
+class NoopInferenceLogPublisher:
+    """Used when the inference log is disabled."""
+
+    def publish(self, record: InferenceLogRecord) -> None:
+        return None
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        return None
+
+    def stats(self) -> PublisherStats:
+        return PublisherStats(0, 0, 0, 0, 0)
+
+
+class KafkaInferenceLogPublisher:
+    """Bounded queue + one background sender thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: InferenceLogSettings,
+        *,
+        warn_interval_s: float = 30.0,
+        delivery_timeout_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.topic = INFERENCE_LOG.with_prefix(settings.topic_prefix)
+        self.warn_interval_s = warn_interval_s
+        self.delivery_timeout_s = delivery_timeout_s
+        self._queue: deque[InferenceLogRecord] = deque()
+        self._lock = threading.Condition()
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._published = self._delivered = self._dropped = self._send_failures = 0
+        self._last_warning = float("-inf")
+        self._failing_since: float | None = None
+        self._producer: KafkaProducer | None = None
+        # kafka-python logs every failed reconnect at WARNING/ERROR: an outage would flood the gateway's
+        # log. Our own rate-limited warning replaces that, unless the application set the level itself.
+        kafka_logger = logging.getLogger("kafka")
+        if kafka_logger.level == logging.NOTSET:
+            kafka_logger.setLevel(logging.CRITICAL)
+        self._thread = threading.Thread(target=self._run, name="surge-inference-log", daemon=True)
+        self._thread.start()
+
+    # -- request path ----------------------------------------------------------------------------------
+
+    def publish(self, record: InferenceLogRecord) -> None:
+        try:
+            with self._lock:
+                if self._closing:
+                    return
+                self._queue.append(record)
+                self._published += 1
+                self._trim()
+                self._lock.notify()
+        except Exception:  # never let logging break a request
+            logger.debug("inference-log publish failed", exc_info=True)
+
+    def _trim(self) -> None:
+        overflow = len(self._queue) - self.settings.max_queue_records
+        for _ in range(max(0, overflow)):
+            self._queue.popleft()
+            self._dropped += 1
+
+    def stats(self) -> PublisherStats:
+        with self._lock:
+            return PublisherStats(
+                self._published, self._delivered, self._dropped, len(self._queue), self._send_failures
+            )
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Deliver what is queued within `timeout_s`, then stop the thread and the producer."""
+        try:
+            with self._lock:
+                self._closing = True
+                self._close_deadline = time.monotonic() + timeout_s
+                self._lock.notify()
+            self._thread.join(timeout_s + 2)
+        except Exception:
+            logger.debug("inference-log close failed", exc_info=True)
+
+    # -- sender thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._lock.wait(1.0)
+                if self._closing and (not self._queue or time.monotonic() > self._close_deadline):
+                    break
+                batch = [self._queue.popleft() for _ in range(min(SEND_BATCH, len(self._queue)))]
+            try:
+                self._send(batch)
+                attempt = 0
+                self._recovered()
+            except Exception as error:
+                attempt += 1
+                self._requeue(batch)
+                self._failed(error)
+                self._reset_producer()
+                with self._lock:
+                    if self._closing and time.monotonic() > self._close_deadline:
+                        break
+                    self._lock.wait(RECONNECT.delay_s(min(attempt, 50)))
+        self._reset_producer()
+
+    def _open_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            timeout_ms = int(self.delivery_timeout_s * 1000)
+            ensure_topics(self.settings.kafka, [self.topic], timeout_s=min(self.delivery_timeout_s, 5))
+            self._producer = KafkaProducer(
+                **self.settings.kafka.kafka_python_config(),
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=50,
+                bootstrap_timeout_ms=min(timeout_ms, 5000),
+                max_block_ms=min(timeout_ms, 5000),
+                # Kafka requires delivery_timeout_ms > linger_ms + request_timeout_ms.
+                request_timeout_ms=min(timeout_ms // 2, 5000),
+                delivery_timeout_ms=timeout_ms,
+                reconnect_backoff_max_ms=2000,
+            )
+        return self._producer
+
+    def _send(self, batch: list[InferenceLogRecord]) -> None:
+        producer = self._open_producer()
+        futures: list[Any] = [
+            producer.send(
+                self.topic.name,
+                key=record.model.encode("utf-8"),
+                value=record.model_dump_json().encode("utf-8"),
+            )
+            for record in batch
+        ]
+        producer.flush(timeout=self.delivery_timeout_s + 5)
+        delivered = [f for f in futures if f.is_done and f.succeeded()]
+        with self._lock:
+            self._delivered += len(delivered)
+        if len(delivered) < len(futures):
+            # Requeue only what failed: keep the delivered records out of the batch handed back.
+            failed = [r for r, f in zip(batch, futures, strict=True) if not (f.is_done and f.succeeded())]
+            batch[:] = failed
+            error = next((f.exception for f in futures if f.is_done and f.failed()), None)
+            raise RuntimeError(f"{len(failed)} of {len(futures)} records not acknowledged: {error}")
+
+    def _requeue(self, batch: list[InferenceLogRecord]) -> None:
+        with self._lock:
+            self._queue.extendleft(reversed(batch))
+            self._send_failures += 1
+            self._trim()
+
+    def _reset_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=1)
+            except Exception:
+                logger.debug("closing the inference-log producer failed", exc_info=True)
+
+    def _failed(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._last_warning >= self.warn_interval_s:
+            self._last_warning = now
+            stats = self.stats()
+            logger.warning(
+                "inference-log: cannot deliver to %s at %s (%s); %d queued, %d dropped so far; "
+                "requests are not affected",
+                self.topic.name,
+                self.settings.kafka.bootstrap_servers,
+                str(error)[:200],
+                stats.queued,
+                stats.dropped,
+            )
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            logger.info(
+                "inference-log: delivery resumed after %.1f s (%d dropped so far)",
+                time.monotonic() - self._failing_since,
+                self.stats().dropped,
+            )
+            self._failing_since = None
+            self._last_warning = float("-inf")
+
+
+def build_inference_log_publisher(
+    settings: InferenceLogSettings, **options: Any
+) -> KafkaInferenceLogPublisher | NoopInferenceLogPublisher:
+    """The publisher the gateway holds: a no-op when disabled."""
+    if not settings.enabled:
+        return NoopInferenceLogPublisher()
+    return KafkaInferenceLogPublisher(settings, **options)
