@@ -2,7 +2,7 @@
 {{- define "surge.featureJobSettings" -}}
 kafka:
   {{- include "surge.kafkaSettings" . | nindent 2 }}
-topic: {{ .Values.kafka.topics.events | quote }}
+topic: {{ printf "%sevents" .Values.kafka.topicPrefix | quote }}
 offline_path: /var/lib/surge/features/offline
 embed_text: {{ .Values.featureJob.embedText }}
 online:
@@ -68,7 +68,7 @@ spec:
             {{- include "surge.componentLabels" (list . "feature-job") | nindent 12 }}
             surge.io/ray-node: head
         spec:
-          {{- include "surge.jobPodSpec" (dict "root" . "name" "ray-head" "resources" $fj.headResources "env" $env "storage" $storage) | nindent 10 }}
+          {{- include "surge.jobPodSpec" (dict "root" . "name" "ray-head" "resources" $fj.headResources "env" $env "storage" $storage) | trim | nindent 10 }}
     workerGroupSpecs:
       - groupName: cpu
         replicas: {{ int $fj.workers.minReplicas }}
@@ -82,7 +82,7 @@ spec:
               {{- include "surge.componentLabels" (list . "feature-job") | nindent 14 }}
               surge.io/ray-node: cpu-worker
           spec:
-            {{- include "surge.jobPodSpec" (dict "root" . "name" "ray-worker" "resources" $fj.workers.resources "env" $env "storage" dict) | nindent 12 }}
+            {{- include "surge.jobPodSpec" (dict "root" . "name" "ray-worker" "resources" $fj.workers.resources "env" $env "storage" dict) | trim | nindent 12 }}
 {{- end }}
 
 {{/* Pod spec of the feature job's Ray pods (same hardening as the RayService's). */}}
@@ -105,7 +105,7 @@ containers:
     env:
       - name: HF_HUB_OFFLINE
         value: "1"
-      {{- with .env }}
+      {{- with (trim .env) }}
       {{- . | nindent 6 }}
       {{- end }}
     ports:
@@ -142,8 +142,20 @@ volumes:
   {{- end }}
 {{- end }}
 
-{{/* Settings of the consumers (ingest, drift monitor): the Kafka connection and topic names. */}}
-{{- define "surge.pipelineSettings" -}}
-kafka:
-  {{- include "surge.kafkaSettings" . | nindent 2 }}
+{{/*
+Settings files of the consumers, as YAML: (list $ "ingest") -> pipelines.ingestion.IngestionSettings,
+(list $ "drift-monitor") -> pipelines.drift.DriftMonitorSettings. /metrics binds 0.0.0.0 so Prometheus and
+the probes reach it; values' `settings` are merged on top.
+*/}}
+{{- define "surge.consumerSettings" -}}
+{{- $root := index . 0 }}{{- $component := index . 1 }}
+{{- $v := ternary $root.Values.consumers.ingest $root.Values.consumers.driftMonitor (eq $component "ingest") }}
+{{- $base := dict "kafka" (include "surge.kafkaSettings" $root | fromYaml) "topic_prefix" $root.Values.kafka.topicPrefix "group_id" $v.consumerGroup "metrics_port" (int $v.metricsPort) "metrics_host" "0.0.0.0" }}
+{{- if eq $component "ingest" }}
+{{- $url := printf "http://%s:%d" (include "surge.componentName" (list $root "serve")) (int $root.Values.rayCluster.servePort) }}
+{{- $_ := set $base "sink" (dict "kind" "http" "url" $url "api_key_env" "SURGE_API_KEY") }}
+{{- else }}
+{{- $_ := set $base "state_path" "/var/lib/surge/drift/state.json" }}
+{{- end }}
+{{- toYaml (mustMergeOverwrite $base (deepCopy ($v.settings | default dict))) }}
 {{- end }}

@@ -57,7 +57,7 @@ containers:
         value: "1"
       - name: OMP_NUM_THREADS
         value: "1"
-      {{- with .env }}
+      {{- with (trim .env) }}
       {{- . | nindent 6 }}
       {{- end }}
     ports:

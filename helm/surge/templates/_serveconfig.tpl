@@ -12,7 +12,7 @@ these documented cluster overrides, and nothing else:
      to Serve's snake_case names); other keys keep the serve config's values.
   4. retriever.store: embedded at vectorStore.embedded.path, or pgvector (DSN from env SURGE_PG_DSN).
   5. gateway.max_tokens_limit = gateway.maxTokensLimit; gateway.inference_log: enabled and Kafka settings
-     from kafka.* when gateway.inferenceLog.
+     and topic_prefix from kafka.* when gateway.inferenceLog.
 */}}
 {{- define "surge.serveConfig" -}}
 {{- $cfg := .Files.Get "files/serve_config.yaml" | fromYaml }}
@@ -59,7 +59,7 @@ these documented cluster overrides, and nothing else:
 {{- /* 5. the gateway */}}
 {{- $_ := set $args.gateway "max_tokens_limit" (int .Values.gateway.maxTokensLimit) }}
 {{- if .Values.gateway.inferenceLog }}
-{{- $_ := set $args.gateway "inference_log" (dict "enabled" true "kafka" (include "surge.kafkaSettings" . | fromYaml)) }}
+{{- $_ := set $args.gateway "inference_log" (dict "enabled" true "kafka" (include "surge.kafkaSettings" . | fromYaml) "topic_prefix" .Values.kafka.topicPrefix) }}
 {{- else }}
 {{- $_ := set $args.gateway "inference_log" (dict "enabled" false) }}
 {{- end }}

@@ -1,0 +1,166 @@
+"""The RayService runs the same serve config as `serve run`, with exactly the documented cluster overrides.
+
+The overrides are re-implemented here from the chart's documentation (templates/_serveconfig.tpl, README),
+independently of the template, and the args must still validate as deployments.settings.AppSettings.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deployments.settings import AppSettings
+from pipelines.drift import DriftMonitorSettings
+from pipelines.feature_job import FeatureJobSettings
+from pipelines.ingestion import IngestionSettings
+from tests.fixtures_helm import CHART_DIR, REPO_ROOT, SCENARIOS, Rendered
+
+pytestmark = pytest.mark.integration
+
+AUTOSCALING_KEYS = {
+    "minReplicas": "min_replicas",
+    "maxReplicas": "max_replicas",
+    "targetOngoingRequests": "target_ongoing_requests",
+    "keepWarm": "keep_warm",
+    "upscaleDelaySeconds": "upscale_delay_s",
+    "downscaleDelaySeconds": "downscale_delay_s",
+    "downscaleToZeroDelaySeconds": "downscale_to_zero_delay_s",
+}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def scenario_values(scenario: str) -> dict[str, Any]:
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    return _merge(defaults, yaml.safe_load(SCENARIOS[scenario].read_text()) or {})
+
+
+def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
+    """deployments/serve_config.yaml with the documented overrides, and nothing else."""
+    config = yaml.safe_load((REPO_ROOT / "deployments" / "serve_config.yaml").read_text())
+    config["http_options"]["host"] = "0.0.0.0"
+    config["http_options"]["port"] = values["rayCluster"]["servePort"]
+    args = config["applications"][0]["args"]
+    model, gpus = values["model"], values["model"]["gpus"]
+    llm = args["llm"]
+    llm.update(
+        engine=model["engine"],
+        model=model["name"],
+        served_model_name=model["servedModelName"],
+        max_model_len=model["maxModelLen"],
+        dtype=model["dtype"],
+    )
+    if gpus > 0:
+        llm.update(
+            device="cuda",
+            num_gpus=gpus,
+            tensor_parallel_size=gpus,
+            gpu_memory_utilization=model["gpuMemoryUtilization"],
+            num_cpus=0,
+        )
+    else:
+        llm.update(device="cpu", num_gpus=0, num_cpus=model["numCpus"])
+    for stage, overrides in values["autoscaling"].items():
+        autoscaling = args[stage].setdefault("autoscaling", {})
+        for key, value in overrides.items():
+            autoscaling[AUTOSCALING_KEYS[key]] = value
+    store = values["vectorStore"]
+    if store["backend"] == "pgvector":
+        args["retriever"]["store"] = {
+            "backend": "pgvector",
+            "dsn_env": "SURGE_PG_DSN",
+            "table": store["pgvector"]["table"],
+            "pool_size": store["pgvector"]["poolSize"],
+        }
+    else:
+        args["retriever"]["store"] = {"backend": "embedded", "path": store["embedded"]["path"]}
+    args["gateway"]["max_tokens_limit"] = values["gateway"]["maxTokensLimit"]
+    if values["gateway"]["inferenceLog"]:
+        kafka = values["kafka"]
+        settings = {
+            "bootstrap_servers": kafka["bootstrapServers"],
+            "security_protocol": kafka["securityProtocol"],
+            "client_id": "surge",
+        }
+        if kafka["securityProtocol"].startswith("SASL"):
+            settings["sasl_mechanism"] = kafka["saslMechanism"]
+        args["gateway"]["inference_log"] = {"enabled": True, "kafka": settings, "topic_prefix": kafka["topicPrefix"]}
+    else:
+        args["gateway"]["inference_log"] = {"enabled": False}
+    return config
+
+
+def test_chart_copy_of_serve_config_is_identical_to_deployments_one() -> None:
+    assert (CHART_DIR / "files" / "serve_config.yaml").read_bytes() == (
+        REPO_ROOT / "deployments" / "serve_config.yaml"
+    ).read_bytes(), "copy deployments/serve_config.yaml to helm/surge/files/serve_config.yaml"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_serve_config_v2_should_equal_local_config_with_documented_overrides(
+    scenarios: dict[str, Rendered], scenario: str
+) -> None:
+    embedded = yaml.safe_load(scenarios[scenario].one("RayService")["spec"]["serveConfigV2"])
+    assert embedded == expected_serve_config(scenario_values(scenario))
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_serve_config_v2_args_should_validate_as_app_settings(scenarios: dict[str, Rendered], scenario: str) -> None:
+    embedded = yaml.safe_load(scenarios[scenario].one("RayService")["spec"]["serveConfigV2"])
+    settings = AppSettings.model_validate(embedded["applications"][0]["args"])
+    gpus = scenario_values(scenario)["model"]["gpus"]
+    assert settings.llm.engine == "vllm"
+    assert settings.llm.device == ("cuda" if gpus else "cpu")
+    assert settings.llm.num_gpus == gpus
+    assert settings.gateway.api_keys_env == "SURGE_API_KEYS"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_feature_job_settings_should_validate_as_feature_job_settings(
+    scenarios: dict[str, Rendered], scenario: str
+) -> None:
+    config_map = scenarios[scenario].one("ConfigMap", "-feature-job")
+    settings = FeatureJobSettings.model_validate(json.loads(config_map["data"]["feature-job.json"]))
+    values = scenario_values(scenario)
+    assert settings.kafka.bootstrap_servers == values["kafka"]["bootstrapServers"]
+    assert settings.online.backend == values["featureJob"]["onlineStore"]["backend"]
+    job = scenarios[scenario].feature_rayjob()
+    assert job is not None
+    assert job["spec"]["entrypoint"].startswith("python -m pipelines.feature_job run --settings ")
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_consumer_settings_should_validate_and_agree_with_keda(scenarios: dict[str, Rendered], scenario: str) -> None:
+    rendered = scenarios[scenario]
+    data = rendered.one("ConfigMap", "-pipelines")["data"]
+    ingest = IngestionSettings.model_validate(json.loads(data["ingest.json"]))
+    drift = DriftMonitorSettings.model_validate(json.loads(data["drift-monitor.json"]))
+    values = scenario_values(scenario)
+    for settings, component, topic in ((ingest, "ingest", "documents"), (drift, "drift-monitor", "inference-log")):
+        assert settings.metrics_host == "0.0.0.0", "Prometheus and the probes must reach /metrics"
+        assert settings.kafka.bootstrap_servers == values["kafka"]["bootstrapServers"]
+        assert settings.kafka.security_protocol == values["kafka"]["securityProtocol"]
+        trigger = rendered.one("ScaledObject", f"-{component}")["spec"]["triggers"][0]["metadata"]
+        assert trigger["consumerGroup"] == settings.group_id
+        assert trigger["topic"] == settings.topic_prefix + topic
+        assert trigger["bootstrapServers"] == settings.kafka.bootstrap_servers
+        deployment = rendered.one("Deployment", f"-{component}")
+        port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        assert port == settings.metrics_port
+    assert ingest.sink.kind == "http"
+    assert ingest.sink.url == f"http://surge-serve:{values['rayCluster']['servePort']}"
+
+
+def test_k8s_manifests_should_equal_the_chart_rendered_with_defaults(render_k8s: Any) -> None:
+    stale = render_k8s.differences(Path(REPO_ROOT / "k8s"))
+    assert not stale, f"k8s/ is stale ({stale}): run .venv/bin/python scripts/render_k8s.py"
