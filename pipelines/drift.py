@@ -1,0 +1,492 @@
+"""The drift monitor: `inference-log` -> drift scores per model and feature -> Prometheus + `drift-alerts`.
+
+Per served model it keeps a **reference window** (the first `reference_size` records it sees) and compares
+each new window (a fixed number of records, or a span of time) with it: numeric features (latency, time to
+first token, prompt and completion tokens, mean retrieval score) with the configured numeric tests (PSI,
+Kolmogorov-Smirnov) and prompt-embedding sketches with an embedding test (mean-embedding cosine distance or
+RBF MMD). Tests and thresholds are configuration (`pipelines.drift_tests`). Every score is exported as a
+gauge; a score above its threshold publishes a `DriftAlertRecord` to `drift-alerts`.
+
+Delivery: **at-least-once**. The monitor runs on the shared consumer loop (`pipelines.consumer`): offsets
+are committed only after a batch's alerts are acknowledged by the broker (acks=all) and, when
+`state_path` is set, after the monitor's state (reference and open window per model) is saved. A crash
+replays the uncommitted records against the saved state, so a window can be evaluated twice and its
+alert published twice; consumers of `drift-alerts` deduplicate on (model, feature, test, window_index).
+Without `state_path` the state lives in memory only: after a restart the reference is rebuilt from the
+next records and window indexes start again at 0. Malformed records go to `inference-log.dlq` (the
+consumer loop's dead-letter handling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings, json_record_decoder
+from pipelines.drift_tests import DRIFT_TESTS, DriftPolicy, DriftTest, make_test
+from pipelines.records import DriftAlertRecord, InferenceLogRecord
+from pipelines.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_FEATURE = "prompt_embedding"
+
+
+def _latency(r: InferenceLogRecord) -> float | None:
+    return r.latency_s
+
+
+def _ttft(r: InferenceLogRecord) -> float | None:
+    return r.ttft_s
+
+
+def _prompt_tokens(r: InferenceLogRecord) -> float | None:
+    return float(r.prompt_tokens)
+
+
+def _completion_tokens(r: InferenceLogRecord) -> float | None:
+    return float(r.completion_tokens)
+
+
+def _retrieval_score_mean(r: InferenceLogRecord) -> float | None:
+    return float(np.mean(r.retrieval_scores)) if r.retrieval_scores else None
+
+
+#: Numeric features the monitor can watch: name -> value of one record (None: not present in it).
+NUMERIC_FEATURES: dict[str, Callable[[InferenceLogRecord], float | None]] = {
+    "latency_s": _latency,
+    "ttft_s": _ttft,
+    "prompt_tokens": _prompt_tokens,
+    "completion_tokens": _completion_tokens,
+    "retrieval_score_mean": _retrieval_score_mean,
+}
+
+
+class WindowPolicy(BaseModel):
+    """How records are cut into windows: every `size` records, or every `seconds` of record time.
+
+    A time window closes when a record arrives whose timestamp is `seconds` or more after the window's
+    first record; a time window with fewer than `min_size` records is dropped unevaluated (too little
+    data to say anything). Example: `by="time", seconds=300, min_size=50` -> five-minute windows, quiet
+    five minutes with 12 requests are skipped.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: Literal["count", "time"] = Field("count", description="Cut windows by record count or by time.")
+    size: int = Field(200, ge=2, le=1_000_000, description="Records per window (by='count').")
+    seconds: float | None = Field(None, gt=0, description="Window length in seconds (by='time').")
+    min_size: int = Field(30, ge=2, description="Fewest records a time window needs to be evaluated.")
+
+    @model_validator(mode="after")
+    def _time_windows_need_a_length(self) -> WindowPolicy:
+        if self.by == "time" and self.seconds is None:
+            raise ValueError("window.seconds is required when window.by is 'time'")
+        if self.by == "count" and self.min_size > self.size:
+            raise ValueError(f"window.min_size ({self.min_size}) must be <= window.size ({self.size})")
+        return self
+
+
+class DriftMonitorSettings(ConsumerSettings):
+    """The drift monitor process: consumer-loop settings plus windows, tests and thresholds."""
+
+    group_id: str = Field(
+        "surge-drift-monitor", min_length=1, max_length=200, description="Consumer group id."
+    )
+    reference_size: int = Field(1000, ge=10, le=1_000_000, description="Records in the reference window.")
+    window: WindowPolicy = Field(default_factory=WindowPolicy, description="How new windows are cut.")
+    features: tuple[str, ...] = Field(
+        tuple(NUMERIC_FEATURES), min_length=0, description="Numeric features to watch."
+    )
+    numeric_tests: tuple[str, ...] = Field(("psi", "ks"), description="Drift tests run on numeric features.")
+    embedding_test: str | None = Field(
+        "embedding_cosine", description="Drift test run on prompt embeddings (None: not watched)."
+    )
+    policy: DriftPolicy = Field(default_factory=DriftPolicy, description="Thresholds of the drift tests.")
+    state_path: Path | None = Field(
+        None, description="File where the monitor's windows are saved before each commit (None: memory)."
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(NUMERIC_FEATURES))
+        if unknown:
+            raise ValueError(f"features: unknown {unknown}; known: {sorted(NUMERIC_FEATURES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _tests_exist_and_fit(self) -> DriftMonitorSettings:
+        for name in self.numeric_tests:
+            if name not in DRIFT_TESTS or DRIFT_TESTS[name].kind != "numeric":
+                raise ValueError(f"numeric_tests: {name!r} is not a numeric drift test")
+        if self.embedding_test is not None and (
+            self.embedding_test not in DRIFT_TESTS or DRIFT_TESTS[self.embedding_test].kind != "embedding"
+        ):
+            raise ValueError(f"embedding_test: {self.embedding_test!r} is not an embedding drift test")
+        if "psi" in self.numeric_tests:
+            # Under no drift PSI still averages about (bins - 1) (1/n_ref + 1/n_window): a threshold that
+            # this noise floor reaches would alarm on unchanged traffic.
+            smallest = self.window.size if self.window.by == "count" else self.window.min_size
+            floor = (self.policy.psi_bins - 1) * (1 / self.reference_size + 1 / smallest)
+            if floor > self.policy.psi / 2:
+                raise ValueError(
+                    f"window/reference too small for policy.psi ({self.policy.psi}): with "
+                    f"{self.policy.psi_bins} bins, reference_size {self.reference_size} and windows of "
+                    f"{smallest} records, PSI on unchanged data averages {floor:.3f} (must be <= psi/2); "
+                    "use larger windows, fewer policy.psi_bins or a higher policy.psi"
+                )
+        if self.reference_size < self.policy.min_samples:
+            raise ValueError(
+                f"reference_size ({self.reference_size}) must be >= policy.min_samples "
+                f"({self.policy.min_samples})"
+            )
+        return self
+
+
+class DriftMetrics:
+    """Prometheus series of the monitor (its own registry, served on the consumer's metrics port)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.score = Gauge(
+            "surge_drift_score",
+            "Latest drift score of a feature for a model (higher is more drift).",
+            ("model", "feature", "test"),
+            registry=self.registry,
+        )
+        self.threshold = Gauge(
+            "surge_drift_threshold",
+            "Threshold the drift score is compared with.",
+            ("model", "feature", "test"),
+            registry=self.registry,
+        )
+        self.windows = Counter(
+            "surge_drift_windows_evaluated",
+            "Windows compared with the reference.",
+            ("model",),
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "surge_drift_alerts",
+            "Drift alerts raised (scores above their threshold).",
+            ("model", "feature", "test"),
+            registry=self.registry,
+        )
+        self.window_seconds = Histogram(
+            "surge_drift_window_evaluation_seconds",
+            "Seconds to evaluate one window (all features and tests).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+
+
+@dataclass
+class Sample:
+    """Feature values of a set of records (a reference or a window)."""
+
+    numeric: dict[str, list[float]] = field(default_factory=dict)
+    embeddings: list[list[float]] = field(default_factory=list)
+    records: int = 0
+    first_at: float | None = None  # epoch seconds of the first record (time windows)
+
+    def add(self, record: InferenceLogRecord, features: Sequence[str]) -> None:
+        for name in features:
+            value = NUMERIC_FEATURES[name](record)
+            if value is not None and math.isfinite(value):
+                self.numeric.setdefault(name, []).append(float(value))
+        if record.prompt_embedding:
+            self.embeddings.append([float(x) for x in record.prompt_embedding])
+        if self.first_at is None:
+            self.first_at = record.timestamp.timestamp()
+        self.records += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "numeric": self.numeric,
+            "embeddings": self.embeddings,
+            "records": self.records,
+            "first_at": self.first_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Sample:
+        return cls(data["numeric"], data["embeddings"], data["records"], data["first_at"])
+
+
+@dataclass
+class ModelState:
+    reference: Sample = field(default_factory=Sample)
+    window: Sample = field(default_factory=Sample)
+    window_index: int = 0
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One evaluated window: every (feature, test) score, and the alerts raised."""
+
+    model: str
+    window_index: int
+    window_size: int
+    scores: dict[tuple[str, str], float]
+    alerts: tuple[DriftAlertRecord, ...]
+    seconds: float
+
+
+class DriftMonitor:
+    """Windows and tests, without Kafka: feed records with `observe`, get evaluated windows back."""
+
+    def __init__(self, settings: DriftMonitorSettings, metrics: DriftMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or DriftMetrics()
+        policy = settings.policy
+        self.numeric_tests: list[DriftTest] = [make_test(n, policy) for n in settings.numeric_tests]
+        self.embedding_test: DriftTest | None = (
+            make_test(settings.embedding_test, policy) if settings.embedding_test else None
+        )
+        self.models: dict[str, ModelState] = {}
+
+    def observe(self, record: InferenceLogRecord) -> list[WindowResult]:
+        """Add one record; returns the windows this record closed (zero or one)."""
+        state = self.models.setdefault(record.model, ModelState())
+        features = self.settings.features
+        if state.reference.records < self.settings.reference_size:
+            state.reference.add(record, features)
+            return []
+        results = []
+        window = self.settings.window
+        if window.by == "time" and state.window.first_at is not None:
+            assert window.seconds is not None
+            if record.timestamp.timestamp() - state.window.first_at >= window.seconds:
+                results.extend(
+                    self._close(record.model, state, evaluate=state.window.records >= window.min_size)
+                )
+        state.window.add(record, features)
+        if window.by == "count" and state.window.records >= window.size:
+            results.extend(self._close(record.model, state, evaluate=True))
+        return results
+
+    def _close(self, model: str, state: ModelState, evaluate: bool) -> list[WindowResult]:
+        window, state.window = state.window, Sample()
+        if not evaluate:
+            logger.info("model %s: window %d skipped (%d records)", model, state.window_index, window.records)
+            state.window_index += 1
+            return []
+        result = self.evaluate(model, state.reference, window, state.window_index)
+        state.window_index += 1
+        return [result]
+
+    def evaluate(self, model: str, reference: Sample, window: Sample, index: int) -> WindowResult:
+        started = time.perf_counter()
+        policy = self.settings.policy
+        scores: dict[tuple[str, str], float] = {}
+        tasks: list[tuple[str, DriftTest, np.ndarray, np.ndarray]] = []
+        for name in self.settings.features:
+            ref, win = reference.numeric.get(name, []), window.numeric.get(name, [])
+            if len(ref) >= policy.min_samples and len(win) >= policy.min_samples:
+                for test in self.numeric_tests:
+                    tasks.append((name, test, np.asarray(ref), np.asarray(win)))
+        if self.embedding_test is not None:
+            ref_e, win_e = reference.embeddings, window.embeddings
+            dims = {len(v) for v in ref_e} | {len(v) for v in win_e}
+            if len(ref_e) >= policy.min_samples and len(win_e) >= policy.min_samples and len(dims) == 1:
+                tasks.append((EMBEDDING_FEATURE, self.embedding_test, np.asarray(ref_e), np.asarray(win_e)))
+        alerts = []
+        for feature, test, ref_values, win_values in tasks:
+            score = test.score(ref_values, win_values)
+            threshold = test.threshold
+            scores[(feature, test.name)] = score
+            self.metrics.score.labels(model, feature, test.name).set(score)
+            self.metrics.threshold.labels(model, feature, test.name).set(threshold)
+            if score > threshold:
+                self.metrics.alerts.labels(model, feature, test.name).inc()
+                alerts.append(
+                    DriftAlertRecord(
+                        model=model,
+                        feature=feature,
+                        test=test.name,
+                        score=score,
+                        threshold=threshold,
+                        window_index=index,
+                        window_size=window.records,
+                        reference_size=reference.records,
+                    )
+                )
+        self.metrics.windows.labels(model).inc()
+        seconds = time.perf_counter() - started
+        self.metrics.window_seconds.observe(seconds)
+        return WindowResult(model, index, window.records, scores, tuple(alerts), seconds)
+
+    # -- state (saved before each commit when state_path is set)
+    def save(self, path: Path) -> None:
+        data = {
+            model: {
+                "reference": s.reference.to_json(),
+                "window": s.window.to_json(),
+                "window_index": s.window_index,
+            }
+            for model, s in self.models.items()
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)  # atomic: a crash leaves the old state or the new, never half
+
+    def load(self, path: Path) -> None:
+        if not path.exists():
+            return
+        data = json.loads(path.read_text())
+        self.models = {
+            model: ModelState(
+                Sample.from_json(s["reference"]), Sample.from_json(s["window"]), int(s["window_index"])
+            )
+            for model, s in data.items()
+        }
+
+
+class AlertPublisher:
+    """Publishes alerts to `drift-alerts` keyed by model and waits for the broker's acks."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        from kafka import KafkaProducer
+
+        self.topic = topic
+        self.producer = KafkaProducer(**kafka.kafka_python_config(), acks="all", linger_ms=5)
+
+    def publish(self, alerts: Sequence[DriftAlertRecord]) -> None:
+        futures = [
+            self.producer.send(self.topic, key=a.model.encode(), value=a.model_dump_json().encode())
+            for a in alerts
+        ]
+        self.producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
+
+
+class DriftHandler:
+    """The consumer loop's handler: decode inference-log records, feed the monitor, publish, save state."""
+
+    def __init__(
+        self,
+        monitor: DriftMonitor,
+        publish: Callable[[Sequence[DriftAlertRecord]], None],
+        state_path: Path | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.publish = publish
+        self.state_path = state_path
+        self._decode = json_record_decoder(TypeAdapter(InferenceLogRecord))
+        self.results: list[WindowResult] = []
+
+    def decode(self, message: Any) -> InferenceLogRecord:
+        return self._decode(message.value)
+
+    def process(self, records: Sequence[InferenceLogRecord]) -> None:
+        results = [r for record in records for r in self.monitor.observe(record)]
+        alerts = [a for r in results for a in r.alerts]
+        if alerts:
+            self.publish(alerts)
+        if self.state_path is not None:
+            self.monitor.save(self.state_path)
+        for r in results:
+            logger.info(
+                "model %s window %d (%d records): %d alerts in %.1f ms",
+                r.model,
+                r.window_index,
+                r.window_size,
+                len(r.alerts),
+                r.seconds * 1000,
+            )
+        self.results.extend(results)
+
+
+def build_monitor_loop(settings: DriftMonitorSettings) -> tuple[AtLeastOnceConsumer[InferenceLogRecord], Any]:
+    """The consumer loop of the monitor and the publisher to close after it (for `run` and tests)."""
+    from pipelines.admin import ensure_topics
+    from pipelines.metrics import ConsumerMetrics
+    from pipelines.topics import topic_specs
+
+    specs = topic_specs(settings.topic_prefix)
+    ensure_topics(settings.kafka, [specs["inference-log"], specs["drift-alerts"]])
+    metrics = DriftMetrics()
+    monitor = DriftMonitor(settings, metrics)
+    if settings.state_path is not None:
+        monitor.load(settings.state_path)
+    publisher = AlertPublisher(settings.kafka, specs["drift-alerts"].name)
+    handler = DriftHandler(monitor, publisher.publish, settings.state_path)
+    consumer_metrics = ConsumerMetrics(settings.group_id, registry=metrics.registry)
+    loop = AtLeastOnceConsumer(settings, specs["inference-log"].name, handler, metrics=consumer_metrics)
+    return loop, publisher
+
+
+def run_monitor(settings: DriftMonitorSettings) -> int:
+    loop, publisher = build_monitor_loop(settings)
+    if settings.metrics_port:
+        loop.metrics.serve(settings.metrics_port, settings.metrics_host)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: loop.stop())
+    try:
+        loop.run()
+    finally:
+        publisher.close()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def register_cli(subparsers: Any) -> None:
+    """Adds `drift-monitor run` to the `surge` CLI (called by `pipelines.cli`)."""
+    parser = subparsers.add_parser("drift-monitor", help="Drift monitor over the inference-log topic.")
+    commands = parser.add_subparsers(dest="drift_command", required=True)
+    run = commands.add_parser("run", help="Consume inference-log, export drift scores, publish alerts.")
+    run.add_argument("--settings", help="JSON file with DriftMonitorSettings.")
+    run.add_argument(
+        "--bootstrap-servers", help="Kafka bootstrap servers (default $SURGE_BOOTSTRAP_SERVERS)."
+    )
+    run.add_argument("--topic-prefix", help="Prefix of every topic name.")
+    run.add_argument("--metrics-port", type=int, help="Port of /metrics (0: none).")
+    run.add_argument("--state-path", help="File where window state is saved before each commit.")
+    run.set_defaults(handler=_run_command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    data: dict[str, Any] = json.loads(Path(args.settings).read_text()) if args.settings else {}
+    servers = args.bootstrap_servers or os.environ.get("SURGE_BOOTSTRAP_SERVERS")
+    if servers:
+        data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": servers}
+    for key in ("topic_prefix", "metrics_port", "state_path"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    return run_monitor(DriftMonitorSettings.model_validate(data))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.drift")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(["drift-monitor", *arguments])
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
