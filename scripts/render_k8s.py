@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helm_tools import REPO_ROOT, helm_path  # noqa: E402
+from helm_tools import REPO_ROOT, helm_path
 
 CHART = REPO_ROOT / "helm" / "surge"
 K8S_DIR = REPO_ROOT / "k8s"
@@ -93,7 +93,9 @@ def write(out_dir: Path = K8S_DIR) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="Compare instead of writing.")
     args = parser.parse_args(argv)
     if args.check:

@@ -41,7 +41,9 @@ def _load_script(name: str) -> ModuleType:
     scripts = str(REPO_ROOT / "scripts")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)  # render_k8s imports helm_tools as a sibling
-    spec = importlib.util.spec_from_file_location(f"surge_scripts_{name}", REPO_ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"surge_scripts_{name}", REPO_ROOT / "scripts" / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -64,7 +66,9 @@ class Rendered:
 
     def one(self, kind: str, name_suffix: str = "") -> dict[str, Any]:
         found = [d for d in self.of_kind(kind) if d["metadata"].get("name", "").endswith(name_suffix)]
-        assert len(found) == 1, f"expected one {kind} named *{name_suffix}, got {[d['metadata'] for d in found]}"
+        assert len(found) == 1, (
+            f"expected one {kind} named *{name_suffix}, got {[d['metadata'] for d in found]}"
+        )
         return found[0]
 
     def feature_rayjob(self) -> dict[str, Any] | None:

@@ -41,7 +41,9 @@ def test_gpu_group_should_have_gpu_limit_selector_and_tolerations_when_gpu_value
     assert pod["containers"][0]["image"].endswith("-gpu") or "@sha256:" in pod["containers"][0]["image"]
 
 
-def test_gpu_group_should_be_absent_and_llm_on_cpu_when_cpu_only_values(scenarios: dict[str, Rendered]) -> None:
+def test_gpu_group_should_be_absent_and_llm_on_cpu_when_cpu_only_values(
+    scenarios: dict[str, Rendered],
+) -> None:
     rendered = scenarios["cpu-only"]
     assert _gpu_group(rendered) is None
     assert "nvidia.com/gpu" not in rendered.text
@@ -72,7 +74,9 @@ def test_every_worker_group_and_consumer_should_reach_zero_when_idle(
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     scaled = rendered.of_kind("ScaledObject")
     deployments = rendered.of_kind("Deployment")
-    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {d["metadata"]["name"] for d in deployments}
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {
+        d["metadata"]["name"] for d in deployments
+    }
     for s in scaled:
         assert s["spec"]["minReplicaCount"] == 0
         trigger = s["spec"]["triggers"][0]
@@ -132,7 +136,9 @@ def _pss_restricted_violations(where: str, pod: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_every_pod_should_pass_pss_restricted_when_rendered(scenarios: dict[str, Rendered], scenario: str) -> None:
+def test_every_pod_should_pass_pss_restricted_when_rendered(
+    scenarios: dict[str, Rendered], scenario: str
+) -> None:
     rendered = scenarios[scenario]
     pods = list(pod_specs(rendered))
     assert len(pods) >= 6
@@ -183,7 +189,10 @@ def test_secrets_should_only_come_from_secret_refs_when_rendered(
         assert ("SURGE_PG_DSN", "surge-postgres") in refs
         assert ("SURGE_FEATURES_PG_DSN", "surge-postgres") in refs
     if scenario == "external-kafka-sasl":
-        assert {("KAFKA_SASL_USERNAME", "surge-kafka-credentials"), ("KAFKA_SASL_PASSWORD", "surge-kafka-credentials")} <= refs
+        assert {
+            ("KAFKA_SASL_USERNAME", "surge-kafka-credentials"),
+            ("KAFKA_SASL_PASSWORD", "surge-kafka-credentials"),
+        } <= refs
     # Nothing credential-like in ConfigMaps either (settings name env vars, never hold values).
     for cm in rendered.of_kind("ConfigMap"):
         for key, value in cm.get("data", {}).items():
@@ -199,7 +208,9 @@ def test_only_the_head_and_the_trigger_should_mount_api_tokens(scenarios: dict[s
     assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create"]}]
 
 
-def test_network_policies_should_deny_by_default_and_allow_the_minimum(scenarios: dict[str, Rendered]) -> None:
+def test_network_policies_should_deny_by_default_and_allow_the_minimum(
+    scenarios: dict[str, Rendered],
+) -> None:
     rendered = scenarios["default"]
     deny = rendered.one("NetworkPolicy", "default-deny")["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny

@@ -8,13 +8,19 @@ from tests.fixtures_helm import HelmRenderError, Renderer
 
 pytestmark = pytest.mark.integration
 
-CROSS_FIELD = [
+CROSS_FIELD: list[tuple[tuple[str, ...], str | None]] = [
     (("model.gpus=0",), "rayCluster.gpuWorkers.enabled is true but model.gpus is 0"),
     (("rayCluster.gpuWorkers.enabled=false",), "model.gpus is 1 but rayCluster.gpuWorkers.enabled is false"),
     (("model.gpus=2",), "model.gpus (2) is larger than rayCluster.gpuWorkers.gpusPerPod (1)"),
-    (("gateway.maxTokensLimit=4096",), "gateway.maxTokensLimit (4096) must be smaller than model.maxModelLen (2048)"),
+    (
+        ("gateway.maxTokensLimit=4096",),
+        "gateway.maxTokensLimit (4096) must be smaller than model.maxModelLen (2048)",
+    ),
     (("autoscaling.retriever.maxReplicas=2",), "vectorStore.backend embedded keeps the index in one process"),
-    (("vectorStore.backend=pgvector",), "vectorStore.backend pgvector needs vectorStore.pgvector.dsnSecret.name"),
+    (
+        ("vectorStore.backend=pgvector",),
+        "vectorStore.backend pgvector needs vectorStore.pgvector.dsnSecret.name",
+    ),
     (("kafka.securityProtocol=SASL_SSL",), "kafka.securityProtocol SASL_SSL needs kafka.saslMechanism"),
     (
         ("kafka.securityProtocol=SASL_PLAINTEXT", "kafka.saslMechanism=PLAIN"),
@@ -23,13 +29,17 @@ CROSS_FIELD = [
     (("kafka.saslMechanism=PLAIN",), "kafka.saslMechanism is set but kafka.securityProtocol is PLAINTEXT"),
     (("autoscaling.llm.minReplicas=3",), "autoscaling.llm: maxReplicas (2) must be >= minReplicas (3"),
     (
-        ("autoscaling.gateway.minReplicas=0", "autoscaling.gateway.maxReplicas=1", "autoscaling.gateway.keepWarm=true"),
+        (
+            "autoscaling.gateway.minReplicas=0",
+            "autoscaling.gateway.maxReplicas=1",
+            "autoscaling.gateway.keepWarm=true",
+        ),
         None,  # keepWarm with max 1 is fine: effective minimum 1 <= 1
     ),
     (("featureJob.onlineStore.backend=postgres",), "featureJob.onlineStore.backend postgres needs"),
 ]
 
-SCHEMA = [
+SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
     (("model.engine=tgi",), "at '/model/engine'"),
     (("model.gpus=-1",), "at '/model/gpus'"),
     (("kafka.bootstrapServers=no-port",), "at '/kafka/bootstrapServers'"),
@@ -41,7 +51,9 @@ SCHEMA = [
 ]
 
 
-@pytest.mark.parametrize(("sets", "message"), CROSS_FIELD + SCHEMA, ids=lambda v: ",".join(v) if isinstance(v, tuple) else None)
+@pytest.mark.parametrize(
+    ("sets", "message"), CROSS_FIELD + SCHEMA, ids=lambda v: ",".join(v) if isinstance(v, tuple) else None
+)
 def test_invalid_values_should_fail_with_a_message_naming_the_keys(
     render_chart: Renderer, sets: tuple[str, ...], message: str | None
 ) -> None:

@@ -16,7 +16,14 @@ from tests.fixtures_helm import CHART_DIR, KUBERNETES_VERSIONS, SCENARIOS, CrdVa
 
 pytestmark = pytest.mark.integration
 
-CORE_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1"}
+CORE_GROUPS = {
+    "v1",
+    "apps/v1",
+    "batch/v1",
+    "policy/v1",
+    "networking.k8s.io/v1",
+    "rbac.authorization.k8s.io/v1",
+}
 CUSTOM_KINDS = {"RayService", "RayJob", "ScaledObject", "ServiceMonitor"}
 # Rendered but not schema-checked: KEDA's TriggerAuthentication CRD is not vendored (only ScaledObject is).
 UNVALIDATED_KINDS = {"TriggerAuthentication"}
@@ -41,7 +48,9 @@ def test_helm_lint_strict_passes_for_scenario(helm_bin: Path, scenario: str) -> 
 def test_core_kinds_validate_strictly_for_scenario(scenarios: dict[str, Rendered], scenario: str) -> None:
     docs = scenarios[scenario].docs
     kinds = {d["kind"] for d in docs}
-    unknown = kinds - {d["kind"] for d in docs if d["apiVersion"] in CORE_GROUPS} - CUSTOM_KINDS - UNVALIDATED_KINDS
+    unknown = (
+        kinds - {d["kind"] for d in docs if d["apiVersion"] in CORE_GROUPS} - CUSTOM_KINDS - UNVALIDATED_KINDS
+    )
     assert not unknown, f"kinds with no validation path: {unknown}"
     failures = []
     for version in KUBERNETES_VERSIONS:

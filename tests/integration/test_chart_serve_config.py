@@ -36,7 +36,9 @@ AUTOSCALING_KEYS = {
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -94,7 +96,11 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
         }
         if kafka["securityProtocol"].startswith("SASL"):
             settings["sasl_mechanism"] = kafka["saslMechanism"]
-        args["gateway"]["inference_log"] = {"enabled": True, "kafka": settings, "topic_prefix": kafka["topicPrefix"]}
+        args["gateway"]["inference_log"] = {
+            "enabled": True,
+            "kafka": settings,
+            "topic_prefix": kafka["topicPrefix"],
+        }
     else:
         args["gateway"]["inference_log"] = {"enabled": False}
     return config
@@ -115,7 +121,9 @@ def test_serve_config_v2_should_equal_local_config_with_documented_overrides(
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_serve_config_v2_args_should_validate_as_app_settings(scenarios: dict[str, Rendered], scenario: str) -> None:
+def test_serve_config_v2_args_should_validate_as_app_settings(
+    scenarios: dict[str, Rendered], scenario: str
+) -> None:
     embedded = yaml.safe_load(scenarios[scenario].one("RayService")["spec"]["serveConfigV2"])
     settings = AppSettings.model_validate(embedded["applications"][0]["args"])
     gpus = scenario_values(scenario)["model"]["gpus"]
@@ -140,13 +148,18 @@ def test_feature_job_settings_should_validate_as_feature_job_settings(
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_consumer_settings_should_validate_and_agree_with_keda(scenarios: dict[str, Rendered], scenario: str) -> None:
+def test_consumer_settings_should_validate_and_agree_with_keda(
+    scenarios: dict[str, Rendered], scenario: str
+) -> None:
     rendered = scenarios[scenario]
     data = rendered.one("ConfigMap", "-pipelines")["data"]
     ingest = IngestionSettings.model_validate(json.loads(data["ingest.json"]))
     drift = DriftMonitorSettings.model_validate(json.loads(data["drift-monitor.json"]))
     values = scenario_values(scenario)
-    for settings, component, topic in ((ingest, "ingest", "documents"), (drift, "drift-monitor", "inference-log")):
+    for settings, component, topic in (
+        (ingest, "ingest", "documents"),
+        (drift, "drift-monitor", "inference-log"),
+    ):
         assert settings.metrics_host == "0.0.0.0", "Prometheus and the probes must reach /metrics"
         assert settings.kafka.bootstrap_servers == values["kafka"]["bootstrapServers"]
         assert settings.kafka.security_protocol == values["kafka"]["securityProtocol"]

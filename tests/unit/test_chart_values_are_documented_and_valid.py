@@ -27,7 +27,9 @@ def test_default_values_validate_against_the_schema() -> None:
 
 def test_schema_rejects_unknown_top_level_keys() -> None:
     validator = jsonschema.Draft7Validator(SCHEMA)
-    assert list(validator.iter_errors({**yaml.safe_load((CHART_DIR / "values.yaml").read_text()), "modle": {}}))
+    assert list(
+        validator.iter_errors({**yaml.safe_load((CHART_DIR / "values.yaml").read_text()), "modle": {}})
+    )
 
 
 def test_every_key_in_values_yaml_has_a_comment_above_or_belongs_to_a_documented_block() -> None:
@@ -51,7 +53,9 @@ def test_every_key_in_values_yaml_has_a_comment_above_or_belongs_to_a_documented
 
 
 def test_no_values_file_holds_a_literal_credential() -> None:
-    pattern = re.compile(r"^\s*(password|passwd|token|apiKey|api_key|dsn)\s*:\s*\S", re.IGNORECASE | re.MULTILINE)
+    pattern = re.compile(
+        r"^\s*(password|passwd|token|apiKey|api_key|dsn)\s*:\s*\S", re.IGNORECASE | re.MULTILINE
+    )
     for path in [CHART_DIR / "values.yaml", *SCENARIOS.values()]:
         text = path.read_text()
         assert not pattern.search(text), f"{path.name} holds a literal credential"
@@ -71,7 +75,11 @@ def test_crd_conversion_rejects_unknown_fields_and_accepts_int_or_string() -> No
             "port": {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]},
             "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"a": {}}},
             "maybe": {"type": "string", "nullable": True},
-            "rule": {"type": "object", "properties": {}, "x-kubernetes-validations": [{"rule": "self.x > 0"}]},
+            "rule": {
+                "type": "object",
+                "properties": {},
+                "x-kubernetes-validations": [{"rule": "self.x > 0"}],
+            },
         },
     }
     validator = jsonschema.Draft7Validator(structural_to_jsonschema(crd_schema))
