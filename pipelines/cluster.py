@@ -1,0 +1,395 @@
+"""Acting on a Kubernetes cluster with the `kubernetes` Python client: feature-job RayJobs, RayService status.
+
+- `feature_rayjob_body(spec)` builds a RayJob (ray.io/v1) that runs `python -m pipelines.feature_job run`
+  on a short-lived Ray cluster of its own (tests validate it against the KubeRay CRD schema).
+- `trigger_feature_job(api, spec, lag, policy)` creates that RayJob when the events topic's lag passes the
+  policy's threshold and no feature-job RayJob is still running (runs are idempotent, but two at once would
+  only race for the same range). Lag is measured against the offsets the feature job commits to its
+  progress consumer group (`feature_job_lag`), so standard Kafka tools and KEDA see the same number.
+- `summarise_rayservice(obj)` / `read_rayservice_status(api, name, namespace)` turn a RayService's status
+  into a small summary: service status, upgrade state, per-application and per-deployment Serve status,
+  and worker replicas of the active (and pending) Ray cluster. KubeRay's status reports each Serve
+  deployment's state (HEALTHY, UPDATING, UPSCALING, DOWNSCALING, UNHEALTHY), not its replica count; the
+  replica counts in the summary are the Ray cluster's worker pods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.settings import KafkaSettings
+
+GROUP, VERSION, RAYJOB_PLURAL, RAYSERVICE_PLURAL = "ray.io", "v1", "rayjobs", "rayservices"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+FEATURE_JOB_COMPONENT = "feature-job"
+# RayJob deployment states after which the job no longer holds a cluster (KubeRay's JobDeploymentStatus).
+FINISHED_JOB_STATES = frozenset({"Complete", "Failed", "ValidationFailed"})
+
+Resources = dict[str, dict[str, str]]
+
+
+class FeatureRayJobSpec(BaseModel):
+    """What the feature-job RayJob looks like: image, namespace, resources, where the settings file lives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace.")
+    name_prefix: str = Field(
+        "surge-feature-job-",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-$",
+        max_length=50,
+        description="generateName of the RayJob (the API server appends a random suffix).",
+    )
+    image: str = Field(min_length=1, description="Container image with surge installed.")
+    ray_version: str = Field("2.60.0", description="Ray version in the image.")
+    entrypoint: str = Field(
+        "python -m pipelines.feature_job run", min_length=1, description="Command the job runs."
+    )
+    settings_configmap: str | None = Field(
+        None, description="ConfigMap with key feature-job.json (FeatureJobSettings), mounted at /etc/surge."
+    )
+    storage_claim: str | None = Field(
+        None, description="PersistentVolumeClaim mounted at /var/lib/surge/features (None: emptyDir)."
+    )
+    service_account: str | None = Field(None, description="Service account of the Ray pods.")
+    pg_dsn_secret: str | None = Field(
+        None, description="Secret (key 'dsn') exposed as SURGE_FEATURES_PG_DSN for the postgres online store."
+    )
+    head_resources: Resources = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"cpu": "1", "memory": "2Gi"},
+        },
+        description="Resources of the head pod (runs the driver).",
+    )
+    worker_resources: Resources = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "2", "memory": "4Gi"},
+            "limits": {"cpu": "2", "memory": "4Gi"},
+        },
+        description="Resources of each worker pod.",
+    )
+    min_workers: int = Field(0, ge=0, le=1000, description="Worker pods kept (0: the autoscaler adds them).")
+    max_workers: int = Field(4, ge=1, le=1000, description="Most worker pods.")
+    active_deadline_s: int = Field(3600, ge=60, description="Seconds before KubeRay stops the job.")
+    ttl_after_finished_s: int = Field(600, ge=0, description="Seconds the finished RayJob is kept.")
+
+    @model_validator(mode="after")
+    def _worker_bounds(self) -> FeatureRayJobSpec:
+        if self.max_workers < self.min_workers:
+            raise ValueError(f"max_workers ({self.max_workers}) must be >= min_workers ({self.min_workers})")
+        return self
+
+
+def _pod_template(spec: FeatureRayJobSpec, name: str, resources: Resources, head: bool) -> dict[str, Any]:
+    env: list[dict[str, Any]] = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+    if spec.pg_dsn_secret:
+        env.append(
+            {
+                "name": "SURGE_FEATURES_PG_DSN",
+                "valueFrom": {"secretKeyRef": {"name": spec.pg_dsn_secret, "key": "dsn"}},
+            }
+        )
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if head:
+        # The driver runs on the head and writes the stores there.
+        mounts.append({"name": "features", "mountPath": "/var/lib/surge/features"})
+        volumes.append(
+            {"name": "features", "persistentVolumeClaim": {"claimName": spec.storage_claim}}
+            if spec.storage_claim
+            else {"name": "features", "emptyDir": {}}
+        )
+        if spec.settings_configmap:
+            mounts.append({"name": "settings", "mountPath": "/etc/surge", "readOnly": True})
+            volumes.append(
+                {
+                    "name": "settings",
+                    "configMap": {
+                        "name": spec.settings_configmap,
+                        "items": [{"key": "feature-job.json", "path": "feature-job.json"}],
+                    },
+                }
+            )
+    pod: dict[str, Any] = {
+        "containers": [
+            {
+                "name": name,
+                "image": spec.image,
+                "env": env,
+                "resources": resources,
+                "volumeMounts": mounts,
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }
+        ],
+        "volumes": volumes,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if spec.service_account:
+        pod["serviceAccountName"] = spec.service_account
+    labels = {COMPONENT_LABEL: FEATURE_JOB_COMPONENT, "surge.io/ray-node": "head" if head else "cpu-worker"}
+    return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def feature_rayjob_body(spec: FeatureRayJobSpec, extra_args: str = "") -> dict[str, Any]:
+    """The RayJob custom object for one feature-job run (pass to `create_namespaced_custom_object`)."""
+    entrypoint = spec.entrypoint
+    if spec.settings_configmap:
+        entrypoint += " --settings /etc/surge/feature-job.json"
+    if extra_args:
+        entrypoint += f" {extra_args}"
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RayJob",
+        "metadata": {
+            "generateName": spec.name_prefix,
+            "namespace": spec.namespace,
+            "labels": {COMPONENT_LABEL: FEATURE_JOB_COMPONENT, "app.kubernetes.io/name": "surge"},
+        },
+        "spec": {
+            "entrypoint": entrypoint,
+            # The operator submits to the head's dashboard: no extra submitter pod.
+            "submissionMode": "HTTPMode",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": spec.ttl_after_finished_s,
+            "activeDeadlineSeconds": spec.active_deadline_s,
+            "rayClusterSpec": {
+                "rayVersion": spec.ray_version,
+                "enableInTreeAutoscaling": True,
+                "headGroupSpec": {
+                    # No tasks on the head: Ray Data's work goes to the autoscaled workers.
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": _pod_template(spec, "ray-head", spec.head_resources, head=True),
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "cpu",
+                        "replicas": spec.min_workers,
+                        "minReplicas": spec.min_workers,
+                        "maxReplicas": spec.max_workers,
+                        "rayStartParams": {},
+                        "template": _pod_template(spec, "ray-worker", spec.worker_resources, head=False),
+                    }
+                ],
+            },
+        },
+    }
+
+
+# -------------------------------------------------------------------------------------------- trigger
+
+
+class LagTriggerPolicy(BaseModel):
+    """When to start a feature-job run: `lag >= min_lag` and fewer than `max_active` runs still going.
+
+    Example: min_lag 10,000, max_active 1; lag 12,500 with no running RayJob -> create one; lag 12,500
+    with one RayJob in state Running -> wait; lag 800 -> wait.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_lag: int = Field(10_000, ge=1, description="Records waiting (end offset - committed) to start a run.")
+    max_active: int = Field(1, ge=1, le=10, description="Feature-job RayJobs allowed to run at once.")
+
+
+@dataclass(frozen=True)
+class TriggerDecision:
+    create: bool
+    reason: str
+    lag: int
+    active_jobs: tuple[str, ...] = ()
+    created: str | None = None
+
+
+def decide_trigger(lag: int, active_jobs: list[str], policy: LagTriggerPolicy) -> TriggerDecision:
+    """Pure decision (see `LagTriggerPolicy`)."""
+    if lag < policy.min_lag:
+        return TriggerDecision(False, f"lag {lag} < min_lag {policy.min_lag}", lag, tuple(active_jobs))
+    if len(active_jobs) >= policy.max_active:
+        return TriggerDecision(
+            False,
+            f"{len(active_jobs)} feature job(s) still running: {', '.join(active_jobs)}",
+            lag,
+            tuple(active_jobs),
+        )
+    return TriggerDecision(True, f"lag {lag} >= min_lag {policy.min_lag}", lag, tuple(active_jobs))
+
+
+def active_rayjobs(rayjob_list: dict[str, Any]) -> list[str]:
+    """Names of the RayJobs in a list response that have not finished."""
+    names = []
+    for item in rayjob_list.get("items", []):
+        state = (item.get("status") or {}).get("jobDeploymentStatus", "")
+        if state not in FINISHED_JOB_STATES:
+            names.append(item["metadata"]["name"])
+    return sorted(names)
+
+
+def trigger_feature_job(
+    api: Any, spec: FeatureRayJobSpec, lag: int, policy: LagTriggerPolicy, extra_args: str = ""
+) -> TriggerDecision:
+    """Create the feature-job RayJob if `decide_trigger` says so. `api`: a `kubernetes.client.CustomObjectsApi`.
+
+    Needs RBAC `list` and `create` on rayjobs.ray.io in the namespace.
+    """
+    listed = api.list_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        spec.namespace,
+        RAYJOB_PLURAL,
+        label_selector=f"{COMPONENT_LABEL}={FEATURE_JOB_COMPONENT}",
+    )
+    decision = decide_trigger(lag, active_rayjobs(listed), policy)
+    if not decision.create:
+        return decision
+    created = api.create_namespaced_custom_object(
+        GROUP, VERSION, spec.namespace, RAYJOB_PLURAL, feature_rayjob_body(spec, extra_args)
+    )
+    return TriggerDecision(True, decision.reason, lag, decision.active_jobs, created["metadata"]["name"])
+
+
+def feature_job_lag(kafka: KafkaSettings, topic: str, group_id: str) -> int:
+    """Records of `topic` past the offsets the feature job committed to its progress group."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**kafka.kafka_python_config(), group_id=None, enable_auto_commit=False)
+    admin = KafkaAdminClient(**kafka.kafka_python_config())
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = consumer.end_offsets(tps)
+        begins = consumer.beginning_offsets(tps)
+        committed = {tp: meta.offset for tp, meta in admin.list_consumer_group_offsets(group_id).items()}
+        return sum(max(0, ends[tp] - max(committed.get(tp, 0), begins[tp])) for tp in tps)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def kubernetes_api() -> Any:
+    """A CustomObjectsApi from the in-cluster service account, else the local kubeconfig."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+# ---------------------------------------------------------------------------------- RayService status
+
+
+@dataclass(frozen=True)
+class ClusterReplicas:
+    """Worker pods of one Ray cluster behind the RayService."""
+
+    name: str
+    state: str
+    desired: int
+    available: int
+    ready: int
+    minimum: int
+    maximum: int
+
+
+@dataclass(frozen=True)
+class RayServiceSummary:
+    """A RayService's status in a few fields: is it ready, is it upgrading, how are the deployments."""
+
+    name: str
+    service_status: str
+    ready: bool
+    upgrade_in_progress: bool
+    serve_endpoints: int
+    applications: dict[str, str]
+    deployments: dict[str, dict[str, str]]  # application -> deployment -> status
+    unhealthy: list[str]  # "app/deployment: message"
+    active_cluster: ClusterReplicas | None
+    pending_cluster: ClusterReplicas | None
+    traffic_routed_percent: int | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One human line, e.g. for `surge status`."""
+        upgrade = " (upgrading)" if self.upgrade_in_progress else ""
+        cluster = self.active_cluster
+        workers = f", workers {cluster.ready}/{cluster.desired} ready" if cluster else ""
+        deployments = sum(len(d) for d in self.deployments.values())
+        return (
+            f"{self.name}: {'ready' if self.ready else 'not ready'}{upgrade}, {len(self.applications)} app(s), "
+            f"{deployments} deployment(s), {len(self.unhealthy)} unhealthy{workers}"
+        )
+
+
+def _condition(status: dict[str, Any], kind: str) -> bool | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition.get("status") == "True"
+    return None
+
+
+def _cluster(service_status: dict[str, Any] | None) -> ClusterReplicas | None:
+    if not service_status or not service_status.get("rayClusterName"):
+        return None
+    cluster = service_status.get("rayClusterStatus") or {}
+    return ClusterReplicas(
+        name=service_status["rayClusterName"],
+        state=cluster.get("state", ""),
+        desired=int(cluster.get("desiredWorkerReplicas", 0)),
+        available=int(cluster.get("availableWorkerReplicas", 0)),
+        ready=int(cluster.get("readyWorkerReplicas", 0)),
+        minimum=int(cluster.get("minWorkerReplicas", 0)),
+        maximum=int(cluster.get("maxWorkerReplicas", 0)),
+    )
+
+
+def summarise_rayservice(obj: dict[str, Any]) -> RayServiceSummary:
+    """Summarise a RayService custom object (as returned by `get_namespaced_custom_object`)."""
+    status = obj.get("status") or {}
+    active = status.get("activeServiceStatus") or {}
+    pending = status.get("pendingServiceStatus") or {}
+    applications: dict[str, str] = {}
+    deployments: dict[str, dict[str, str]] = {}
+    unhealthy: list[str] = []
+    for app, app_status in sorted((active.get("applicationStatuses") or {}).items()):
+        applications[app] = app_status.get("status", "")
+        per_deployment = app_status.get("serveDeploymentStatuses") or {}
+        deployments[app] = {name: d.get("status", "") for name, d in sorted(per_deployment.items())}
+        for name, d in sorted(per_deployment.items()):
+            if d.get("status") not in ("HEALTHY", "UPSCALING", "DOWNSCALING"):
+                unhealthy.append(f"{app}/{name}: {d.get('status', '?')} {d.get('message', '')}".strip())
+    ready_condition = _condition(status, "Ready")
+    upgrading_condition = _condition(status, "UpgradeInProgress")
+    ready = ready_condition if ready_condition is not None else status.get("serviceStatus") == "Running"
+    upgrading = (
+        upgrading_condition if upgrading_condition is not None else bool(pending.get("rayClusterName"))
+    )
+    messages = [
+        f"{c.get('type')}: {c.get('message')}" for c in status.get("conditions") or [] if c.get("message")
+    ]
+    return RayServiceSummary(
+        name=(obj.get("metadata") or {}).get("name", ""),
+        service_status=status.get("serviceStatus", ""),
+        ready=bool(ready),
+        upgrade_in_progress=bool(upgrading),
+        serve_endpoints=int(status.get("numServeEndpoints", 0)),
+        applications=applications,
+        deployments=deployments,
+        unhealthy=unhealthy,
+        active_cluster=_cluster(active),
+        pending_cluster=_cluster(pending),
+        traffic_routed_percent=pending.get("trafficRoutedPercent")
+        if pending
+        else active.get("trafficRoutedPercent"),
+        messages=messages,
+    )
+
+
+def read_rayservice_status(api: Any, name: str, namespace: str) -> RayServiceSummary:
+    """Read a RayService through a `kubernetes.client.CustomObjectsApi` and summarise it."""
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, RAYSERVICE_PLURAL, name)
+    return summarise_rayservice(obj)
