@@ -17,8 +17,11 @@ the environment, e.g. from the stage's `env` setting, win):
 - `VLLM_HOST_IP=127.0.0.1`: the engine core's and worker's sockets stay on loopback.
 - `VLLM_NO_USAGE_STATS=1`, `VLLM_DO_NOT_TRACK=1`: no attempts to reach the internet.
 - `VLLM_WORKER_MULTIPROC_METHOD=spawn`: forking a Ray actor (which runs threads) is unsafe.
-- V1 multiprocessing stays on (the default): AsyncLLM always runs the engine core in a child process, which
-  keeps the replica's event loop free, and the CPU platform requires the multiprocessing executor.
+- `VLLM_ENABLE_V1_MULTIPROCESSING=0` (CPU): AsyncLLM always runs the engine core in a child process (the
+  replica's event loop stays free either way); with this set, the model worker runs inside that engine-core
+  process instead of in a third process. vLLM forces the multiprocessing executor on CPU only so that it can
+  set per-worker OpenMP binding, which `nobind` turns off anyway. Measured with the tiny model: 16 s to
+  ready with 2 processes, against 22 s with 3, and one less ~0.5 GB torch process per replica.
 
 The KV cache on CPU is taken from RAM: either `kv_cache_memory_mib` (explicit; also skips a warm-up pass,
 so start-up is faster) or `gpu_memory_utilization` x the NUMA node's RAM minus what the process holds.
@@ -58,6 +61,7 @@ def engine_environment(settings: LLMSettings) -> dict[str, str]:
     }
     if settings.device == "cpu":
         env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         env["OMP_NUM_THREADS"] = str(settings.engine_threads)
     return env
 
