@@ -2,7 +2,7 @@
 
 `chunk_text` is greedy and deterministic: each chunk is at most `chunk_chars` long and ends at the best
 boundary found in its second half, preferring a paragraph break, then a sentence end (or line break), then
-a space; a word longer than the window is cut hard. Neighbouring chunks share up to `overlap_chars`
+a space; failing those, at the window's last space; only a word longer than the window is cut hard. Neighbouring chunks share up to `overlap_chars`
 characters, starting at a word. Because a chunk depends only on the text up to one window past its start,
 editing the end of a document leaves its earlier chunks (and their content hashes) unchanged, so a
 re-ingested document rewrites only the chunks that actually changed.
@@ -39,7 +39,9 @@ def _break_point(text: str, start: int, hard_end: int, min_end: int) -> int:
         position = _last_boundary(pattern, text, min_end, window_end, at_end=at_end)
         if position is not None and position <= hard_end:
             return position
-    return hard_end
+    # A long word fills the second half: end before it (a short chunk) rather than cut a word in two.
+    position = _last_boundary(_SPACE, text, start + 1, window_end, at_end=False)
+    return position if position is not None and position <= hard_end else hard_end
 
 
 def _skip_space(text: str, position: int) -> int:

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
@@ -39,6 +40,14 @@ def chunk_from_dict(doc_id: str, chunk: Mapping[str, Any]) -> ChunkRecord:
         embedding=chunk["embedding"],
         metadata=dict(chunk.get("metadata") or {}),
     )
+
+
+def replica_id() -> str | None:
+    """This replica's Serve id (None outside Serve): tells callers which replica answered."""
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except RayServeException:
+        return None
 
 
 @serve.deployment
@@ -87,6 +96,7 @@ class Retriever:
             "documents": documents,
             "backend": self.store.backend,
             "dimensions": self.store.dimensions,
+            "replica": replica_id(),
         }
 
     async def wake(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Vectors are hand-made so the expected neighbours and scores are known exactly.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,16 +225,27 @@ def test_filter_compares_numbers_numerically_and_keeps_booleans_apart(open_store
 
 
 def test_filtered_search_still_returns_top_k_when_matches_are_far(open_store: StoreFactory) -> None:
+    # Half the chunks sit next to the query, the half the filter keeps points away from it. On pgvector the
+    # planner then walks the HNSW index, whose first candidates all fail the filter: without an iterative
+    # scan it would return nothing.
     store = open_store()
     rng = np.random.default_rng(7)
-    near = {
-        f"near{i}": [chunk(f"near{i}", 0, "near", (QUERY + rng.normal(0, 0.01, DIMS)).tolist(), tag="near")]
-        for i in range(60)
-    }
-    far = {
-        f"far{i}": [chunk(f"far{i}", 0, "far", [-1, 0, 0, rng.uniform(0.1, 1)], tag="far")] for i in range(5)
-    }
-    store.replace_documents({**near, **far})
+    half = 1500
+    near = (np.asarray(QUERY) + rng.normal(0, 0.01, (half, DIMS))).tolist()
+    store.replace_documents(
+        {f"near{i}": [chunk(f"near{i}", 0, "near", near[i], tag="near")] for i in range(half)}
+    )
+    store.replace_documents(
+        {
+            f"far{i}": [
+                chunk(f"far{i}", 0, "far", [-1, rng.normal(0, 0.1), 0, rng.uniform(0.1, 1)], tag="far")
+            ]
+            for i in range(half)
+        }
+    )
+    if store.backend == "pgvector":
+        with psycopg.connect(os.environ[DSN_ENV], autocommit=True) as conn:
+            conn.execute(f"ANALYZE {store.table}")  # type: ignore[attr-defined]
     hits = store.search(QUERY, 5, where={"tag": "far"})
     assert len(hits) == 5
     assert {hit.text for hit in hits} == {"far"}
