@@ -42,7 +42,11 @@ ENV SURGE_CACHE_DIR=/opt/surge/cache \
     VLLM_CACHE_ROOT=/tmp/.cache/vllm \
     TRITON_CACHE_DIR=/tmp/.cache/triton \
     TORCHINDUCTOR_CACHE_DIR=/tmp/.cache/torchinductor \
-    MPLCONFIGDIR=/tmp/.cache/matplotlib
+    MPLCONFIGDIR=/tmp/.cache/matplotlib \
+    XDG_CONFIG_HOME=/tmp/.config \
+    VLLM_CONFIG_ROOT=/tmp/.config/vllm \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1
 
 # Dependencies first (a layer that survives source edits): pyproject.toml alone is enough for pip to
 # resolve them; the package itself is installed below without dependencies.
