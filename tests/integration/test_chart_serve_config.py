@@ -144,7 +144,10 @@ def test_feature_job_settings_should_validate_as_feature_job_settings(
     assert settings.online.backend == values["featureJob"]["onlineStore"]["backend"]
     job = scenarios[scenario].feature_rayjob()
     assert job is not None
-    assert job["spec"]["entrypoint"].startswith("python -m pipelines.feature_job run --settings ")
+    entrypoint = job["spec"]["entrypoint"]
+    assert entrypoint.startswith("python -m pipelines.feature_job run --settings /etc/surge/feature-job.json")
+    min_lag = values["featureJob"]["minLag"]
+    assert entrypoint.endswith(f" --min-lag {min_lag}") if min_lag else "--min-lag" not in entrypoint
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

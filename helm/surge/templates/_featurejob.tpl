@@ -36,7 +36,7 @@ metadata:
   labels:
     {{- include "surge.componentLabels" (list . "feature-job") | nindent 4 }}
 spec:
-  entrypoint: {{ printf "%s --settings /etc/surge/feature-job.json" $fj.entrypoint | quote }}
+  entrypoint: {{ printf "%s --settings /etc/surge/feature-job.json%s" $fj.entrypoint (ternary (printf " --min-lag %d" (int $fj.minLag)) "" (gt (int $fj.minLag) 0)) | quote }}
   submissionMode: HTTPMode
   shutdownAfterJobFinishes: true
   ttlSecondsAfterFinished: {{ int $fj.ttlSecondsAfterFinished }}
