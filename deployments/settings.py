@@ -172,6 +172,14 @@ class PgVectorStoreSettings(StrictModel):
         "surge_chunks", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Table that holds the chunks."
     )
     pool_size: int = Field(4, ge=1, le=64, description="Connections kept per replica.")
+    index: Literal["hnsw", "exact"] = Field(
+        "hnsw",
+        description="'hnsw': approximate, fast on large tables, slower writes; 'exact': scans every row "
+        "(exact results, fast writes; fine up to tens of thousands of chunks).",
+    )
+    ef_search: int = Field(
+        100, ge=1, le=1000, description="HNSW candidates per search (at least top_k): recall vs. latency."
+    )
 
 
 VectorStoreSettings = Annotated[EmbeddedStoreSettings | PgVectorStoreSettings, Field(discriminator="backend")]
