@@ -183,11 +183,13 @@ class LLMServer:
             generation_seconds().observe(time.monotonic() - arrived, tags=self._model_tag)
 
     async def wake(self) -> dict[str, Any]:
-        """Cheap readiness answer: when this replica started, when its model was ready, and its model name."""
+        """Cheap readiness answer: when this replica started, when its model was ready, its model name, and
+        how many generations it is running now."""
         return {
             "replica_started_at": self._started_at,
             "ready_at": self._ready_at,
             "model": self.settings.served_model_name,
+            "running_requests": self._engine.running_requests(),
         }
 
     async def check_health(self) -> None:
