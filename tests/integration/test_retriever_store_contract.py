@@ -1,5 +1,6 @@
 """The VectorStore contract, checked against every backend: the embedded index (SQLite + FAISS in a temp
-directory, no service) and pgvector (a real PostgreSQL 18 from the session fixture; marked integration).
+directory, no service) and pgvector with its HNSW index and with exact scans (a real PostgreSQL 18 from the
+session fixture; marked integration).
 
 Vectors are hand-made so the expected neighbours and scores are known exactly.
 """
@@ -24,7 +25,13 @@ DIMS = 4
 StoreFactory = Callable[..., VectorStore]
 
 
-@pytest.fixture(params=["embedded", pytest.param("pgvector", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("pgvector-hnsw", marks=pytest.mark.integration),
+        pytest.param("pgvector-exact", marks=pytest.mark.integration),
+    ]
+)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Opens stores on one location (same directory / same table): a second call is a second client."""
     opened: list[VectorStore] = []
@@ -35,7 +42,12 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     else:
         dsn = request.getfixturevalue("pg_dsn")
         request.getfixturevalue("monkeypatch").setenv(DSN_ENV, dsn)
-        settings = PgVectorStoreSettings(dsn_env=DSN_ENV, table=f"t_{uuid.uuid4().hex[:12]}", pool_size=2)
+        settings = PgVectorStoreSettings(
+            dsn_env=DSN_ENV,
+            table=f"t_{uuid.uuid4().hex[:12]}",
+            pool_size=2,
+            index="exact" if request.param == "pgvector-exact" else "hnsw",
+        )
 
     def factory(dimensions: int = DIMS) -> VectorStore:
         store = open_vector_store(settings, dimensions)
@@ -265,7 +277,7 @@ def test_search_agrees_with_brute_force_on_random_vectors(open_store: StoreFacto
         expected = [f"d{i}" for i in candidates[np.argsort(-similarity[candidates])][:10]]
         hits = store.search(query.tolist(), 10, where=where)
         found = [hit.doc_id for hit in hits]
-        if store.backend == "embedded":
+        if store.backend == "embedded" or getattr(store, "exact", False):
             assert found == expected  # exact search
         else:
             assert len(set(found) & set(expected)) >= 9  # HNSW is approximate; recall@10 >= 0.9

@@ -112,3 +112,9 @@ def test_the_embedded_index_cannot_be_scaled_out() -> None:
         RetrieverSettings(autoscaling=AutoscalingSettings(max_replicas=2))
     scaled = RetrieverSettings(store=PgVectorStoreSettings(), autoscaling=AutoscalingSettings(max_replicas=4))
     assert scaled.serve_options("Retriever")["autoscaling_config"]["max_replicas"] == 4
+
+
+def test_hnsw_beyond_its_dimension_limit_is_rejected_naming_the_setting() -> None:
+    settings = RetrieverSettings(store=PgVectorStoreSettings(index="hnsw"), dimensions=3072)
+    with pytest.raises(ValueError, match="store.index 'hnsw'.*at most 2000 dimensions.*'exact'"):
+        Retriever.func_or_class(settings)
