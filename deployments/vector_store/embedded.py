@@ -6,6 +6,9 @@ exact inner-product search in optimised BLAS with id selectors for metadata filt
 are approximate and only persist by dumping the whole index (no transactions, one writer); LanceDB is a
 heavier dependency (Arrow datasets, background compaction) than a laptop/CI default needs.
 
+Metadata filters use a `chunk_meta(chunk_id, key, kind, value)` table indexed on (key, kind, value): one
+indexed look-up per filter key gives the allowed ids, and FAISS searches only those (IDSelectorBatch).
+
 How two processes share one directory (the Retriever searching while ingestion consumers write): every
 chunk row gets a never-reused id (AUTOINCREMENT), and each write appends `(chunk_id, added)` entries to a
 `changes` log in the same transaction. A reader keeps an in-memory FAISS IndexIDMap2(IndexFlatIP) and the
@@ -64,6 +67,14 @@ CREATE TABLE IF NOT EXISTS changes (
     added INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS store_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunk_meta (
+    chunk_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value
+);
+CREATE INDEX IF NOT EXISTS chunk_meta_lookup ON chunk_meta (key, kind, value);
+CREATE INDEX IF NOT EXISTS chunk_meta_chunk ON chunk_meta (chunk_id);
 """
 
 
@@ -203,12 +214,18 @@ class EmbeddedVectorStore(VectorStore):
                 vector.tobytes(),
             ),
         )
-        self._conn.execute("INSERT INTO changes (chunk_id, added) VALUES (?, 1)", (cursor.lastrowid,))
+        chunk_id = int(cursor.lastrowid or 0)
+        self._conn.executemany(
+            "INSERT INTO chunk_meta (chunk_id, key, kind, value) VALUES (?, ?, ?, ?)",
+            _meta_rows(chunk_id, chunk.metadata),
+        )
+        self._conn.execute("INSERT INTO changes (chunk_id, added) VALUES (?, 1)", (chunk_id,))
 
     def _delete_rows(self, chunk_ids: Sequence[int]) -> None:
         for batch in _batches(chunk_ids):
             marks = ",".join("?" * len(batch))
             self._conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", batch)
+            self._conn.execute(f"DELETE FROM chunk_meta WHERE chunk_id IN ({marks})", batch)
         self._conn.executemany(
             "INSERT INTO changes (chunk_id, added) VALUES (?, 0)", [(i,) for i in chunk_ids]
         )
@@ -280,7 +297,7 @@ class EmbeddedVectorStore(VectorStore):
             if filters:
                 sql, args = _filter_sql(filters)
                 allowed = np.fromiter(
-                    (row[0] for row in self._conn.execute(f"SELECT c.id FROM chunks AS c WHERE {sql}", args)),
+                    (row[0] for row in self._conn.execute(sql, args)),
                     dtype=np.int64,
                 )
                 if allowed.size == 0:
@@ -342,26 +359,28 @@ def _batches(items: Sequence[int]) -> Iterator[list[int]]:
         yield list(items[start : start + IDS_PER_QUERY])
 
 
+def _meta_rows(chunk_id: int, metadata: Mapping[str, MetadataValue]) -> list[tuple[int, str, str, object]]:
+    """`chunk_meta` rows: the kind keeps booleans apart from numbers (SQLite stores True as 1)."""
+    return [(chunk_id, key, _kind(value), value) for key, value in metadata.items()]
+
+
+def _kind(value: MetadataValue) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    return "num" if isinstance(value, int | float) else "text"
+
+
 def _filter_sql(filters: Mapping[str, list[MetadataValue]]) -> tuple[str, list[object]]:
-    """SQL over `chunks AS c` matching every key; JSON types are checked so True never equals 1."""
-    clauses: list[str] = []
+    """Chunk ids matching every key: one indexed `chunk_meta` look-up per key, intersected.
+
+    Numbers compare numerically (SQLite: 2022 = 2022.0); a boolean only matches a boolean.
+    """
+    selects: list[str] = []
     args: list[object] = []
     for key, values in filters.items():
-        alternatives: list[str] = []
-        value_args: list[object] = []
+        alternatives = " OR ".join(["(kind = ? AND value = ?)"] * len(values))
+        selects.append(f"SELECT chunk_id FROM chunk_meta WHERE key = ? AND ({alternatives})")
+        args.append(key)
         for value in values:
-            if isinstance(value, bool):
-                alternatives.append("j.type = ?")
-                value_args.append("true" if value else "false")
-            elif isinstance(value, int | float):
-                alternatives.append("(j.type IN ('integer', 'real') AND j.atom = ?)")
-                value_args.append(value)
-            else:
-                alternatives.append("(j.type = 'text' AND j.atom = ?)")
-                value_args.append(value)
-        clauses.append(
-            "EXISTS (SELECT 1 FROM json_each(c.metadata) AS j WHERE j.key = ? AND "
-            f"({' OR '.join(alternatives)}))"
-        )
-        args.extend([key, *value_args])
-    return " AND ".join(clauses), args
+            args.extend([_kind(value), value])
+    return " INTERSECT ".join(selects), args
