@@ -253,20 +253,19 @@ def trigger_feature_job(
 
 def feature_job_lag(kafka: KafkaSettings, topic: str, group_id: str) -> int:
     """Records of `topic` past the offsets the feature job committed to its progress group."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**kafka.kafka_python_config(), group_id=None, enable_auto_commit=False)
-    admin = KafkaAdminClient(**kafka.kafka_python_config())
+    # A consumer of the group that never subscribes: it only reads the group's committed offsets.
+    consumer = KafkaConsumer(**kafka.kafka_python_config(), group_id=group_id, enable_auto_commit=False)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = consumer.end_offsets(tps)
         begins = consumer.beginning_offsets(tps)
-        committed = {tp: meta.offset for tp, meta in admin.list_consumer_group_offsets(group_id).items()}
-        return sum(max(0, ends[tp] - max(committed.get(tp, 0), begins[tp])) for tp in tps)
+        committed = {tp: consumer.committed(tp) or 0 for tp in tps}
+        return sum(max(0, ends[tp] - max(committed[tp], begins[tp])) for tp in tps)
     finally:
-        consumer.close()
-        admin.close()
+        consumer.close(autocommit=False)
 
 
 def kubernetes_api() -> Any:

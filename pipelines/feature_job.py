@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -81,10 +81,22 @@ class FeatureJobSettings(BaseModel):
     max_records_per_partition: int | None = Field(
         None, ge=1, description="Cap on records read per partition in one run (None: up to the end offset)."
     )
+    shuffle_strategy: Literal["sort_shuffle_pull_based", "hash_shuffle"] = Field(
+        "sort_shuffle_pull_based",
+        description="Ray Data shuffle of the group-by: sort-based runs as plain tasks (starts fast; measured "
+        "5.5 s vs 33 s for a first small run on a busy 2-core machine); hash_shuffle starts aggregator "
+        "actors and suits large ranges on a cluster.",
+    )
     shuffle_partitions: int = Field(
         4, ge=1, le=10_000, description="Partitions of the group-by shuffle (few on small machines)."
     )
     read_timeout_s: float = Field(60.0, gt=0, description="Longest the read of one range may take.")
+    progress_group: str | None = Field(
+        "surge-feature-job",
+        min_length=1,
+        description="Consumer group the applied end offsets are committed to, so Kafka tools and the lag "
+        "trigger see the job's lag (advisory: the ledger decides what is applied). None: no commit.",
+    )
 
 
 # ------------------------------------------------------------------------------------------- planning
@@ -215,6 +227,30 @@ def _parse(message: Any, events: list[dict[str, Any]], dead: list[DeadLetter]) -
     )
 
 
+def commit_progress(kafka: KafkaSettings, group_id: str, offset_range: OffsetRange) -> None:
+    """Commit the range's end offsets to `group_id` (never moving a committed offset backwards)."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    if not offset_range.partitions:
+        return
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(**kafka.kafka_python_config(), group_id=group_id, enable_auto_commit=False)
+    try:
+        tps = {p.partition: TopicPartition(offset_range.topic, p.partition) for p in offset_range.partitions}
+        consumer.assign(list(tps.values()))
+        offsets = {}
+        for p in offset_range.partitions:
+            current = consumer.committed(tps[p.partition])
+            if current is None or current < p.end:
+                offsets[tps[p.partition]] = OffsetAndMetadata(p.end, offset_range.range_id, -1)
+        if offsets:
+            consumer.commit(offsets)
+    finally:
+        consumer.close(autocommit=False)
+
+
 def publish_dead_letters(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> None:
     """Send dead letters to `<topic>.dlq` (original key/value, `surge-dlq-*` headers) and wait for acks."""
     if not letters:
@@ -299,23 +335,30 @@ def compute_features(
     window_us = settings.window_s * 1_000_000
     frame = pd.DataFrame(events)
     frame["window_start_us"] = (frame["ts_us"] // window_us) * window_us
-    dataset: ray.data.Dataset = ray.data.from_pandas(frame)
-    if settings.embed_text and (frame["text"] != "").any():
-        from ray.data import ActorPoolStrategy
+    context = ray.data.DataContext.get_current()
+    saved = context.shuffle_strategy
+    # The strategy is read from the current context when the group-by executes; restore it afterwards.
+    context.shuffle_strategy = ray.data.context.ShuffleStrategy(settings.shuffle_strategy)
+    try:
+        dataset: ray.data.Dataset = ray.data.from_pandas(frame)
+        if settings.embed_text and (frame["text"] != "").any():
+            from ray.data import ActorPoolStrategy
 
-        dataset = dataset.map_batches(
-            EmbedTexts,
-            fn_constructor_args=(settings.embedder.model_dump_json(),),
-            batch_size=settings.embed_batch_size,
-            batch_format="pandas",
-            compute=ActorPoolStrategy(size=settings.embed_actors),
-            num_cpus=settings.embed_actor_cpus,
+            dataset = dataset.map_batches(
+                EmbedTexts,
+                fn_constructor_args=(settings.embedder.model_dump_json(),),
+                batch_size=settings.embed_batch_size,
+                batch_format="pandas",
+                compute=ActorPoolStrategy(size=settings.embed_actors),
+                num_cpus=settings.embed_actor_cpus,
+            )
+        features = (
+            dataset.groupby(["entity_id", "window_start_us"], num_partitions=settings.shuffle_partitions)
+            .map_groups(functools.partial(aggregate_window, window_us=window_us), batch_format="pandas")
+            .to_pandas()
         )
-    features = (
-        dataset.groupby(["entity_id", "window_start_us"], num_partitions=settings.shuffle_partitions)
-        .map_groups(functools.partial(aggregate_window, window_us=window_us), batch_format="pandas")
-        .to_pandas()
-    )
+    finally:
+        context.shuffle_strategy = saved
     rows = [_to_feature_row(r, window_us, offset_range) for r in features.to_dict("records")]
     rows.sort(key=lambda r: (r["entity_id"], r["window_start"]))
     return rows
@@ -411,6 +454,8 @@ def run_feature_job(
             result.feature_rows = len(rows)
             result.entities = applied.entities
             result.offline_files = [str(f) for f in files]
+        if result.status in ("applied", "already_applied") and settings.progress_group:
+            commit_progress(settings.kafka, settings.progress_group, offset_range)
         result.seconds = time.perf_counter() - started
         logger.info("feature job %s: %s", result.status, json.dumps(asdict(result), default=str))
         return result
@@ -450,6 +495,21 @@ def register_cli(subparsers: Any) -> None:
     run.add_argument("--no-embed", action="store_true", help="Skip text embeddings.")
     run.set_defaults(handler=_run_command)
 
+    trigger = commands.add_parser(
+        "trigger", help="Create a feature-job RayJob on Kubernetes when the events lag passes --min-lag."
+    )
+    trigger.add_argument("--bootstrap-servers", help="Kafka bootstrap servers.")
+    trigger.add_argument("--topic", default="events", help="Events topic.")
+    trigger.add_argument("--group", default="surge-feature-job", help="The feature job's progress group.")
+    trigger.add_argument("--min-lag", type=int, required=True, help="Records waiting that start a run.")
+    trigger.add_argument("--image", required=True, help="Image of the job's Ray pods.")
+    trigger.add_argument("--namespace", default="default", help="Namespace of the RayJob.")
+    trigger.add_argument("--settings-configmap", help="ConfigMap holding feature-job.json.")
+    trigger.add_argument(
+        "--dry-run", action="store_true", help="Print the decision and body; create nothing."
+    )
+    trigger.set_defaults(handler=_trigger_command)
+
 
 def _run_command(args: argparse.Namespace) -> int:
     import ray
@@ -472,6 +532,33 @@ def _run_command(args: argparse.Namespace) -> int:
     result = run_feature_job(settings, ranges or None, min_lag=args.min_lag)
     summary = asdict(result) | {"records_per_s": round(result.records_per_s, 1)}
     print(json.dumps(summary, default=str))
+    return 0
+
+
+def _trigger_command(args: argparse.Namespace) -> int:
+    from pipelines.cluster import (
+        FeatureRayJobSpec,
+        LagTriggerPolicy,
+        decide_trigger,
+        feature_job_lag,
+        feature_rayjob_body,
+        kubernetes_api,
+        trigger_feature_job,
+    )
+
+    servers = args.bootstrap_servers or os.environ.get("SURGE_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
+    kafka = KafkaSettings(bootstrap_servers=servers)
+    spec = FeatureRayJobSpec(
+        image=args.image, namespace=args.namespace, settings_configmap=args.settings_configmap
+    )
+    policy = LagTriggerPolicy(min_lag=args.min_lag)
+    lag = feature_job_lag(kafka, args.topic, args.group)
+    if args.dry_run:
+        decision = decide_trigger(lag, [], policy)
+        print(json.dumps({"decision": asdict(decision), "body": feature_rayjob_body(spec)}, indent=2))
+        return 0
+    decision = trigger_feature_job(kubernetes_api(), spec, lag, policy)
+    print(json.dumps(asdict(decision)))
     return 0
 
 
