@@ -156,3 +156,27 @@ def test_the_store_survives_a_reopen(tmp_path: Path) -> None:
         assert again.get("a")["event_count"] == 3  # type: ignore[index]
     finally:
         again.close()
+
+
+def test_two_jobs_racing_on_the_same_range_apply_it_once(tmp_path: Path) -> None:
+    settings = SqliteOnlineStoreSettings(path=tmp_path / "race.sqlite")
+    stores = [open_online_store(settings) for _ in range(4)]
+    rng = OffsetRange.of("events", [PartitionRange(0, 0, 100)])
+    barrier = threading.Barrier(len(stores))
+    results: list[bool] = []
+
+    def job(store) -> None:
+        barrier.wait()
+        results.append(store.apply(rng, [row("a", T0, 100, 100.0)]).applied)
+
+    threads = [threading.Thread(target=job, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert sorted(results) == [False, False, False, True]
+        assert stores[0].get("a")["lifetime_event_count"] == 100  # type: ignore[index]
+    finally:
+        for s in stores:
+            s.close()
