@@ -20,6 +20,7 @@ consumer loop's dead-letter handling).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -33,10 +34,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings, json_record_decoder
+from pipelines.consumer import (
+    AtLeastOnceConsumer,
+    ConsumerSettings,
+    SinkUnavailable,
+    json_record_decoder,
+)
 from pipelines.drift_tests import DRIFT_TESTS, DriftPolicy, DriftTest, make_test
 from pipelines.records import DriftAlertRecord, InferenceLogRecord
 from pipelines.settings import KafkaSettings
@@ -399,12 +406,22 @@ class DriftHandler:
         return self._decode(message.value)
 
     def process(self, records: Sequence[InferenceLogRecord]) -> None:
-        results = [r for record in records for r in self.monitor.observe(record)]
-        alerts = [a for r in results for a in r.alerts]
-        if alerts:
-            self.publish(alerts)
-        if self.state_path is not None:
-            self.monitor.save(self.state_path)
+        # The loop retries a failed batch (whole, or record by record): roll the windows back first, so a
+        # retried record is not counted twice.
+        before = copy.deepcopy(self.monitor.models)
+        try:
+            results = [r for record in records for r in self.monitor.observe(record)]
+            alerts = [a for r in results for a in r.alerts]
+            if alerts:
+                self.publish(alerts)
+            if self.state_path is not None:
+                self.monitor.save(self.state_path)
+        except KafkaError as error:
+            self.monitor.models = before
+            raise SinkUnavailable(f"could not publish drift alerts: {error}") from error
+        except BaseException:
+            self.monitor.models = before
+            raise
         for r in results:
             logger.info(
                 "model %s window %d (%d records): %d alerts in %.1f ms",

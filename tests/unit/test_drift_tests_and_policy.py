@@ -134,3 +134,27 @@ def test_state_saved_before_commit_restores_reference_and_open_window(tmp_path: 
         (r.window_index, r.scores) for r in uninterrupted.results
     ]
     assert published and {a.feature for a in published} >= {"latency_s"}
+
+
+def test_a_batch_whose_alerts_cannot_be_published_is_rolled_back_for_the_retry() -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    from pipelines.consumer import SinkUnavailable
+
+    settings = DriftMonitorSettings(reference_size=1000)
+    rng = np.random.default_rng(8)
+    records = inference_logs(rng, 1000) + inference_logs(rng, 200, latency_shift=0.5)
+    calls: list[int] = []
+
+    def flaky_publish(alerts: list) -> None:
+        calls.append(len(alerts))
+        if len(calls) == 1:
+            raise KafkaTimeoutError("broker away")
+
+    handler = DriftHandler(DriftMonitor(settings), flaky_publish)
+    handler.process(records[:1000])
+    with pytest.raises(SinkUnavailable):
+        handler.process(records[1000:])
+    handler.process(records[1000:])  # the loop's retry of the same batch
+    assert [r.window_index for r in handler.results] == [0]
+    assert calls[0] == calls[1] > 0
