@@ -26,6 +26,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments import rag
 from deployments.chunking import chunk_text
+from deployments.engines.base import InvalidRequestError
 from deployments.gateway_metrics import GatewayMetrics
 from deployments.http_guards import PUBLIC_PATHS, ApiKeyAuth, BodySizeLimit, install_error_handlers
 from deployments.inference_logging import InferenceLogger
@@ -92,10 +93,13 @@ def _idle_to_zero_seconds(settings: AppSettings) -> float:
 
 
 def _model_error(exc: Exception) -> ApiError:
-    """Map an engine failure: prompt too long is the client's error (400), anything else a 502."""
-    text = str(exc)
-    if "maximum model length" in text or "max_model_len" in text or "too long" in text:
-        return ApiError(400, "the prompt is too long for the model's context window", param="messages")
+    """Map an engine failure: a request the engine can't serve (prompt too long) is the client's 400."""
+    # Ray re-raises a replica's exception as a subclass of the original type, so isinstance works.
+    if isinstance(exc, InvalidRequestError):
+        cause = getattr(exc, "cause", exc)
+        return ApiError(400, f"the model cannot serve this request: {cause}", param="messages")
+    if isinstance(exc, ApiError):
+        return exc
     return ApiError(502, "the model failed to generate a response", error_type="server_error")
 
 

@@ -71,7 +71,12 @@ class ApiKeyAuth:
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: 413 for bodies over `max_bytes`, declared or streamed (chunked)."""
+    """Pure ASGI middleware: 413 for bodies over `max_bytes`, whether declared (Content-Length) or streamed.
+
+    A streamed body is cut off at the limit: the app sees an empty end of body, and whatever it answers is
+    replaced by the 413 (frameworks turn exceptions raised while reading the body into a 400, so raising
+    from `receive` would not work).
+    """
 
     def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
         self.app = app
@@ -90,18 +95,24 @@ class BodySizeLimit:
 
         async def counting_receive() -> Message:
             nonlocal received, too_large
+            if too_large:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     too_large = True
-                    raise _BodyTooLarge
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
-            await self._reject(send)
+        async def guarded_send(message: Message) -> None:
+            if not too_large:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._reject(send)
+            # else: swallow the app's own body; the 413 is already sent.
+
+        await self.app(scope, counting_receive, guarded_send)
 
     async def _reject(self, send: Send) -> None:
         error = ApiError(413, f"request body exceeds {self.max_bytes} bytes", param="body")
@@ -117,10 +128,6 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
