@@ -1,5 +1,5 @@
 """scripts/postgres.py: a real PostgreSQL + pgvector that keeps its data across stop/start, next to other
-servers (the session's own) without colliding."""
+servers (the session's own) without colliding; an open pgvector store carries on after the restart."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def test_a_restarted_server_still_has_the_chunks(
     settings = PgVectorStoreSettings(dsn_env="SURGE_RESTART_DSN", table="restart_check")
     store = open_vector_store(settings, 3)
     store.replace_documents({"kept": [ChunkRecord("kept", 0, "survives a restart", [0.0, 1.0, 0.0])]})
+    survivor = open_vector_store(settings, 3)  # stays open across the restart, like a serving replica
+    assert len(survivor.search([0.0, 1.0, 0.0], 1)) == 1
     store.close()
 
     assert script("stop", "--data-dir", str(data_dir)).returncode == 0
@@ -65,3 +67,6 @@ def test_a_restarted_server_still_has_the_chunks(
     hits = store.search([0.0, 1.0, 0.0], 1)
     store.close()
     assert [(hit.doc_id, hit.text) for hit in hits] == [("kept", "survives a restart")]
+    # The pool notices its connections died with the old server and opens new ones: no error reaches callers.
+    assert [hit.doc_id for hit in survivor.search([0.0, 1.0, 0.0], 1)] == ["kept"]
+    survivor.close()
