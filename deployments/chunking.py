@@ -17,8 +17,9 @@ from deployments.vector_store.base import ChunkRecord
 from pipelines.records import MetadataValue
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
-# Sentence end: terminal punctuation, optional closing quotes/brackets, then whitespace; or a line break.
-_SENTENCE = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*(?=\s)|(?=\n)")
+# Sentence end: terminal punctuation, optional closing quotes/brackets, then whitespace; CJK full stops
+# (which no space follows); or a line break.
+_SENTENCE = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*(?=\s)|[\u3002\uff01\uff1f][\u300d\u300f]?|(?=\n)")
 _SPACE = re.compile(r"\s")
 
 

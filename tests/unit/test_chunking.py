@@ -52,6 +52,13 @@ def test_sentence_ends_are_preferred_over_spaces() -> None:
     assert all(chunk.endswith(".") for chunk in chunk_text(sentences, 60, 0))
 
 
+def test_cjk_sentences_end_at_their_full_stops() -> None:
+    text = "\u4eca\u65e5\u306f\u6674\u308c\u3067\u3059\u3002" * 6  # "Today is sunny." six times, no spaces
+    chunks = chunk_text(text, 20, 0)
+    assert all(chunk.endswith("\u3002") for chunk in chunks)
+    assert "".join(chunks) == text
+
+
 def test_words_are_not_split_when_a_space_is_in_reach() -> None:
     text = " ".join(f"word{i}" for i in range(200))
     vocabulary = set(words(text))
