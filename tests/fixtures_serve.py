@@ -72,13 +72,20 @@ class SurgeApp:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-def test_app_settings(index_dir: Path, llm_model_dir: Path) -> Any:
-    """The app as tests run it: tiny random Llama on vLLM, MiniLM, embedded index, fast scale to zero."""
+def test_app_settings(index_dir: Path, llm_model_dir: Path, bootstrap_servers: str | None = None) -> Any:
+    """The app as tests run it: tiny random Llama on vLLM, MiniLM, embedded index, fast scale to zero,
+    and (with `bootstrap_servers`) one inference-log record per request."""
     from deployments.settings import AppSettings
 
+    inference_log = (
+        {"enabled": True, "kafka": {"bootstrap_servers": bootstrap_servers}}
+        if bootstrap_servers
+        else {"enabled": False}
+    )
     return AppSettings.model_validate(
         {
             "gateway": {
+                "inference_log": inference_log,
                 "env": {"SURGE_API_KEYS": f"{TEST_API_KEY},sk-second-key"},
                 "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 "max_ongoing_requests": 6,
@@ -111,8 +118,19 @@ def tiny_llm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def app_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A broker of the app's own (the gateway's inference log): tests may stop and restart it."""
+    from pipelines.broker import LocalBroker
+
+    broker = LocalBroker(data_dir=tmp_path_factory.mktemp("app-kafka"), port=free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
 def surge_app(
-    serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    serve_http_port: int, tiny_llm_dir: Path, app_broker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SurgeApp]:
     """The whole surge application, served for real once per session."""
     import httpx
@@ -120,7 +138,9 @@ def surge_app(
 
     from deployments.app import build_app
 
-    settings = test_app_settings(tmp_path_factory.mktemp("index"), tiny_llm_dir)
+    settings = test_app_settings(
+        tmp_path_factory.mktemp("index"), tiny_llm_dir, bootstrap_servers=app_broker.bootstrap_servers
+    )
     serve.run(build_app(settings), name="surge", route_prefix="/")
     base_url = f"http://127.0.0.1:{serve_http_port}"
     deadline = time.monotonic() + 300
