@@ -38,7 +38,7 @@ ray start --head --node-ip-address=127.0.0.1 --port="$RAY_PORT" --num-cpus=4 \
 export RAY_ADDRESS="127.0.0.1:${RAY_PORT}"
 
 serve run --non-blocking deployments/serve_config.yaml
-surge ingest --bootstrap-servers "$BOOTSTRAP" --sink gateway --gateway-url http://127.0.0.1:8000 \
+surge ingest --bootstrap-servers "$BOOTSTRAP" --sink-url http://127.0.0.1:8000 --metrics-port 9464 \
   >"$RUN_DIR/ingest.log" 2>&1 &
 echo $! >"$RUN_DIR/ingest.pid"
 
