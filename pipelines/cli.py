@@ -47,8 +47,8 @@ def _produce(args: argparse.Namespace) -> int:
     spec = topic_specs(args.topic_prefix)[args.topic]
     records = read_records(spec, Path(args.path))
     kafka = _kafka(args)
-    ensure_topics(kafka, [spec])
-    producer = open_producer(kafka)
+    ensure_topics(kafka, [spec], timeout_s=args.connect_timeout)
+    producer = open_producer(kafka, timeout_s=args.connect_timeout)
     try:
         show = not args.no_progress and len(records) >= PROGRESS_THRESHOLD and sys.stderr.isatty()
         result = produce_records(producer, spec, records, total=len(records), progress=show)
@@ -62,13 +62,13 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _topics_list(args: argparse.Namespace) -> int:
-    for name, info in describe_topics(_kafka(args)).items():
+    for name, info in describe_topics(_kafka(args), timeout_s=args.connect_timeout).items():
         print(f"{name}\t{info['partitions']}")
     return 0
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    created = ensure_topics(_kafka(args), prefix=args.topic_prefix)
+    created = ensure_topics(_kafka(args), prefix=args.topic_prefix, timeout_s=args.connect_timeout)
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
     return 0
 
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bootstrap-servers", help="Kafka bootstrap servers, host:port[,host:port].")
     common.add_argument("--topic-prefix", default="", help="Prefix of every topic name.")
+    common.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="Seconds to wait for the broker to answer."
+    )
 
     parser = argparse.ArgumentParser(prog="surge", description="surge event pipelines.")
     commands = parser.add_subparsers(dest="command", required=True)

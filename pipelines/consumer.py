@@ -68,6 +68,12 @@ class ConsumerSettings(BaseModel):
         "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of every topic name (isolation)."
     )
     group_id: str = Field(min_length=1, max_length=200, description="Consumer group id.")
+    group_instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Static group membership (KIP-345): a consumer restarted with the same id takes its "
+        "partitions back at once instead of after the session timeout; use a stable name (a pod's name).",
+    )
     batch_size: int = Field(64, ge=1, le=10_000, description="Most records handled (and committed) at once.")
     poll_timeout_s: float = Field(1.0, gt=0, le=60, description="How long one poll waits for records.")
     max_poll_interval_s: float = Field(
@@ -168,6 +174,12 @@ class AtLeastOnceConsumer(Generic[T]):
         self.handler = handler
         self.metrics = metrics or ConsumerMetrics(settings.group_id)
         self.stats = LoopStats()
+        # Touch every labelled series once so dashboards see 0 rather than nothing before the first event.
+        labels = {"topic": topic, "group": settings.group_id}
+        self.metrics.processed.labels(**labels)
+        self.metrics.failed.labels(**labels)
+        for kind in PoisonKind:
+            self.metrics.dead_lettered.labels(**labels, reason=kind.value)
         self.stop_requested = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
@@ -184,6 +196,7 @@ class AtLeastOnceConsumer(Generic[T]):
         self._consumer = KafkaConsumer(
             **common,
             group_id=s.group_id,
+            group_instance_id=s.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.batch_size,

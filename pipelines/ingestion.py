@@ -313,6 +313,7 @@ def add_ingestion_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (host:port,...).")
     parser.add_argument("--group-id", help="Consumer group id.")
     parser.add_argument("--topic-prefix", help="Prefix of the topic names.")
+    parser.add_argument("--group-instance-id", help="Static group membership id (e.g. the pod name).")
     parser.add_argument("--batch-size", type=int, help="Records per batch.")
     parser.add_argument("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
     parser.add_argument("--max-record-bytes", type=int, help="Dead-letter records larger than this.")
@@ -344,6 +345,7 @@ def settings_from_args(args: argparse.Namespace) -> IngestionSettings:
     flags = {
         "kafka.bootstrap_servers": args.bootstrap_servers,
         "group_id": args.group_id,
+        "group_instance_id": args.group_instance_id,
         "topic_prefix": args.topic_prefix,
         "batch_size": args.batch_size,
         "metrics_port": args.metrics_port,
@@ -357,7 +359,8 @@ def settings_from_args(args: argparse.Namespace) -> IngestionSettings:
     if args.sink_url is not None:
         data["sink"] = {**data.get("sink", {}), "kind": "http", "url": args.sink_url}
     if args.index_path is not None:
-        _deep_set(data, "sink.store", {"backend": "embedded", "path": str(args.index_path)})
+        data["sink"] = {"kind": "direct", **data.get("sink", {})}
+        data["sink"]["store"] = {"backend": "embedded", "path": str(args.index_path)}
     try:
         return IngestionSettings.model_validate(data)
     except ValidationError as error:

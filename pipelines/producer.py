@@ -67,14 +67,19 @@ def read_document_folder(folder: Path) -> Iterator[DocumentUpsert]:
             raise InputError(f"{path}: {_first_error(error)}") from error
 
 
-def read_jsonl(path: Path, schema: TypeAdapter[Any]) -> Iterator[BaseModel]:
-    """Validated records, one per non-empty line of a .jsonl file."""
+def read_jsonl(
+    path: Path, schema: TypeAdapter[Any], defaults: dict[str, Any] | None = None
+) -> Iterator[BaseModel]:
+    """Validated records, one per non-empty line of a .jsonl file (`defaults` fill missing fields)."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                yield schema.validate_python(json.loads(line))
+                data = json.loads(line)
+                if defaults and isinstance(data, dict):
+                    data = {**defaults, **data}
+                yield schema.validate_python(data)
             except json.JSONDecodeError as error:
                 raise InputError(f"{path}:{number}: not JSON ({error.msg})") from error
             except ValidationError as error:
@@ -96,7 +101,10 @@ def read_records(spec: TopicSpec, path: Path) -> list[BaseModel]:
         return records
     if path.suffix.lower() not in (".jsonl", ".ndjson"):
         raise InputError(f"{path}: expected a folder of .txt/.md files or a .jsonl file")
-    return list(read_jsonl(path, spec.schema))
+    # A document line without "op" is an upsert: the file format of `surge produce` is friendlier than the
+    # wire schema, which stays strict (the CLI always writes "op").
+    defaults = {"op": "upsert"} if spec.key_field == "doc_id" else None
+    return list(read_jsonl(path, spec.schema, defaults))
 
 
 def _first_error(error: ValidationError) -> str:

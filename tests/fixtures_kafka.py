@@ -5,6 +5,7 @@
 - `kafka_settings`: `KafkaSettings` pointing at it.
 - `topic_prefix`: a fresh prefix per test.
 - `private_kafka_broker`: a broker of the test's own, for tests that stop and restart the broker.
+- `spawn_ingestion`: starts `python -m pipelines.ingestion ...` subprocesses, killed at teardown.
 
 Every broker is stopped by PID with SIGTERM at teardown.
 """
@@ -12,13 +13,14 @@ Every broker is stopped by PID with SIGTERM at teardown.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from pipelines.broker import LocalBroker, free_port
 from pipelines.settings import KafkaSettings
+from tests.kafka_helpers import IngestionProcess
 
 
 def _start(data_dir: Path) -> LocalBroker:
@@ -61,3 +63,18 @@ def private_kafka_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def spawn_ingestion(tmp_path: Path) -> Iterator[Callable[..., IngestionProcess]]:
+    started: list[IngestionProcess] = []
+
+    def spawn(name: str, *args: str) -> IngestionProcess:
+        process = IngestionProcess(tmp_path / f"{name}.log", *args)
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.settings import KafkaSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> list[Any]:
@@ -36,12 +45,12 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> lis
 
 def group_committed(kafka: KafkaSettings, group_id: str, topic: str) -> tuple[int, int]:
     """(records committed by the group, records in the topic), summed over partitions."""
+    # A consumer that never subscribes reads the group's offsets without joining the group.
     consumer = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False, group_id=group_id)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
-        end = consumer.end_offsets(tps)
         committed = sum(consumer.committed(tp) or 0 for tp in tps)
-        return committed, sum(end.values())
+        return committed, sum(consumer.end_offsets(tps).values())
     finally:
         consumer.close(autocommit=False)
 
@@ -54,3 +63,59 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interva
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
     return time.monotonic() - started
+
+
+class IngestionProcess:
+    """`python -m pipelines.ingestion` as a real subprocess (stdout+stderr to a log file)."""
+
+    def __init__(self, log_path: Path, *args: str) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.ingestion", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def assert_running(self) -> None:
+        code = self.process.poll()
+        assert code is None, f"ingestion exited with {code}:\n{self.log()[-3000:]}"
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish or commit anything."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+        self._log.close()
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        """SIGTERM and wait for the graceful exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout_s)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(10)
+            self._log.close()
+        return code
+
+
+def metric_value(port: int, name: str, **labels: str) -> float | None:
+    """One sample from a consumer's /metrics endpoint (None if absent or not answering)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
