@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.feature_job import aggregate_window
+from pipelines.feature_job import aggregate_partition, partition_by_entity
 from pipelines.feature_store import OfflineFeatureStore, OffsetRange, PartitionRange
 
 T0 = datetime(2026, 11, 1, 23, 0, tzinfo=UTC)
@@ -69,44 +69,42 @@ def test_a_second_range_adds_files_and_rows(tmp_path: Path) -> None:
     assert set(table.column("window_date").to_pylist()) == {"2026-11-01", "2026-11-02"}
 
 
-def test_one_window_aggregates_counts_sums_recency_and_mean_embedding() -> None:
+def test_windows_aggregate_counts_sums_recency_type_counts_and_mean_embedding() -> None:
     hour = 3_600_000_000
     start = 10 * hour
-    group = pd.DataFrame(
+    batch = pd.DataFrame(
         {
-            "entity_id": ["e"] * 3,
-            "event_type": ["buy", "view", "buy"],
-            "ts_us": [start + 1_000_000, start + 2_000_000, start + 60_000_000],
-            "value": [2.0, float("nan"), 5.0],
-            "text": ["a", "", "b"],
-            "window_start_us": [start] * 3,
-            "has_text": [True, False, True],
-            "embedding": [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]],
+            "entity_id": ["e", "e", "e", "f", "e"],
+            "event_type": ["buy", "view", "buy", "view", "view"],
+            "ts_us": [start + 1_000_000, start + 2_000_000, start + 60_000_000, start + 5, start + hour + 7],
+            "value": [2.0, float("nan"), 5.0, float("nan"), 1.0],
+            "text": ["a", "", "b", "", ""],
+            "window_start_us": [start, start, start, start, start + hour],
+            "has_text": [True, False, True, False, False],
+            "embedding": [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]],
         }
     )
-    out = aggregate_window(group, window_us=hour).iloc[0]
-    assert out["event_count"] == 3
-    assert out["value_count"] == 2
-    assert out["value_sum"] == pytest.approx(7.0)
-    assert out["value_max"] == pytest.approx(5.0)
-    assert json.loads(out["event_type_counts"]) == {"buy": 2, "view": 1}
-    assert out["recency_s"] == pytest.approx(3600 - 60)
-    assert out["text_count"] == 2
-    assert json.loads(out["text_embedding"]) == pytest.approx([0.5, 0.5])
+    out = aggregate_partition(batch, window_us=hour).set_index(["entity_id", "window_start_us"])
+    assert len(out) == 3
+    e = out.loc[("e", start)]
+    assert (e["event_count"], e["value_count"]) == (3, 2)
+    assert e["value_sum"] == pytest.approx(7.0)
+    assert e["value_max"] == pytest.approx(5.0)
+    assert json.loads(e["event_type_counts"]) == {"buy": 2, "view": 1}
+    assert e["recency_s"] == pytest.approx(3600 - 60)
+    assert e["text_count"] == 2
+    assert json.loads(e["text_embedding"]) == pytest.approx([0.5, 0.5])
+    f = out.loc[("f", start)]
+    assert f["value_max"] is None and f["value_sum"] == 0.0 and f["text_count"] == 0
+    assert json.loads(f["text_embedding"]) is None
+    later = out.loc[("e", start + hour)]
+    assert (later["event_count"], later["recency_s"]) == (1, pytest.approx(3600 - 7e-6))
 
 
-def test_a_window_without_text_or_values_has_no_embedding_and_no_max() -> None:
-    group = pd.DataFrame(
-        {
-            "entity_id": ["e"],
-            "event_type": ["view"],
-            "ts_us": [5],
-            "value": [float("nan")],
-            "text": [""],
-            "window_start_us": [0],
-        }
-    )
-    out = aggregate_window(group, window_us=1_000_000).iloc[0]
-    assert out["value_max"] is None
-    assert out["value_sum"] == 0.0
-    assert json.loads(out["text_embedding"]) is None
+def test_partitioning_keeps_every_entity_in_one_block() -> None:
+    frame = pd.DataFrame({"entity_id": [f"u{i % 37}" for i in range(500)], "ts_us": range(500)})
+    blocks = partition_by_entity(frame, 4)
+    assert sum(len(b) for b in blocks) == 500
+    owners = [set(b["entity_id"]) for b in blocks]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])
+    assert [len(b) for b in partition_by_entity(frame, 4)] == [len(b) for b in blocks]  # stable
