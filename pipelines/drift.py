@@ -20,7 +20,6 @@ consumer loop's dead-letter handling).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
@@ -222,6 +221,20 @@ class Sample:
             self.first_at = record.timestamp.timestamp()
         self.records += 1
 
+    def mark(self) -> tuple[int, dict[str, int], int, float | None]:
+        """Where this sample ends now; `truncate(mark)` undoes every `add` since (samples only grow)."""
+        return self.records, {k: len(v) for k, v in self.numeric.items()}, len(self.embeddings), self.first_at
+
+    def truncate(self, mark: tuple[int, dict[str, int], int, float | None]) -> None:
+        records, lengths, embeddings, first_at = mark
+        for name in list(self.numeric):
+            if name in lengths:
+                del self.numeric[name][lengths[name] :]
+            else:
+                del self.numeric[name]
+        del self.embeddings[embeddings:]
+        self.records, self.first_at = records, first_at
+
     def to_json(self) -> dict[str, Any]:
         return {
             "numeric": self.numeric,
@@ -338,6 +351,22 @@ class DriftMonitor:
         self.metrics.window_seconds.observe(seconds)
         return WindowResult(model, index, window.records, scores, tuple(alerts), seconds)
 
+    # -- rollback of a failed batch (cheap: samples only grow, and a closed window is replaced, not reused)
+    def snapshot(self) -> dict[str, tuple[Any, ...]]:
+        return {
+            model: (s.reference, s.reference.mark(), s.window, s.window.mark(), s.window_index)
+            for model, s in self.models.items()
+        }
+
+    def restore(self, snapshot: dict[str, tuple[Any, ...]]) -> None:
+        for model in list(self.models):
+            if model not in snapshot:
+                del self.models[model]
+        for model, (reference, reference_mark, window, window_mark, index) in snapshot.items():
+            reference.truncate(reference_mark)
+            window.truncate(window_mark)
+            self.models[model] = ModelState(reference, window, index)
+
     # -- state (saved before each commit when state_path is set)
     def save(self, path: Path) -> None:
         data = {
@@ -408,7 +437,7 @@ class DriftHandler:
     def process(self, records: Sequence[InferenceLogRecord]) -> None:
         # The loop retries a failed batch (whole, or record by record): roll the windows back first, so a
         # retried record is not counted twice.
-        before = copy.deepcopy(self.monitor.models)
+        before = self.monitor.snapshot()
         try:
             results = [r for record in records for r in self.monitor.observe(record)]
             alerts = [a for r in results for a in r.alerts]
@@ -417,10 +446,10 @@ class DriftHandler:
             if self.state_path is not None:
                 self.monitor.save(self.state_path)
         except KafkaError as error:
-            self.monitor.models = before
+            self.monitor.restore(before)
             raise SinkUnavailable(f"could not publish drift alerts: {error}") from error
         except BaseException:
-            self.monitor.models = before
+            self.monitor.restore(before)
             raise
         for r in results:
             logger.info(

@@ -158,3 +158,32 @@ def test_a_batch_whose_alerts_cannot_be_published_is_rolled_back_for_the_retry()
     handler.process(records[1000:])  # the loop's retry of the same batch
     assert [r.window_index for r in handler.results] == [0]
     assert calls[0] == calls[1] > 0
+    uninterrupted = DriftHandler(DriftMonitor(settings), lambda alerts: None)
+    uninterrupted.process(records)
+    assert handler.results[0].scores == uninterrupted.results[0].scores
+
+    def state(monitor: DriftMonitor) -> dict:
+        return {
+            m: (s.reference.to_json(), s.window.to_json(), s.window_index) for m, s in monitor.models.items()
+        }
+
+    assert state(handler.monitor) == state(uninterrupted.monitor)
+
+
+def test_rollback_undoes_a_half_processed_batch_exactly() -> None:
+    monitor = DriftMonitor(DriftMonitorSettings(reference_size=1000))
+    rng = np.random.default_rng(9)
+    records = inference_logs(rng, 1100) + inference_logs(rng, 250, model="other")
+    for rec in records[:1100]:
+        monitor.observe(rec)
+    before = {
+        m: (s.reference.to_json(), s.window.to_json(), s.window_index) for m, s in monitor.models.items()
+    }
+    snap = monitor.snapshot()
+    for rec in inference_logs(rng, 150) + records[1100:]:  # closes window 0, opens 1, adds a model
+        monitor.observe(rec)
+    monitor.restore(snap)
+    after = {
+        m: (s.reference.to_json(), s.window.to_json(), s.window_index) for m, s in monitor.models.items()
+    }
+    assert after == before
