@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# Ray 2.60 turns token auth on; its CLIs (serve run/status) must be told to use the token too.
+export RAY_AUTH_MODE=token
 RUN_DIR="${SURGE_RUN_DIR:-$PWD/.run}"
 RAY_PORT="${SURGE_RAY_PORT:-6380}"
 KAFKA_PORT="${SURGE_KAFKA_PORT:-9092}"
@@ -17,7 +19,15 @@ stop_all() {
   trap - EXIT INT TERM
   echo "surge: stopping"
   if [[ -f "$RUN_DIR/ingest.pid" ]]; then kill -TERM "$(cat "$RUN_DIR/ingest.pid")" 2>/dev/null || true; rm -f "$RUN_DIR/ingest.pid"; fi
-  ray stop --force >/dev/null 2>&1 || true
+  # Stop only the Ray instance this script started (every one of its processes names its session dir),
+  # not other Ray clusters on the machine as `ray stop` would.
+  if [[ -s "$RUN_DIR/ray-session" ]]; then
+    local session; session="$(cat "$RUN_DIR/ray-session")"
+    pkill -TERM -f "$session" 2>/dev/null || true
+    for _ in $(seq 1 20); do pgrep -f "$session" >/dev/null || break; sleep 0.5; done
+    pkill -KILL -f "$session" 2>/dev/null || true
+    rm -f "$RUN_DIR/ray-session"
+  fi
   surge broker stop --data-dir "$RUN_DIR/broker" >/dev/null 2>&1 || true
 }
 
@@ -35,6 +45,7 @@ surge broker start --data-dir "$RUN_DIR/broker" --port "$KAFKA_PORT"
 surge topics create --bootstrap-servers "$BOOTSTRAP"
 ray start --head --node-ip-address=127.0.0.1 --port="$RAY_PORT" --num-cpus=4 \
   --include-dashboard=false --disable-usage-stats >"$RUN_DIR/ray-start.log" 2>&1
+ps -eo args | grep "gcs_server" | grep -- "--gcs_server_port=${RAY_PORT}" | grep -o "session_[0-9_-]*" | head -1 >"$RUN_DIR/ray-session"
 export RAY_ADDRESS="127.0.0.1:${RAY_PORT}"
 
 serve run --non-blocking deployments/serve_config.yaml
