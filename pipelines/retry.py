@@ -6,6 +6,7 @@ little longer each time, then give up and dead-letter the record so its partitio
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -53,8 +54,12 @@ class RetryPolicy(BaseModel):
         """Wait after failed attempt `attempt` (1-based) before jitter."""
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
-        # Cap the exponent too, so a huge attempt number cannot overflow a float.
-        exponent = min(attempt - 1, 1024)
+        exponent = attempt - 1
+        if self.multiplier > 1 and self.base_delay_s > 0:
+            # Beyond the step that reaches the cap the result is the cap: stop the exponent there, so a
+            # huge attempt number cannot overflow a float.
+            steps_to_cap = math.log(self.max_delay_s / self.base_delay_s, self.multiplier)
+            exponent = min(exponent, math.ceil(steps_to_cap))
         return float(min(self.max_delay_s, self.base_delay_s * self.multiplier**exponent))
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:

@@ -1,0 +1,89 @@
+"""Two ingestion consumers in one group split the partitions; when one leaves (SIGTERM), the other takes
+over its partitions from the committed offsets and no document is lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from deployments.settings import EmbeddedStoreSettings
+from deployments.vector_store import open_vector_store
+from pipelines.admin import ensure_topics
+from pipelines.broker import free_port
+from pipelines.producer import open_producer, produce_records
+from pipelines.records import DocumentUpsert
+from pipelines.settings import KafkaSettings
+from pipelines.topics import DOCUMENTS
+from tests.kafka_helpers import IngestionProcess, group_committed, metric_value, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOTAL = 3000
+
+
+@pytest.mark.timeout(360)
+def test_two_consumers_share_the_partitions_and_one_leaving_loses_nothing(
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    tmp_path: Path,
+    spawn_ingestion: Callable[..., IngestionProcess],
+) -> None:
+    spec = DOCUMENTS.with_prefix(topic_prefix)
+    ensure_topics(kafka_settings, [spec])
+    producer = open_producer(kafka_settings)
+    try:
+        docs = [DocumentUpsert(doc_id=f"d-{i}", text=f"Shared partition note {i}.") for i in range(TOTAL)]
+        produce_records(producer, spec, docs)
+    finally:
+        producer.close()
+
+    group = f"{topic_prefix}ingestion"
+    ports = {"a": free_port(), "b": free_port()}
+
+    def args(name: str) -> list[str]:
+        return [
+            "--bootstrap-servers", kafka_settings.bootstrap_servers,
+            "--topic-prefix", topic_prefix,
+            "--group-id", group,
+            "--index-path", str(tmp_path / f"index-{name}"),
+            "--metrics-port", str(ports[name]),
+            "--batch-size", "32",
+            "--session-timeout-s", "6",
+        ]  # fmt: skip
+
+    consumers = {name: spawn_ingestion(name, *args(name)) for name in ports}
+    labels = {"topic": spec.name, "group": group}
+
+    def processed(name: str) -> float:
+        consumers[name].assert_running()
+        return metric_value(ports[name], "surge_consumer_records_processed_total", **labels) or 0.0
+
+    wait_for(
+        lambda: processed("a") >= 100 and processed("b") >= 100, 180, "both consumers to process records"
+    )
+    assert group_committed(kafka_settings, group, spec.name)[0] < TOTAL, "finished before the leave"
+
+    assert consumers["a"].terminate() == 0, consumers["a"].log()[-3000:]  # a leaves the group
+    assert "stopped:" in consumers["a"].log()
+    wait_for(
+        lambda: (
+            consumers["b"].assert_running(),
+            group_committed(kafka_settings, group, spec.name)[0] == TOTAL,
+        )[1],
+        240,
+        "the remaining consumer to commit everything",
+    )
+    assert consumers["b"].terminate() == 0
+
+    seen: dict[str, set[str]] = {}
+    for name in consumers:
+        with open_vector_store(EmbeddedStoreSettings(path=tmp_path / f"index-{name}"), 384) as store:
+            seen[name] = {doc.doc_id for doc in docs if store.document_chunks(doc.doc_id)}
+            assert store.count_documents() == len(seen[name])
+    assert seen["a"] and seen["b"], "both consumers must have owned partitions"
+    assert seen["a"] | seen["b"] == {doc.doc_id for doc in docs}, "documents lost in the rebalance"
+    print(
+        f"\nrebalance: a indexed {len(seen['a'])}, b {len(seen['b'])}, replayed {len(seen['a'] & seen['b'])}"
+    )
