@@ -64,5 +64,5 @@ cat <<BANNER
   Embedder and LLM start at zero replicas: the first request wakes them (about a minute for the LLM on CPU).
   Ctrl-C stops everything.
 BANNER
-# Stay in the foreground with Serve's status, like `serve run` does.
-while sleep 30; do :; done
+# Stay in the foreground until Ctrl-C or SIGTERM, then stop everything this script started.
+while true; do sleep 30 & wait $!; done   # `wait` lets the stop trap run at once
