@@ -58,7 +58,7 @@ def run_until(
 
 def read_all(kafka: KafkaSettings, topic: str) -> list:
     consumer = KafkaConsumer(
-        **kafka.kafka_python_config(), auto_offset_reset="earliest", consumer_timeout_ms=3000
+        **kafka.kafka_python_config(), auto_offset_reset="earliest", consumer_timeout_ms=2000
     )
     consumer.subscribe([topic])
     messages = list(consumer)
