@@ -47,6 +47,7 @@ DB_FILE = "index.sqlite3"
 # Change-log entries kept after each write; a reader further behind than this rebuilds from the table.
 CHANGES_KEPT = 50_000
 BUSY_TIMEOUT_MS = 30_000
+SCHEMA_VERSION = 1
 # SQLite's default limit on host parameters per statement is 32766; stay well below it.
 IDS_PER_QUERY = 900
 
@@ -108,6 +109,7 @@ class EmbeddedVectorStore(VectorStore):
                 (str(dimensions),),
             )
             stored = int(self._setting("dimensions") or dimensions)
+            self._backfill_chunk_meta()
         if stored != dimensions:
             self._conn.close()
             raise ValueError(
@@ -142,6 +144,23 @@ class EmbeddedVectorStore(VectorStore):
             yield
         finally:
             self._conn.execute("COMMIT")
+
+    def _backfill_chunk_meta(self) -> None:
+        """Indexes written before `chunk_meta` existed get it filled from the JSON column, once."""
+        if self._setting("schema_version") is not None:
+            return
+        rows = self._conn.execute(
+            "SELECT id, metadata FROM chunks WHERE id NOT IN (SELECT chunk_id FROM chunk_meta)"
+        ).fetchall()
+        for chunk_id, metadata in rows:
+            self._conn.executemany(
+                "INSERT INTO chunk_meta (chunk_id, key, kind, value) VALUES (?, ?, ?, ?)",
+                _meta_rows(int(chunk_id), json.loads(metadata)),
+            )
+        self._conn.execute(
+            "INSERT OR REPLACE INTO store_settings (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
 
     def _setting(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM store_settings WHERE key = ?", (key,)).fetchone()

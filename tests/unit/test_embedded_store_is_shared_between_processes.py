@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,18 @@ def test_a_home_relative_path_is_expanded(tmp_path: Path, monkeypatch: pytest.Mo
     store.replace_documents({"a": [ChunkRecord("a", 0, "t", [1, 0, 0, 0])]})
     store.close()
     assert (tmp_path / "surge-index" / embedded.DB_FILE).is_file()
+
+
+def test_an_index_written_before_the_metadata_table_gets_it_filled_on_open(tmp_path: Path) -> None:
+    store = open_vector_store(EmbeddedStoreSettings(path=tmp_path), DIMS)
+    store.replace_documents({"a": [ChunkRecord("a", 0, "t", [1, 0, 0, 0], {"lang": "en", "flag": True})]})
+    store.close()
+    with sqlite3.connect(tmp_path / embedded.DB_FILE) as conn:  # what an older index looks like
+        conn.execute("DELETE FROM chunk_meta")
+        conn.execute("DELETE FROM store_settings WHERE key = 'schema_version'")
+    reopened = open_vector_store(EmbeddedStoreSettings(path=tmp_path), DIMS)
+    assert [hit.doc_id for hit in reopened.search([1, 0, 0, 0], 5, where={"lang": "en", "flag": True})] == [
+        "a"
+    ]
+    assert reopened.search([1, 0, 0, 0], 5, where={"flag": 1}) == []
+    reopened.close()
