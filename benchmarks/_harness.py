@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -365,7 +365,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_cdf(path: Path, series: dict[str, Sequence[float]], xlabel: str, title: str) -> Path:
+def plot_cdf(path: Path, series: Mapping[str, Sequence[float]], xlabel: str, title: str) -> Path:
     """Latency CDFs, one line per series (values already in the unit `xlabel` names)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -420,10 +420,10 @@ def plot_bars(
 
 def plot_timeseries(
     path: Path,
-    lines: dict[str, tuple[Sequence[float], Sequence[float]]],
+    lines: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     ylabel: str,
     title: str,
-    secondary: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    secondary: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
     secondary_label: str = "",
     step: bool = True,
 ) -> Path:

@@ -61,8 +61,8 @@ class Ingress:
 def chain(hops: int) -> serve.Application:
     """Ingress plus `hops` DeploymentHandle hops (0 = the ingress answers itself)."""
     if hops == 0:
-        return Ingress.bind()
-    node: serve.Application = Leaf.bind()
+        return Ingress.bind()  # type: ignore[attr-defined]
+    node: serve.Application = Leaf.bind()  # type: ignore[attr-defined]
     for i in range(hops - 1):
-        node = Relay.options(name=f"Relay{i + 1}").bind(node)
-    return Ingress.bind(node)
+        node = Relay.options(name=f"Relay{i + 1}").bind(node)  # type: ignore[attr-defined]
+    return Ingress.bind(node)  # type: ignore[attr-defined]

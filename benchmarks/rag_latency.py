@@ -1,0 +1,297 @@
+"""RAG latency breakdown: embed / retrieve / generate / total through surge against the same models
+called in-process, plus time to first token (TTFT) and inter-token latency (ITL) of streamed answers.
+
+surge: non-streamed RAG chat completions report `surge.timings` (seconds since the gateway received the
+request: embedded, retrieved, first_token, generated); streamed ones are timed by the client (TTFT =
+first content chunk, ITL = gaps between content chunks).
+In-process baseline: the same MiniLM (TextEmbedder), the same embedded vector index holding the same
+chunks, and the same LLM engine (deployments.engines, vLLM) driven directly, one request at a time.
+Rounds interleave baseline and surge.
+
+    python -m benchmarks.rag_latency [--quick] [--llm-model smollm2-135m-instruct]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import tempfile
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _harness as h
+from benchmarks import _surge
+
+NAME = "rag_latency"
+QUESTIONS = [f"What does the note say about {topic}?" for topic in _surge.TOPICS]
+PHASES = ("embed", "retrieve", "ttft_after_retrieve", "generate", "total")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = h.common_parser(__doc__ or NAME)
+    parser.add_argument("--requests", type=int, default=None, help="requests per path and round")
+    parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument("--documents", type=int, default=24)
+    _surge.add_app_arguments(parser, default_llm="smollm2-135m-instruct")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    requests = args.requests or (3 if args.quick else 8)
+    max_tokens = args.max_tokens or (8 if args.quick else 32)
+    started = time.time()
+    machine = h.machine_info()
+    docs = _surge.synthetic_documents(args.documents, args.seed)
+    samples: dict[str, list[dict[str, float]]] = {"in-process": [], "surge": [], "surge stream": []}
+    with tempfile.TemporaryDirectory(prefix="surge-bench-") as tmp, _surge.surge_target(args) as target:
+        if target.local:
+            _surge.wait_ready(target, 900)
+        settings = _surge.bench_settings(args, Path(tmp) / "unused")
+        _surge.seed_documents(target, args.documents, args.seed)
+        baseline = InProcessRag(settings, Path(tmp) / "index", docs)
+        model = "rag/" + _surge.llm_name(target)
+        try:
+            asyncio.run(baseline.start())
+            asyncio.run(baseline.ask(QUESTIONS[0], max_tokens))  # warm-up both paths
+            asyncio.run(surge_ask(target, model, QUESTIONS[0], max_tokens))
+            bar = h.progress_bar("rag latency", rounds * requests * 3)
+            for r in range(rounds):
+                for i in range(requests):
+                    question = QUESTIONS[(r * requests + i) % len(QUESTIONS)]
+                    samples["in-process"].append(asyncio.run(baseline.ask(question, max_tokens)))
+                    samples["surge"].append(asyncio.run(surge_ask(target, model, question, max_tokens)))
+                    samples["surge stream"].append(
+                        asyncio.run(surge_stream(target, model, question, max_tokens))
+                    )
+                    bar.update(3)
+            bar.close()
+        finally:
+            asyncio.run(baseline.stop())
+    return report(args, samples, rounds, requests, max_tokens, started, machine, target)
+
+
+class InProcessRag:
+    """The same three models, called directly in this process (the baseline)."""
+
+    def __init__(self, settings: Any, index_dir: Path, docs: list[dict[str, Any]]) -> None:
+        self.settings = settings
+        self.index_dir = index_dir
+        self.docs = docs
+        self.engine: Any = None
+
+    async def start(self) -> None:
+        from deployments.chunking import chunk_text
+        from deployments.embedding import TextEmbedder
+        from deployments.engines.base import build_engine
+        from deployments.settings import EmbeddedStoreSettings
+        from deployments.vector_store import ChunkRecord, open_vector_store
+
+        self.embedder = TextEmbedder(self.settings.embedder)
+        self.store = open_vector_store(
+            EmbeddedStoreSettings(path=self.index_dir), self.settings.retriever.dimensions
+        )
+        gateway = self.settings.gateway
+        records: dict[str, list[Any]] = {}
+        for doc in self.docs:
+            chunks = chunk_text(doc["text"], gateway.chunk_chars, gateway.chunk_overlap_chars)
+            vectors = self.embedder.embed(chunks)
+            records[doc["id"]] = [
+                ChunkRecord(
+                    doc_id=doc["id"], chunk_index=i, text=t, embedding=v.tolist(), metadata=doc["metadata"]
+                )
+                for i, (t, v) in enumerate(zip(chunks, vectors, strict=True))
+            ]
+        self.store.replace_documents(records)
+        self.engine = build_engine(self.settings.llm)
+        await self.engine.start()
+
+    async def ask(self, question: str, max_tokens: int) -> dict[str, float]:
+        from deployments import rag
+        from deployments.engines.base import SamplingSettings
+
+        t0 = time.perf_counter()
+        vector = self.embedder.embed([question])[0]
+        t_embed = time.perf_counter()
+        hits = [
+            asdict(hit) for hit in self.store.search(vector.tolist(), self.settings.gateway.rag_top_k, None)
+        ]
+        t_retrieve = time.perf_counter()
+        budget = max(400, (self.settings.llm.max_model_len - max_tokens) * 2)
+        messages = [rag.context_message(hits, budget), {"role": "user", "content": question}]
+        prompt = self.engine.render_chat(messages)
+        first: float | None = None
+        async for _ in self.engine.generate(
+            prompt, SamplingSettings(max_tokens=max_tokens, temperature=0), uuid.uuid4().hex
+        ):
+            first = first or time.perf_counter()
+        end = time.perf_counter()
+        return {
+            "embed": t_embed - t0,
+            "retrieve": t_retrieve - t_embed,
+            "ttft_after_retrieve": (first or end) - t_retrieve,
+            "generate": end - t_retrieve,
+            "total": end - t0,
+            "ttft": (first or end) - t0,
+        }
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.shutdown()
+
+
+async def surge_ask(target: h.ServeTarget, model: str, question: str, max_tokens: int) -> dict[str, float]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=600, headers=target.headers()) as client:
+        t0 = time.perf_counter()
+        response = await client.post(
+            f"{target.base_url}/v1/chat/completions",
+            json={
+                "model": model,
+                "messages": [{"role": "user", "content": question}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            },
+        )
+        end = time.perf_counter()
+    h.check_status(response)
+    marks = response.json()["surge"]["timings"]
+    return {
+        "embed": marks["embedded"],
+        "retrieve": marks["retrieved"] - marks["embedded"],
+        "ttft_after_retrieve": marks["first_token"] - marks["retrieved"],
+        "generate": marks["generated"] - marks["retrieved"],
+        "total": end - t0,
+        "ttft": marks["first_token"],
+        "server_total": marks["generated"],
+    }
+
+
+async def surge_stream(target: h.ServeTarget, model: str, question: str, max_tokens: int) -> dict[str, float]:
+    import httpx
+
+    arrivals: list[float] = []
+    async with httpx.AsyncClient(timeout=600, headers=target.headers()) as client:
+        t0 = time.perf_counter()
+        async with client.stream(
+            "POST",
+            f"{target.base_url}/v1/chat/completions",
+            json={
+                "model": model,
+                "messages": [{"role": "user", "content": question}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "stream": True,
+            },
+        ) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}")
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    if choices[0].get("delta", {}).get("content"):
+                        arrivals.append(time.perf_counter())
+        end = time.perf_counter()
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    return {
+        "ttft": (arrivals[0] if arrivals else end) - t0,
+        "total": end - t0,
+        "itl": sum(gaps) / len(gaps) if gaps else 0.0,
+        "chunks": float(len(arrivals)),
+    }
+
+
+def report(
+    args: Any,
+    samples: dict[str, list[dict[str, float]]],
+    rounds: int,
+    requests: int,
+    max_tokens: int,
+    started: float,
+    machine: dict[str, Any],
+    target: h.ServeTarget,
+) -> Path:
+    figures: dict[str, Any] = {}
+    for path, rows in samples.items():
+        keys = sorted({k for row in rows for k in row})
+        figures[path] = {k: h.summarize([row[k] for row in rows if k in row], 1000) for k in keys}
+    table = []
+    for phase in (*PHASES, "ttft", "itl"):
+        base = figures["in-process"].get(phase, {})
+        served = figures["surge stream" if phase == "itl" else "surge"].get(phase, {})
+        if phase == "ttft":
+            streamed = figures["surge stream"]["ttft"]
+            table.append(
+                [
+                    "ttft (streamed, client)",
+                    base.get("p50"),
+                    streamed.get("p50"),
+                    streamed.get("p99"),
+                    h.ratio(streamed.get("p50", 0), base.get("p50", 0)),
+                ]
+            )
+        table.append(
+            [
+                phase + (" (streamed)" if phase == "itl" else ""),
+                base.get("p50"),
+                served.get("p50"),
+                served.get("p99"),
+                h.ratio(served.get("p50", 0), base.get("p50", 0)) if base else None,
+            ]
+        )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    phases = ("embed", "retrieve", "ttft_after_retrieve")
+    bars = {
+        path: {
+            **{p: figures[path][p]["p50"] for p in phases},
+            "rest of generation": figures[path]["generate"]["p50"]
+            - figures[path]["ttft_after_retrieve"]["p50"],
+            "outside the phases": figures[path]["total"]["p50"]
+            - figures[path]["embed"]["p50"]
+            - figures[path]["retrieve"]["p50"]
+            - figures[path]["generate"]["p50"],
+        }
+        for path in ("in-process", "surge")
+    }
+    plots = [
+        h.plot_bars(out / f"{NAME}_phases.png", bars, "ms (p50)", "RAG latency by phase", stacked=True),
+        h.plot_cdf(
+            out / f"{NAME}_ttft_cdf.png",
+            {
+                "in-process": [r["ttft"] * 1000 for r in samples["in-process"]],
+                "surge streamed (client)": [r["ttft"] * 1000 for r in samples["surge stream"]],
+            },
+            "time to first token (ms)",
+            "TTFT: surge vs in-process",
+        ),
+    ]
+    results = h.Results(
+        name=NAME,
+        description="RAG request latency by phase (p50 ms), surge vs the same models in-process, "
+        "one request at a time, interleaved rounds.",
+        parameters={
+            "rounds": rounds,
+            "requests_per_round": requests,
+            "max_tokens": max_tokens,
+            "llm_model": _surge.llm_model(args) if target.local else "as deployed",
+            "documents": args.documents,
+            "top_k": 4,
+            "target": target.base_url,
+        },
+        figures=figures,
+        table_headers=["phase", "in-process p50 ms", "surge p50 ms", "surge p99 ms", "surge / in-process"],
+        table_rows=table,
+        notes=[
+            "surge phases come from the gateway's surge.timings (server side); 'total' is client-measured. "
+            "'outside the phases' = total - embed - retrieve - generate: HTTP, proxy, gateway, JSON."
+        ],
+        plots=plots,
+    )
+    return h.write_results(results, out, started, machine)
+
+
+if __name__ == "__main__":
+    main()
