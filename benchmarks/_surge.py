@@ -79,6 +79,11 @@ def bench_settings(
                 "max_ongoing_requests": 256,
                 "max_queued_requests": -1,
                 "cold_start_timeout_s": 600,
+                # Short context: the tiny test model's 512-token vocabulary spends a token per 2-3
+                # characters, and the prompt must fit max_model_len with any model.
+                "rag_top_k": 2,
+                "chunk_chars": 300,
+                "chunk_overlap_chars": 30,
                 **(gateway or {}),
             },
             "embedder": {
@@ -99,7 +104,7 @@ def bench_settings(
                 "device": args.llm_device,
                 "num_gpus": 1 if gpu else 0,
                 "dtype": "auto" if gpu else "float32",
-                "max_model_len": 512,
+                "max_model_len": 1024,
                 "num_cpus": 1,
                 "autoscaling": ALWAYS_ON,
                 **(llm or {}),

@@ -132,7 +132,7 @@ def start_vllm_server(args: Any, model_dir: Path, tmp: Path) -> tuple[subprocess
         "--port",
         str(port),
         "--max-model-len",
-        "512",
+        "1024",
         "--max-num-seqs",
         "16",
         "--enforce-eager",

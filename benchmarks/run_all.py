@@ -1,0 +1,89 @@
+"""Run every benchmark, each in its own process (each starts and stops what it needs), then write
+`<out>/SUMMARY.md` with every result table.
+
+    python -m benchmarks.run_all [--quick] [--out DIR] [--only hop_overhead cold_start ...]
+    python -m benchmarks.run_all --base-url https://surge.example.com --api-key sk-...   # a cluster
+
+Flags after `--` go to every benchmark (e.g. `-- --llm-model tiny-llama`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._harness import DEFAULT_OUT, REPO_ROOT, markdown_table
+
+BENCHMARKS = [
+    "hop_overhead",
+    "embedding_throughput",
+    "rag_latency",
+    "cold_start",
+    "kafka_ingestion",
+    "feature_and_drift",
+    "trace_replay",
+    "openai_load",
+]
+# Need only Kafka: against a cluster they would measure this machine, so --base-url skips them.
+LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1 :]
+        argv = argv[: argv.index("--")]
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--base-url")
+    parser.add_argument("--api-key")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS)
+    args = parser.parse_args(argv)
+    flags = ["--out", str(args.out)] + (["--quick"] if args.quick else [])
+    if args.base_url:
+        flags += ["--base-url", args.base_url] + (["--api-key", args.api_key] if args.api_key else [])
+    outcomes: dict[str, tuple[int, float]] = {}
+    for name in args.only or BENCHMARKS:
+        if args.base_url and name in LOCAL_ONLY:
+            continue
+        print(f"\n=== {name} ===", flush=True)
+        started = time.monotonic()
+        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *flags, *extra], cwd=REPO_ROOT)
+        outcomes[name] = (rc, time.monotonic() - started)
+    write_summary(args.out, list(outcomes))
+    print("\n" + markdown_table(["benchmark", "exit code", "seconds"],
+                                [[n, rc, round(s, 1)] for n, (rc, s) in outcomes.items()]))
+    return 0 if all(rc == 0 for rc, _ in outcomes.values()) else 1
+
+
+def write_summary(out: Path, names: list[str]) -> Path:
+    """SUMMARY.md: each benchmark's description, table and notes, from its JSON."""
+    parts = ["# surge benchmark results\n"]
+    for name in names:
+        path = out / f"{name}.json"
+        if not path.exists():
+            parts.append(f"## {name}\n\n(no results: the run failed)\n")
+            continue
+        doc = json.loads(path.read_text())
+        machine = doc["machine"]
+        parts.append(
+            f"## {name}\n\n{doc['description']}\n\nRun {doc['started_at']} ({doc['duration_s']} s), "
+            f"{machine['cpu_count']} CPUs, load average at start {machine['load_average_at_start']}.\n\n"
+            + markdown_table(doc["table"]["headers"], doc["table"]["rows"])
+            + "".join(f"\n- {note}" for note in doc["notes"])
+            + "\n"
+        )
+    summary = out / "SUMMARY.md"
+    out.mkdir(parents=True, exist_ok=True)
+    summary.write_text("\n".join(parts))
+    return summary
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""Every benchmark's --quick mode runs against real services and writes well-formed results.
+
+The benchmarks measure a surge app of their own (`surge-bench`, tiny random Llama, its own index), deployed
+once on the session's Ray Serve, so their documents and load never touch the app other tests use. These
+tests check that each script runs end to end and writes its JSON (machine facts, parameters, figures,
+table) and plots; they assert no speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def bench_url(serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from benchmarks import _surge
+
+    os.environ["SURGE_BENCH_NO_PROGRESS"] = "1"
+    args = argparse.Namespace(quick=True, llm_model=None, default_llm="tiny-llama", llm_engine="vllm",
+                              llm_device="cpu")
+    zero = {"autoscaling": _surge.FAST_ZERO}
+    settings = _surge.bench_settings(args, tmp_path_factory.mktemp("bench-index"), embedder=zero, llm=zero)
+    target = _surge.deploy(serve_http_port, settings)
+    yield target.base_url
+    _surge.undeploy()
+
+
+def run_quick(module: str, out: Path, *flags: str) -> dict[str, Any]:
+    import importlib
+
+    path = importlib.import_module(f"benchmarks.{module}").main(["--quick", "--out", str(out), *flags])
+    doc = json.loads(Path(path).read_text())
+    assert doc["benchmark"] == module
+    assert doc["machine"]["cpu_count"] and doc["machine"]["versions"]["ray"] == "2.60.0"
+    assert doc["figures"] and doc["table"]["rows"], "no figures"
+    for plot in doc["plots"]:
+        assert (out / plot).stat().st_size > 1000, f"{plot} is empty"
+    return doc
+
+
+def remote(url: str) -> list[str]:
+    from benchmarks import _surge
+
+    return ["--base-url", url, "--api-key", _surge.BENCH_KEY]
+
+
+def test_cold_start_splits_time_to_first_token_into_phases(bench_url: str, tmp_path: Path) -> None:
+    doc = run_quick("cold_start", tmp_path, *remote(bench_url))
+    variant = doc["figures"]["variants"]["as deployed"]
+    assert variant["ttft_s"]["median"] > 0
+    assert set(variant["phases_s"]) == {"replica scheduled", "model loaded", "first token"}
+
+
+def test_embedding_throughput_compares_with_direct_sentence_transformers(bench_url: str, tmp_path: Path) -> None:
+    doc = run_quick("embedding_throughput", tmp_path, *remote(bench_url))
+    assert {"direct batch", "direct single", "surge c=1", "surge c=8"} <= set(doc["figures"])
+
+
+def test_rag_latency_breaks_down_phases_against_in_process_models(bench_url: str, tmp_path: Path) -> None:
+    doc = run_quick("rag_latency", tmp_path, *remote(bench_url))
+    assert {"in-process", "surge", "surge stream"} == set(doc["figures"])
+    assert doc["figures"]["surge"]["embed"]["n"] == 3
+
+
+def test_trace_replay_measures_replica_seconds_and_simulates_the_trace(bench_url: str, tmp_path: Path) -> None:
+    doc = run_quick("trace_replay", tmp_path, *remote(bench_url), "--duration-s", "16")
+    measured = doc["figures"]["measured"]["as deployed"][0]
+    assert measured["errors"] == 0 and measured["requests"] >= 1
+    assert "scale-to-zero" in doc["figures"]["simulated"] and "always-on" in doc["figures"]["simulated"]
+
+
+def test_hop_overhead_measures_bare_uvicorn_serve_hops_and_the_gateway(bench_url: str, tmp_path: Path) -> None:
+    doc = run_quick("hop_overhead", tmp_path, *remote(bench_url), "--requests", "30")
+    assert "serve 3 hops @c8" in doc["figures"] and "surge gateway /healthz @c1" in doc["figures"]
+
+
+def test_openai_load_runs_vllms_own_benchmark_client_against_both_servers(bench_url: str, tmp_path: Path) -> None:
+    doc = run_quick("openai_load", tmp_path, *remote(bench_url))
+    for server in ("vllm server", "surge"):
+        assert doc["figures"][server]["completed"]["median"] == 8
+        assert doc["figures"][server]["failed"]["median"] == 0
+
+
+def test_kafka_ingestion_indexes_every_document_and_reports_the_ceiling(tmp_path: Path) -> None:
+    doc = run_quick("kafka_ingestion", tmp_path)
+    assert doc["figures"]["indexed_documents"] == [60]
+    assert doc["figures"]["embedding_ceiling_docs_per_s"]["median"] > 0
+
+
+def test_feature_job_and_drift_monitor_report_throughput(ray_session: None, tmp_path: Path) -> None:
+    doc = run_quick("feature_and_drift", tmp_path)
+    assert doc["figures"]["drift monitor via Kafka"]["windows"]["median"] >= 1
+    assert doc["figures"]["feature job"]["records_per_s"]["median"] > 0
