@@ -43,6 +43,7 @@ from deployments.openai_api import (
     usage,
 )
 from deployments.settings import AppSettings
+from pipelines.feature_store import OnlineFeatureStore, open_online_store
 
 api = FastAPI(title="surge", version="0.1.0", docs_url=None, redoc_url=None)
 install_error_handlers(api)
@@ -133,6 +134,9 @@ class Gateway:
         self.llm_model = settings.llm.served_model_name
         self.embedding_model = settings.embedder.model
         self.inference_log = InferenceLogger(settings.gateway.inference_log, self.llm_model)
+        self.features: OnlineFeatureStore | None = (
+            open_online_store(settings.gateway.online_features) if settings.gateway.online_features else None
+        )
         # When did the LLM last answer? Within its idle-to-zero delay it is surely up, so no wake is sent.
         self._llm_last_seen = 0.0
         self._llm_idle_to_zero_s = _idle_to_zero_seconds(settings)
@@ -303,14 +307,19 @@ class Gateway:
         timeline = _Timeline()
         llm_wake = self._maybe_wake_llm(timeline)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        extra: dict[str, Any] = {}
+        features = await self._user_features(body.user, timeline)
+        if features is not None and body.user is not None:
+            messages = [rag.features_message(body.user, features), *messages]
+            extra["features"] = rag.prompt_features(features)
         hits: list[dict[str, Any]] = []
         if body.wants_rag:
             hits = await self._retrieve(body, timeline)
             context_budget = max(400, (self.app_settings.llm.max_model_len - max_tokens) * 2)
             messages = [rag.context_message(hits, context_budget), *messages]
+            extra["sources"] = rag.sources(hits)
         request = self._llm_request(body, max_tokens, messages=messages)
         completion_id = new_id("chatcmpl")
-        extra = {"sources": rag.sources(hits)} if body.wants_rag else {}
         stream = await self._start_generation(request, llm_wake, timeline)
         if body.stream:
             return StreamingResponse(
@@ -365,6 +374,14 @@ class Gateway:
         }
 
     # ---------------------------------------------------------------- orchestration
+
+    async def _user_features(self, user: str | None, timeline: _Timeline) -> dict[str, Any] | None:
+        """The user's online features, when a store is configured and the request names a user."""
+        if self.features is None or not user:
+            return None
+        features = await asyncio.to_thread(self.features.get, user)
+        timeline.mark("features")
+        return features
 
     async def _retrieve(self, body: ChatCompletionRequest, timeline: _Timeline) -> list[dict[str, Any]]:
         question = body.last_user_text()

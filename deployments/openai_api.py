@@ -93,6 +93,7 @@ class _Sampling(_Request):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     retrieval: RetrievalOptions | None = None
+    user: str | None = Field(None, max_length=256, description="End-user id; keys the online features.")
 
     @property
     def stop_list(self) -> list[str]:

@@ -1,7 +1,9 @@
-"""Retrieval-augmented prompts: retrieved chunks become a numbered context the model is told to cite."""
+"""Prompt context: retrieved chunks become a numbered context the model is told to cite, and online
+features (from the Kafka-fed feature job) become a short note about the user."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 CONTEXT_INSTRUCTIONS = (
@@ -38,3 +40,18 @@ def sources(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for number, hit in enumerate(hits, start=1)
     ]
+
+
+def prompt_features(features: dict[str, Any]) -> dict[str, Any]:
+    """The scalar features worth showing a model (vectors such as text embeddings are left out)."""
+    return {
+        key: value
+        for key, value in features.items()
+        if isinstance(value, str | int | float | bool) or (isinstance(value, dict) and len(value) <= 16)
+    }
+
+
+def features_message(user: str, features: dict[str, Any]) -> dict[str, str]:
+    """A system message with what the feature store knows about the user."""
+    facts = json.dumps(prompt_features(features), sort_keys=True, default=str)
+    return {"role": "system", "content": f"Recent activity of user {user} (from the feature store): {facts}"}

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.feature_store import OnlineStoreSettings
 from pipelines.settings import KafkaSettings
 
 
@@ -300,6 +301,11 @@ class GatewaySettings(DeploymentSettings):
     )
     inference_log: InferenceLogSettings = Field(
         default_factory=InferenceLogSettings, description="Per-request records to Kafka."
+    )
+    online_features: OnlineStoreSettings | None = Field(
+        None,
+        description="Online feature store (written by the feature job) read for requests that name a `user`; "
+        "off when unset.",
     )
 
     @model_validator(mode="after")

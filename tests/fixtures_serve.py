@@ -72,7 +72,7 @@ class SurgeApp:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-def test_app_settings(index_dir: Path, llm_model_dir: Path, bootstrap_servers: str | None = None) -> Any:
+def app_settings_for_tests(data_dir: Path, llm_model_dir: Path, bootstrap_servers: str | None = None) -> Any:
     """The app as tests run it: tiny random Llama on vLLM, MiniLM, embedded index, fast scale to zero,
     and (with `bootstrap_servers`) one inference-log record per request."""
     from deployments.settings import AppSettings
@@ -86,6 +86,7 @@ def test_app_settings(index_dir: Path, llm_model_dir: Path, bootstrap_servers: s
         {
             "gateway": {
                 "inference_log": inference_log,
+                "online_features": {"backend": "sqlite", "path": str(data_dir / "features.sqlite")},
                 "env": {"SURGE_API_KEYS": f"{TEST_API_KEY},sk-second-key"},
                 "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 "max_ongoing_requests": 6,
@@ -98,7 +99,10 @@ def test_app_settings(index_dir: Path, llm_model_dir: Path, bootstrap_servers: s
                 "chunk_overlap_chars": 30,
             },
             "embedder": {"autoscaling": SCALE_FAST, "num_cpus": 0.5},
-            "retriever": {"store": {"backend": "embedded", "path": str(index_dir)}, "num_cpus": 0.25},
+            "retriever": {
+                "store": {"backend": "embedded", "path": str(data_dir / "index")},
+                "num_cpus": 0.25,
+            },
             "llm": {
                 "model": str(llm_model_dir),
                 "served_model_name": "tiny-llama",
@@ -138,8 +142,8 @@ def surge_app(
 
     from deployments.app import build_app
 
-    settings = test_app_settings(
-        tmp_path_factory.mktemp("index"), tiny_llm_dir, bootstrap_servers=app_broker.bootstrap_servers
+    settings = app_settings_for_tests(
+        tmp_path_factory.mktemp("surge-data"), tiny_llm_dir, bootstrap_servers=app_broker.bootstrap_servers
     )
     serve.run(build_app(settings), name="surge", route_prefix="/")
     base_url = f"http://127.0.0.1:{serve_http_port}"
