@@ -17,7 +17,12 @@ One run:
    ledger in one transaction (see `pipelines.feature_store`).
 
 Run as a script (`python -m pipelines.feature_job run ...`, or `surge feature-job run ...`) it starts Ray
-itself (`ray.init()`, which honours `RAY_ADDRESS`); called from Python it uses the caller's Ray session.
+itself (`ray.init()`, which honours `RAY_ADDRESS`) once it has records to compute, so no-op runs (nothing
+new, `--min-lag` not reached, range already applied) never start Ray; called from Python it uses the
+caller's Ray session.
+
+Dead letters are published before the range is applied, so a run that crashes between the two and is
+re-run publishes them again: the DLQ is at-least-once, the features exactly-once.
 """
 
 from __future__ import annotations
@@ -354,6 +359,11 @@ def compute_features(
 
     if not events:
         return []
+    if not ray.is_initialized():
+        # Only a run with work to do starts Ray (no-op runs stay cheap). ray.init() joins the cluster in
+        # RAY_ADDRESS when set (a RayJob's driver), else starts a local one.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(include_dashboard=False, log_to_driver=False)
     window_us = settings.window_s * 1_000_000
     frame = pd.DataFrame(events)
     frame["window_start_us"] = (frame["ts_us"] // window_us) * window_us
@@ -530,8 +540,6 @@ def register_cli(subparsers: Any) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    import ray
-
     topic = args.topic or (f"{args.topic_prefix}events" if args.topic_prefix else None)
     overrides: dict[str, Any] = {
         "topic": topic,
@@ -545,12 +553,14 @@ def _run_command(args: argparse.Namespace) -> int:
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": servers})
         settings = settings.model_copy(update={"kafka": kafka})
     ranges = [PartitionRange.parse(r) for r in args.ranges or ()]
-    if not ray.is_initialized():
-        # ray.init() connects to RAY_ADDRESS when it is set (a RayJob), else starts a local Ray.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(include_dashboard=False, log_to_driver=False)
     result = run_feature_job(settings, ranges or None, min_lag=args.min_lag)
-    summary = asdict(result) | {"records_per_s": round(result.records_per_s, 1)}
+    import ray
+
+    summary = asdict(result) | {
+        "records_per_s": round(result.records_per_s, 1),
+        # Which Ray cluster did the work (None: no Ray was needed).
+        "ray_address": ray.get_runtime_context().gcs_address if ray.is_initialized() else None,
+    }
     print(json.dumps(summary, default=str))
     return 0
 

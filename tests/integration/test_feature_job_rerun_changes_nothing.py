@@ -170,3 +170,46 @@ def test_feature_job_reruns_change_nothing_and_next_range_appends(
     assert set(offline.column("range_id").to_pylist()) == {first.range_id, second.range_id}
     assert offline_digests(tmp_path / "main" / "offline").items() >= offline_after_first.items()
     assert feature_job_lag(kafka_settings, spec.name, group) == 0
+
+
+def test_the_rayjob_entrypoint_runs_against_the_cluster_in_ray_address(
+    ray_session: None, kafka_settings: KafkaSettings, topic_prefix: str, tmp_path: Path
+) -> None:
+    """`python -m pipelines.feature_job run` (what the RayJob runs) joins the Ray cluster in RAY_ADDRESS."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    spec = topic_specs(topic_prefix)["events"]
+    ensure_topics(kafka_settings, [spec])
+    producer = open_producer(kafka_settings)
+    produce_records(producer, spec, events(random.Random(5), 200, 0, text_rate=0.0))
+    producer.close()
+    settings_file = tmp_path / "feature-job.json"
+    settings_file.write_text(
+        json.dumps(
+            {
+                "kafka": {"bootstrap_servers": kafka_settings.bootstrap_servers},
+                "topic": spec.name,
+                "offline_path": str(tmp_path / "offline"),
+                "online": {"backend": "sqlite", "path": str(tmp_path / "online.sqlite")},
+                "progress_group": f"{topic_prefix}feature-job",
+            }
+        )
+    )
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "pipelines.feature_job", "run", "--settings", str(settings_file)]
+    done = subprocess.run(
+        [*command, "--min-lag", "100"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["status"], summary["records"], summary["entities"]) == ("applied", 200, 25)
+    assert summary["ray_address"] == env["RAY_ADDRESS"]  # joined the running cluster, started none
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    # Nothing new after the ledger's end: a no-op that does not even connect to Ray.
+    assert (summary["status"], summary["ray_address"]) == ("empty", None)
