@@ -63,8 +63,11 @@ def test_publish_stays_fast_warns_once_and_delivery_resumes_after_the_broker_ret
         assert stats.delivered == 50
 
         private_kafka_broker.start()  # same port, same data dir
-        wait_for(lambda: publisher.stats().queued == 0, 60, "the queue to drain after the broker returned")
-        assert any("delivery resumed" in r.getMessage() for r in caplog.records)
+        wait_for(lambda: publisher.stats().delivered == 50 + 300, 60, "the queued records to be delivered")
+        wait_for(
+            lambda: any("delivery resumed" in r.getMessage() for r in caplog.records), 10, "a recovery line"
+        )
+        assert publisher.stats().queued == 0
         after = [f"after-{i}" for i in range(50)]
         for request_id in after:
             publisher.publish(_record(request_id))
