@@ -88,6 +88,12 @@ class FeatureJobSettings(BaseModel):
     max_records_per_partition: int | None = Field(
         None, ge=1, description="Cap on records read per partition in one run (None: up to the end offset)."
     )
+    aggregate_task_cpus: float = Field(
+        1.0,
+        gt=0,
+        le=64,
+        description="CPUs reserved per aggregation task (fractions fit beside Serve replicas).",
+    )
     min_blocks: int = Field(
         4, ge=1, le=10_000, description="Fewest blocks the events are split into by entity (parallelism)."
     )
@@ -381,7 +387,10 @@ def compute_features(
             num_cpus=settings.embed_actor_cpus,
         )
     features = dataset.map_batches(
-        functools.partial(aggregate_partition, window_us=window_us), batch_size=None, batch_format="pandas"
+        functools.partial(aggregate_partition, window_us=window_us),
+        batch_size=None,
+        batch_format="pandas",
+        num_cpus=settings.aggregate_task_cpus,
     ).to_pandas()
     if features.duplicated(["entity_id", "window_start_us"]).any():
         # Would mean Ray split a block across batches: refuse rather than write half-counted windows.

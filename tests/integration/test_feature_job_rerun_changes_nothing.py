@@ -64,6 +64,9 @@ def settings_for(kafka: KafkaSettings, topic: str, root: Path, group: str) -> Fe
         offline_path=root / "offline",
         online=SqliteOnlineStoreSettings(path=root / "online.sqlite"),
         progress_group=group,
+        # Fractions: Serve replicas of other tests may hold most of the session's logical CPUs.
+        embed_actor_cpus=0.5,
+        aggregate_task_cpus=0.25,
     )
 
 
@@ -197,6 +200,7 @@ def test_the_rayjob_entrypoint_runs_against_the_cluster_in_ray_address(
                 "offline_path": str(tmp_path / "offline"),
                 "online": {"backend": "sqlite", "path": str(tmp_path / "online.sqlite")},
                 "progress_group": f"{topic_prefix}feature-job",
+                "aggregate_task_cpus": 0.25,
             }
         )
     )
