@@ -69,8 +69,8 @@ def private_kafka_broker(tmp_path: Path) -> Iterator[LocalBroker]:
 def spawn_ingestion(tmp_path: Path) -> Iterator[Callable[..., IngestionProcess]]:
     started: list[IngestionProcess] = []
 
-    def spawn(name: str, *args: str) -> IngestionProcess:
-        process = IngestionProcess(tmp_path / f"{name}.log", *args)
+    def spawn(name: str, *args: str, env: dict[str, str] | None = None) -> IngestionProcess:
+        process = IngestionProcess(tmp_path / f"{name}.log", *args, env=env)
         started.append(process)
         return process
 

@@ -68,8 +68,14 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interva
 class IngestionProcess:
     """`python -m pipelines.ingestion` as a real subprocess (stdout+stderr to a log file)."""
 
-    def __init__(self, log_path: Path, *args: str) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            **(env or {}),
+        }
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.started_at = time.monotonic()
