@@ -574,7 +574,20 @@ class PostgresOnlineStore(OnlineFeatureStore):
             self._create_tables(cursor, "JSONB")
 
     def _read_connection(self) -> Any:
+        with self._reader_lock:
+            if self._reader.closed or self._reader.broken:
+                # The server restarted or the network dropped: the next read reconnects instead of failing.
+                self._reader = self._psycopg.connect(
+                    self._dsn, autocommit=True, connect_timeout=self._timeout
+                )
         return _LockedConnection(self._reader, self._reader_lock)
+
+    def get(self, entity_id: str) -> dict[str, Any] | None:
+        try:
+            return super().get(entity_id)
+        except self._psycopg.OperationalError:
+            # The shared read connection died (server restart, idle timeout): one retry on a new one.
+            return super().get(entity_id)
 
     @contextmanager
     def _write_transaction(self) -> Iterator[Any]:

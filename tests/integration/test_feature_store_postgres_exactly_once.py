@@ -115,3 +115,18 @@ def test_two_jobs_racing_on_the_same_range_apply_it_once(
     finally:
         for s in stores:
             s.close()
+
+
+def test_reads_survive_the_server_dropping_the_read_connection(
+    pg_store: OnlineFeatureStore, pg_dsn: str
+) -> None:
+    import psycopg
+
+    pg_store.apply(OffsetRange.of("events", [PartitionRange(0, 0, 1)]), [row("a", 1, 1.0)])
+    assert pg_store.get("a") is not None
+    reader_pid = pg_store._reader.info.backend_pid  # type: ignore[attr-defined]
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        # Only this store's read connection: the server is shared with other tests of the session.
+        admin.execute("SELECT pg_terminate_backend(%s)", (reader_pid,))
+    features = pg_store.get("a")
+    assert features is not None and features["event_count"] == 1
