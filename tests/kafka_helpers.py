@@ -90,9 +90,11 @@ class IngestionProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def assert_running(self) -> None:
+    def assert_running(self) -> bool:
+        """True while it runs; fails the test (with its log) if it exited."""
         code = self.process.poll()
         assert code is None, f"ingestion exited with {code}:\n{self.log()[-3000:]}"
+        return True
 
     def kill(self) -> None:
         """SIGKILL: no chance to finish or commit anything."""

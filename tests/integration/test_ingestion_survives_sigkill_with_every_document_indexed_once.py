@@ -68,7 +68,7 @@ def test_sigkill_mid_ingestion_then_restart_indexes_every_document_exactly_once(
 
     first = spawn_ingestion("first", *args)
     started = time.monotonic()
-    wait_for(lambda: (first.assert_running(), committed() >= 3000)[1], 240, "3,000 committed records")
+    wait_for(lambda: first.assert_running() and committed() >= 3000, 240, "3,000 committed records")
     time.sleep(random.uniform(0.0, 0.5))  # land anywhere inside the next batch: write done or not
     first.kill()
     at_kill = committed()
@@ -76,9 +76,7 @@ def test_sigkill_mid_ingestion_then_restart_indexes_every_document_exactly_once(
 
     second = spawn_ingestion("second", *args)
     restarted = time.monotonic()
-    wait_for(
-        lambda: (second.assert_running(), committed() == DOCUMENTS_TOTAL)[1], 300, "all records committed"
-    )
+    wait_for(lambda: second.assert_running() and committed() == DOCUMENTS_TOTAL, 300, "all records committed")
     done = time.monotonic()
     assert second.terminate() == 0, second.log()[-3000:]
 

@@ -21,7 +21,7 @@ def test_the_sink_is_chosen_by_kind() -> None:
 
 def test_retries_that_outlast_the_poll_interval_are_rejected() -> None:
     with pytest.raises(ValidationError, match="max_poll_interval_s"):
-        IngestionSettings(batch_size=1000, max_poll_interval_s=60, retry={"max_attempts": 10})  # type: ignore[arg-type]
+        IngestionSettings(batch_size=1000, max_poll_interval_s=60, retry={"max_attempts": 10})
 
 
 def test_chunk_overlap_must_be_below_chunk_size() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.ingestion import last_op_per_document
+from pipelines.ingestion import DocumentOp, last_op_per_document
 from pipelines.records import DocumentDelete, DocumentUpsert
 
 
@@ -14,7 +14,7 @@ def test_a_later_delete_cancels_an_earlier_upsert() -> None:
 
 
 def test_a_later_upsert_replaces_an_earlier_delete_and_upsert() -> None:
-    ops = [
+    ops: list[DocumentOp] = [
         DocumentUpsert(doc_id="a", text="v1"),
         DocumentDelete(doc_id="a"),
         DocumentUpsert(doc_id="a", text="v2"),
@@ -24,7 +24,7 @@ def test_a_later_upsert_replaces_an_earlier_delete_and_upsert() -> None:
 
 
 def test_different_documents_are_all_kept() -> None:
-    ops = [
+    ops: list[DocumentOp] = [
         DocumentUpsert(doc_id="a", text="x"),
         DocumentDelete(doc_id="b"),
         DocumentUpsert(doc_id="c", text="y"),
@@ -34,5 +34,5 @@ def test_different_documents_are_all_kept() -> None:
 
 
 def test_the_same_batch_replayed_gives_the_same_result() -> None:
-    ops = [DocumentUpsert(doc_id="a", text="x"), DocumentDelete(doc_id="b")]
+    ops: list[DocumentOp] = [DocumentUpsert(doc_id="a", text="x"), DocumentDelete(doc_id="b")]
     assert last_op_per_document(ops) == last_op_per_document(ops + ops)
