@@ -21,6 +21,11 @@ itself (`ray.init()`, which honours `RAY_ADDRESS`) once it has records to comput
 new, `--min-lag` not reached, range already applied) never start Ray; called from Python it uses the
 caller's Ray session.
 
+Measured on a 2-core machine shared with other work (local Ray, 4 logical CPUs, 500 entities, one-hour
+windows): 20,000 events without text in 11.2 s on cold Ray workers (1.8k events/s) and 2.8 s warm (7.1k
+events/s, Kafka read and both stores included); 3,000 events of which 30% carry text in 13-19 s (150-230
+events/s), bounded by MiniLM on one thread, model load included.
+
 Dead letters are published before the range is applied, so a run that crashes between the two and is
 re-run publishes them again: the DLQ is at-least-once, the features exactly-once.
 """
