@@ -7,6 +7,11 @@ Kolmogorov-Smirnov) and prompt-embedding sketches with an embedding test (mean-e
 RBF MMD). Tests and thresholds are configuration (`pipelines.drift_tests`). Every score is exported as a
 gauge; a score above its threshold publishes a `DriftAlertRecord` to `drift-alerts`.
 
+Cost, measured on a 2-core machine (reference 1,000 records, windows of 200, five numeric features with
+PSI and KS plus 32-d embedding sketches): one window evaluation takes 4-10 ms with `embedding_cosine` and
+8-22 ms with `mmd_rbf`; the batch handler sustains about 15,000 records/s (78 windows/s) without Kafka.
+Unchanged traffic alarmed in 1 of 2,000 windows (see `DriftPolicy`).
+
 Delivery: **at-least-once**. The monitor runs on the shared consumer loop (`pipelines.consumer`): offsets
 are committed only after a batch's alerts are acknowledged by the broker (acks=all) and, when
 `state_path` is set, after the monitor's state (reference and open window per model) is saved. A crash
