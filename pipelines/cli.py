@@ -24,12 +24,14 @@ from pathlib import Path
 
 from pipelines.admin import BrokerUnreachable, describe_topics, ensure_topics
 from pipelines.broker import BrokerError, LocalBroker
-from pipelines.producer import InputError, ProduceFailed, open_producer, produce_records, read_records
+from pipelines.producer import SENDERS, InputError, ProduceFailed, open_sender, produce_records, read_records
 from pipelines.settings import KafkaSettings
 from pipelines.topics import topic_specs
 
-# Modules that may add sub-commands; absent ones are skipped (an optional part not installed).
-PLUGIN_MODULES = ("pipelines.feature_job", "pipelines.drift")
+# Sub-commands other modules add through `register_cli(subparsers)`, by command name. A module is imported
+# only when its command (or the full help) is asked for: they pull in Ray / scipy, which would make every
+# `surge produce` start slowly. Absent modules are skipped (an optional part not installed).
+PLUGIN_MODULES = {"feature-job": "pipelines.feature_job", "drift-monitor": "pipelines.drift"}
 DEFAULT_BROKER_DIR = Path("~/.cache/surge/broker")
 PROGRESS_THRESHOLD = 1000
 
@@ -48,12 +50,12 @@ def _produce(args: argparse.Namespace) -> int:
     records = read_records(spec, Path(args.path))
     kafka = _kafka(args)
     ensure_topics(kafka, [spec], timeout_s=args.connect_timeout)
-    producer = open_producer(kafka, timeout_s=args.connect_timeout)
+    sender = open_sender(kafka, args.client, timeout_s=args.connect_timeout)
     try:
         show = not args.no_progress and len(records) >= PROGRESS_THRESHOLD and sys.stderr.isatty()
-        result = produce_records(producer, spec, records, total=len(records), progress=show)
+        result = produce_records(sender, spec, records, total=len(records), progress=show)
     finally:
-        producer.close(timeout=10)
+        sender.close()
     print(
         f"produced {result.records} records to {spec.name} in {result.seconds:.2f} s "
         f"({result.per_second:,.0f}/s)"
@@ -99,7 +101,8 @@ def _broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv`, plugin modules whose command is not in it are not imported."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bootstrap-servers", help="Kafka bootstrap servers, host:port[,host:port].")
     common.add_argument("--topic-prefix", default="", help="Prefix of every topic name.")
@@ -116,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub = produce_to.add_parser(topic, parents=[common], help=f"Produce {topic} from {what}.")
         sub.add_argument("path", help=what)
         sub.add_argument("--no-progress", action="store_true", help="No progress bar.")
+        sub.add_argument(
+            "--client",
+            choices=sorted(SENDERS),
+            default="confluent",
+            help="Producer client (confluent: fastest for bulk loads; both are acks=all + idempotent).",
+        )
         sub.set_defaults(handler=_produce)
 
     topics = commands.add_parser("topics", help="List or create topics.")
@@ -142,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--host", default="127.0.0.1", help="Address to bind (start).")
         sub.set_defaults(handler=_broker)
 
-    for module_name in PLUGIN_MODULES:
+    words = set(argv) if argv is not None else None
+    full_help = words is None or not words or bool(words & {"-h", "--help"})
+    for command, module_name in PLUGIN_MODULES.items():
+        if not full_help and command not in (words or set()):
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError:
@@ -156,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(arguments).parse_args(arguments)
     try:
         return int(args.handler(args))
     except (CliError, InputError, BrokerUnreachable, BrokerError, ProduceFailed) as error:
