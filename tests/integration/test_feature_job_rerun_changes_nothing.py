@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from pipelines.admin import ensure_topics
+from pipelines.cli import build_parser
 from pipelines.cluster import feature_job_lag
 from pipelines.dlq import parse_dlq_headers
 from pipelines.feature_job import FeatureJobSettings, run_feature_job, topic_offsets
@@ -86,7 +88,11 @@ def online_rows(settings: FeatureJobSettings) -> list[dict[str, Any]]:
 
 
 def test_feature_job_reruns_change_nothing_and_next_range_appends(
-    ray_session: None, kafka_settings: KafkaSettings, topic_prefix: str, tmp_path: Path
+    ray_session: None,
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     spec = topic_specs(topic_prefix)["events"]
     ensure_topics(kafka_settings, [spec])
@@ -156,6 +162,24 @@ def test_feature_job_reruns_change_nothing_and_next_range_appends(
     produce_records(producer, spec, second_batch)
     producer.close()
     assert feature_job_lag(kafka_settings, spec.name, group) == 300
+    # `surge feature-job trigger --dry-run` reads the same lag and would create the RayJob.
+    capsys.readouterr()
+    servers = kafka_settings.bootstrap_servers
+    command = [
+        "feature-job",
+        "trigger",
+        "--bootstrap-servers",
+        servers,
+        "--topic",
+        spec.name,
+        "--group",
+        group,
+    ]
+    trigger = build_parser().parse_args([*command, "--min-lag", "100", "--image", "surge:test", "--dry-run"])
+    assert trigger.handler(trigger) == 0
+    dry_run = json.loads(capsys.readouterr().out)
+    assert (dry_run["decision"]["create"], dry_run["decision"]["lag"]) == (True, 300)
+    assert dry_run["body"]["kind"] == "RayJob"
     assert run_feature_job(main, min_lag=1000).status == "below_min_lag"
 
     second = run_feature_job(main, min_lag=100)  # planned from the ledger's end to the log end
@@ -179,7 +203,6 @@ def test_the_rayjob_entrypoint_runs_against_the_cluster_in_ray_address(
     ray_session: None, kafka_settings: KafkaSettings, topic_prefix: str, tmp_path: Path
 ) -> None:
     """`python -m pipelines.feature_job run` (what the RayJob runs) joins the Ray cluster in RAY_ADDRESS."""
-    import json
     import os
     import subprocess
     import sys
