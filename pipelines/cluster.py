@@ -392,3 +392,47 @@ def read_rayservice_status(api: Any, name: str, namespace: str) -> RayServiceSum
     """Read a RayService through a `kubernetes.client.CustomObjectsApi` and summarise it."""
     obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, RAYSERVICE_PLURAL, name)
     return summarise_rayservice(obj)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def register_cli(subparsers: Any) -> None:
+    """Adds `rayservice status` (for `pipelines.cli`, or `python -m pipelines.cluster status ...`)."""
+    parser = subparsers.add_parser("rayservice", help="Read a RayService's status from the cluster.")
+    commands = parser.add_subparsers(dest="rayservice_command", required=True)
+    status = commands.add_parser("status", help="Summarise a RayService: readiness, upgrade, deployments.")
+    status.add_argument("--name", default="surge", help="RayService name.")
+    status.add_argument("--namespace", default="default", help="Namespace.")
+    status.add_argument(
+        "--from-file", help="Summarise a saved object (`kubectl get rayservice NAME -o json`) instead."
+    )
+    status.add_argument("--json", action="store_true", help="Print the whole summary as JSON.")
+    status.set_defaults(handler=_status_command)
+
+
+def _status_command(args: Any) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    if args.from_file:
+        summary = summarise_rayservice(json.loads(Path(args.from_file).read_text()))
+    else:
+        summary = read_rayservice_status(kubernetes_api(), args.name, args.namespace)
+    print(json.dumps(asdict(summary), indent=2) if args.json else summary.line())
+    return 0 if summary.ready and not summary.unhealthy else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.cluster")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["rayservice", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -196,3 +196,29 @@ def test_upgrading_rayservice_reports_the_pending_cluster_and_unhealthy_deployme
 def test_a_new_rayservice_without_status_summarises_as_not_ready() -> None:
     summary = summarise_rayservice(rayservice({}) | {"status": None})
     assert not summary.ready and summary.applications == {} and summary.active_cluster is None
+
+
+def test_status_command_summarises_a_saved_object_and_exits_nonzero_when_unhealthy(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from pipelines.cluster import main
+
+    healthy = tmp_path / "healthy.json"
+    healthy.write_text(json.dumps(rayservice(STEADY)))
+    assert main(["status", "--from-file", str(healthy)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "surge: ready, 1 app(s), 3 deployment(s), 0 unhealthy, workers 2/2 ready"
+    )
+    broken = copy.deepcopy(STEADY)
+    broken["activeServiceStatus"]["applicationStatuses"]["surge"]["serveDeploymentStatuses"]["Gateway"] = {
+        "status": "UNHEALTHY",
+        "message": "health check failed",
+    }
+    sick = tmp_path / "sick.json"
+    sick.write_text(json.dumps(rayservice(broken)))
+    assert main(["status", "--from-file", str(sick), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["unhealthy"] == [
+        "surge/Gateway: UNHEALTHY health check failed"
+    ]
