@@ -398,13 +398,23 @@ class AtLeastOnceConsumer(Generic[T]):
             tp = TopicPartition(message.topic, message.partition)
             if tp not in offsets or offsets[tp].offset <= message.offset:
                 offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
-        try:
-            self._consumer.commit(offsets)
-            self.stats.commits += 1
-        except CommitFailedError as error:
-            # The group moved on (rebalance): the new owner re-reads these records. Replay, not loss.
-            logger.warning("commit refused after a rebalance (%s); the records will be re-read", error)
-            return
+        attempt = 0
+        while True:
+            try:
+                self._consumer.commit(offsets)
+                self.stats.commits += 1
+                break
+            except CommitFailedError as error:
+                # The group moved on (rebalance): the new owner re-reads these records. Replay, not loss.
+                logger.warning("commit refused after a rebalance (%s); the records will be re-read", error)
+                return
+            except KafkaError as error:
+                # Coordinator unreachable (broker restarting): the write is durable, so keep trying to
+                # commit it; if we stop first, the records are replayed, which the sinks make harmless.
+                attempt += 1
+                logger.warning("commit failed (%s); retrying", error)
+                if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
+                    return
         for tp, committed in offsets.items():
             self.metrics.committed_offset.labels(tp.topic, str(tp.partition), self.settings.group_id).set(
                 committed.offset

@@ -16,7 +16,7 @@ import pytest
 from deployments.settings import EmbeddedStoreSettings
 from deployments.vector_store import open_vector_store
 from pipelines.admin import ensure_topics
-from pipelines.producer import open_producer, produce_records
+from pipelines.producer import open_sender, produce_records
 from pipelines.records import DocumentUpsert
 from pipelines.settings import KafkaSettings
 from pipelines.topics import DOCUMENTS
@@ -44,11 +44,11 @@ def test_sigkill_mid_ingestion_then_restart_indexes_every_document_exactly_once(
 ) -> None:
     spec = DOCUMENTS.with_prefix(topic_prefix)
     ensure_topics(kafka_settings, [spec])
-    producer = open_producer(kafka_settings)
+    sender = open_sender(kafka_settings, "confluent")
     try:
-        produced = produce_records(producer, spec, (_document(i) for i in range(DOCUMENTS_TOTAL)))
+        produced = produce_records(sender, spec, (_document(i) for i in range(DOCUMENTS_TOTAL)))
     finally:
-        producer.close()
+        sender.close()
     print(
         f"\nproduce: {produced.records} records in {produced.seconds:.2f} s = {produced.per_second:,.0f} msg/s"
     )
