@@ -105,6 +105,8 @@ def bench_settings(
                 "num_gpus": 1 if gpu else 0,
                 "dtype": "auto" if gpu else "float32",
                 "max_model_len": 1024,
+                # --quick: a small fixed KV cache skips vLLM's memory profiling, so the tiny model loads fast.
+                **({"kv_cache_memory_mib": 64} if args.quick else {}),
                 "num_cpus": 1,
                 "autoscaling": ALWAYS_ON,
                 **(llm or {}),

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--max-tokens", type=int, default=4)
     _surge.add_app_arguments(parser, default_llm="smollm2-135m-instruct")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 2)
     started = time.time()
     machine = h.machine_info()
     samples: dict[str, list[dict[str, Any]]] = {}

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> Path:
     _surge.add_app_arguments(parser)
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
-    requests = args.requests or (60 if args.quick else 400)
+    requests = args.requests or (60 if args.quick else 300)
     concurrencies = args.concurrency or ([1, 8] if args.quick else [1, 8, 32])
     started = time.time()
     machine = h.machine_info()

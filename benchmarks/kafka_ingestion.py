@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--batch-size", type=int, default=64, help="consumer batch size")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 2)
-    count = args.documents or (60 if args.quick else 1000)
+    count = args.documents or (60 if args.quick else 600)
     started = time.time()
     machine = h.machine_info()
     docs = _surge.synthetic_documents(count, args.seed)

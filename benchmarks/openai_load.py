@@ -144,6 +144,8 @@ def start_vllm_server(args: Any, model_dir: Path, tmp: Path) -> tuple[subprocess
         "--generation-config",
         "vllm",
     ]
+    if args.quick:  # as surge's --quick LLM stage: a small fixed KV cache, no memory profiling
+        command += ["--kv-cache-memory-bytes", str(64 * 1024 * 1024)]
     env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
     log = (tmp / "vllm_server.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)

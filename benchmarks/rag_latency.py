@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> Path:
     _surge.add_app_arguments(parser, default_llm="smollm2-135m-instruct")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
-    requests = args.requests or (3 if args.quick else 8)
+    requests = args.requests or (3 if args.quick else 5)
     max_tokens = args.max_tokens or (8 if args.quick else 32)
     started = time.time()
     machine = h.machine_info()
@@ -52,24 +52,35 @@ def main(argv: list[str] | None = None) -> Path:
         _surge.seed_documents(target, args.documents, args.seed)
         baseline = InProcessRag(settings, Path(tmp) / "index", docs)
         model = "rag/" + _surge.llm_name(target)
-        try:
-            asyncio.run(baseline.start())
-            asyncio.run(baseline.ask(QUESTIONS[0], max_tokens))  # warm-up both paths
-            asyncio.run(surge_ask(target, model, QUESTIONS[0], max_tokens))
-            bar = h.progress_bar("rag latency", rounds * requests * 3)
-            for r in range(rounds):
-                for i in range(requests):
-                    question = QUESTIONS[(r * requests + i) % len(QUESTIONS)]
-                    samples["in-process"].append(asyncio.run(baseline.ask(question, max_tokens)))
-                    samples["surge"].append(asyncio.run(surge_ask(target, model, question, max_tokens)))
-                    samples["surge stream"].append(
-                        asyncio.run(surge_stream(target, model, question, max_tokens))
-                    )
-                    bar.update(3)
-            bar.close()
-        finally:
-            asyncio.run(baseline.stop())
+        # One event loop for the whole run: vLLM's AsyncLLM is bound to the loop it started in.
+        asyncio.run(measure(baseline, target, model, rounds, requests, max_tokens, samples))
     return report(args, samples, rounds, requests, max_tokens, started, machine, target)
+
+
+async def measure(
+    baseline: InProcessRag,
+    target: h.ServeTarget,
+    model: str,
+    rounds: int,
+    requests: int,
+    max_tokens: int,
+    samples: dict[str, list[dict[str, float]]],
+) -> None:
+    await baseline.start()
+    try:
+        await baseline.ask(QUESTIONS[0], max_tokens)  # warm-up both paths
+        await surge_ask(target, model, QUESTIONS[0], max_tokens)
+        bar = h.progress_bar("rag latency", rounds * requests * 3)
+        for r in range(rounds):
+            for i in range(requests):
+                question = QUESTIONS[(r * requests + i) % len(QUESTIONS)]
+                samples["in-process"].append(await baseline.ask(question, max_tokens))
+                samples["surge"].append(await surge_ask(target, model, question, max_tokens))
+                samples["surge stream"].append(await surge_stream(target, model, question, max_tokens))
+                bar.update(3)
+        bar.close()
+    finally:
+        await baseline.stop()
 
 
 class InProcessRag:

@@ -57,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *flags, *extra], cwd=REPO_ROOT)
         outcomes[name] = (rc, time.monotonic() - started)
     write_summary(args.out, list(outcomes))
-    print("\n" + markdown_table(["benchmark", "exit code", "seconds"],
-                                [[n, rc, round(s, 1)] for n, (rc, s) in outcomes.items()]))
+    print(
+        "\n"
+        + markdown_table(
+            ["benchmark", "exit code", "seconds"], [[n, rc, round(s, 1)] for n, (rc, s) in outcomes.items()]
+        )
+    )
     return 0 if all(rc == 0 for rc, _ in outcomes.values()) else 1
 
 
