@@ -1,0 +1,73 @@
+"""The broker restarts (SIGTERM, same port and data) while the ingestion consumer works: it reconnects,
+carries on from the committed offsets, and every document ends up in the index exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from deployments.settings import EmbeddedStoreSettings
+from deployments.vector_store import open_vector_store
+from pipelines.admin import ensure_topics
+from pipelines.broker import LocalBroker
+from pipelines.producer import open_sender, produce_records
+from pipelines.records import DocumentUpsert
+from pipelines.settings import KafkaSettings
+from pipelines.topics import DOCUMENTS
+from tests.kafka_helpers import IngestionProcess, group_committed, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOTAL = 1500
+
+
+@pytest.mark.timeout(300)
+def test_a_broker_restart_mid_ingestion_loses_and_duplicates_nothing(
+    private_kafka_broker: LocalBroker,
+    topic_prefix: str,
+    tmp_path: Path,
+    spawn_ingestion: Callable[..., IngestionProcess],
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=private_kafka_broker.bootstrap_servers)
+    spec = DOCUMENTS.with_prefix(topic_prefix)
+    ensure_topics(kafka, [spec])
+    sender = open_sender(kafka, "kafka-python")
+    try:
+        produce_records(
+            sender, spec, (DocumentUpsert(doc_id=f"r-{i}", text=f"Restart note {i}.") for i in range(TOTAL))
+        )
+    finally:
+        sender.close()
+
+    group = f"{topic_prefix}ingestion"
+    consumer = spawn_ingestion(
+        "restart",
+        "--bootstrap-servers", kafka.bootstrap_servers,
+        "--topic-prefix", topic_prefix,
+        "--group-id", group,
+        "--group-instance-id", "ingestion-0",
+        "--index-path", str(tmp_path / "index"),
+        "--batch-size", "32",
+        "--session-timeout-s", "6",
+    )  # fmt: skip
+    wait_for(
+        lambda: consumer.assert_running() and group_committed(kafka, group, spec.name)[0] >= 300, 180, "300"
+    )
+
+    private_kafka_broker.stop()  # SIGTERM; the consumer is mid-stream
+    time.sleep(3)
+    consumer.assert_running()  # a broker outage is waited out, not a crash
+    private_kafka_broker.start()
+
+    wait_for(
+        lambda: consumer.assert_running() and group_committed(kafka, group, spec.name)[0] == TOTAL,
+        180,
+        "every record committed after the restart",
+    )
+    assert consumer.terminate() == 0, consumer.log()[-3000:]
+    with open_vector_store(EmbeddedStoreSettings(path=tmp_path / "index"), 384) as store:
+        assert store.count_documents() == TOTAL
+        assert store.count_chunks() == TOTAL
