@@ -27,6 +27,8 @@ stop_all() {
     for _ in $(seq 1 20); do pgrep -f "$session" >/dev/null || break; sleep 0.5; done
     pkill -KILL -f "$session" 2>/dev/null || true
     rm -f "$RUN_DIR/ray-session"
+    # `ray.init(address="auto")` (and `serve run`) would keep trying to join the stopped cluster.
+    if grep -qs ":${RAY_PORT}\$" /tmp/ray/ray_current_cluster; then rm -f /tmp/ray/ray_current_cluster; fi
   fi
   surge broker stop --data-dir "$RUN_DIR/broker" >/dev/null 2>&1 || true
 }
