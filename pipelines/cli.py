@@ -31,7 +31,11 @@ from pipelines.topics import topic_specs
 # Sub-commands other modules add through `register_cli(subparsers)`, by command name. A module is imported
 # only when its command (or the full help) is asked for: they pull in Ray / scipy, which would make every
 # `surge produce` start slowly. Absent modules are skipped (an optional part not installed).
-PLUGIN_MODULES = {"feature-job": "pipelines.feature_job", "drift-monitor": "pipelines.drift"}
+PLUGIN_MODULES = {
+    "feature-job": "pipelines.feature_job",
+    "drift-monitor": "pipelines.drift",
+    "rayservice": "pipelines.cluster",
+}
 DEFAULT_BROKER_DIR = Path("~/.cache/surge/broker")
 PROGRESS_THRESHOLD = 1000
 

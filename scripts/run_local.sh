@@ -51,7 +51,7 @@ ps -eo args | grep "gcs_server" | grep -- "--gcs_server_port=${RAY_PORT}" | grep
 export RAY_ADDRESS="127.0.0.1:${RAY_PORT}"
 
 serve run --non-blocking deployments/serve_config.yaml
-surge ingest --bootstrap-servers "$BOOTSTRAP" --sink-url http://127.0.0.1:8000 --metrics-port 9464 \
+surge ingest --bootstrap-servers "$BOOTSTRAP" --sink-url http://127.0.0.1:8000 --metrics-port 9464 --group-instance-id local-ingest \
   >"$RUN_DIR/ingest.log" 2>&1 &
 echo $! >"$RUN_DIR/ingest.pid"
 
