@@ -132,13 +132,17 @@ class InProcessRag:
         budget = max(400, (self.settings.llm.max_model_len - max_tokens) * 2)
         messages = [rag.context_message(hits, budget), {"role": "user", "content": question}]
         prompt = self.engine.render_chat(messages)
-        first: float | None = None
-        async for _ in self.engine.generate(
+        arrivals: list[float] = []
+        async for delta in self.engine.generate(
             prompt, SamplingSettings(max_tokens=max_tokens, temperature=0), uuid.uuid4().hex
         ):
-            first = first or time.perf_counter()
+            if delta.text:
+                arrivals.append(time.perf_counter())
         end = time.perf_counter()
+        first = arrivals[0] if arrivals else None
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         return {
+            "itl": sum(gaps) / len(gaps) if gaps else 0.0,
             "embed": t_embed - t0,
             "retrieve": t_retrieve - t_embed,
             "ttft_after_retrieve": (first or end) - t_retrieve,
@@ -245,7 +249,7 @@ def report(
             )
         table.append(
             [
-                phase + (" (streamed)" if phase == "itl" else ""),
+                {"itl": "itl (streamed)", "ttft": "ttft (non-streamed, gateway mark)"}.get(phase, phase),
                 base.get("p50"),
                 served.get("p50"),
                 served.get("p99"),
