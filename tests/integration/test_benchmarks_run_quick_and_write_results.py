@@ -21,12 +21,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def bench_url(serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def bench_url(
+    serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     from benchmarks import _surge
 
     os.environ["SURGE_BENCH_NO_PROGRESS"] = "1"
-    args = argparse.Namespace(quick=True, llm_model=None, default_llm="tiny-llama", llm_engine="vllm",
-                              llm_device="cpu")
+    args = argparse.Namespace(
+        quick=True, llm_model=None, default_llm="tiny-llama", llm_engine="vllm", llm_device="cpu"
+    )
     zero = {"autoscaling": _surge.FAST_ZERO}
     settings = _surge.bench_settings(args, tmp_path_factory.mktemp("bench-index"), embedder=zero, llm=zero)
     target = _surge.deploy(serve_http_port, settings)
@@ -60,7 +63,9 @@ def test_cold_start_splits_time_to_first_token_into_phases(bench_url: str, tmp_p
     assert set(variant["phases_s"]) == {"replica scheduled", "model loaded", "first token"}
 
 
-def test_embedding_throughput_compares_with_direct_sentence_transformers(bench_url: str, tmp_path: Path) -> None:
+def test_embedding_throughput_compares_with_direct_sentence_transformers(
+    bench_url: str, tmp_path: Path
+) -> None:
     doc = run_quick("embedding_throughput", tmp_path, *remote(bench_url))
     assert {"direct batch", "direct single", "surge c=1", "surge c=8"} <= set(doc["figures"])
 
@@ -71,19 +76,25 @@ def test_rag_latency_breaks_down_phases_against_in_process_models(bench_url: str
     assert doc["figures"]["surge"]["embed"]["n"] == 3
 
 
-def test_trace_replay_measures_replica_seconds_and_simulates_the_trace(bench_url: str, tmp_path: Path) -> None:
+def test_trace_replay_measures_replica_seconds_and_simulates_the_trace(
+    bench_url: str, tmp_path: Path
+) -> None:
     doc = run_quick("trace_replay", tmp_path, *remote(bench_url), "--duration-s", "16")
     measured = doc["figures"]["measured"]["as deployed"][0]
     assert measured["errors"] == 0 and measured["requests"] >= 1
     assert "scale-to-zero" in doc["figures"]["simulated"] and "always-on" in doc["figures"]["simulated"]
 
 
-def test_hop_overhead_measures_bare_uvicorn_serve_hops_and_the_gateway(bench_url: str, tmp_path: Path) -> None:
+def test_hop_overhead_measures_bare_uvicorn_serve_hops_and_the_gateway(
+    bench_url: str, tmp_path: Path
+) -> None:
     doc = run_quick("hop_overhead", tmp_path, *remote(bench_url), "--requests", "30")
     assert "serve 3 hops @c8" in doc["figures"] and "surge gateway /healthz @c1" in doc["figures"]
 
 
-def test_openai_load_runs_vllms_own_benchmark_client_against_both_servers(bench_url: str, tmp_path: Path) -> None:
+def test_openai_load_runs_vllms_own_benchmark_client_against_both_servers(
+    bench_url: str, tmp_path: Path
+) -> None:
     doc = run_quick("openai_load", tmp_path, *remote(bench_url))
     for server in ("vllm server", "surge"):
         assert doc["figures"][server]["completed"]["median"] == 8
