@@ -50,13 +50,15 @@ def serve_http_port(ray_session: None) -> Iterator[int]:
 
 
 TEST_API_KEY = "sk-surge-test-key"
+# Short enough that the scale-to-zero test sees zero within a minute, long enough that back-to-back tests
+# find the stages warm instead of paying a cold start each.
 SCALE_FAST = {
     "min_replicas": 0,
     "max_replicas": 1,
     "target_ongoing_requests": 4,
     "upscale_delay_s": 0,
-    "downscale_delay_s": 4,
-    "downscale_to_zero_delay_s": 4,
+    "downscale_delay_s": 15,
+    "downscale_to_zero_delay_s": 15,
     "look_back_period_s": 2,
     "metrics_interval_s": 0.5,
 }
