@@ -8,7 +8,7 @@ the SLO, cold starts. Then a simulator of the same autoscaling policy (benchmark
 calibrated with the measured cold start and per-request times, runs the whole hour of the trace under
 both policies: those numbers are SIMULATED and labelled so.
 
-    python -m benchmarks.trace_replay [--quick] [--trace PATH] [--time-scale 1.0] [--on-s 30 --off-s 30]
+    python -m benchmarks.trace_replay [--quick] [--trace PATH] [--time-scale 1.0] [--on-s 30 --off-s 90]
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     plan = ReplayPlan(
         start_s=args.start_s,
-        duration_s=args.duration_s or (24.0 if args.quick else 180.0),
+        duration_s=args.duration_s or (24.0 if args.quick else 240.0),
         time_scale=args.time_scale,
         on_s=args.on_s or (8.0 if args.quick else 30.0),
-        off_s=args.off_s if args.off_s is not None else (8.0 if args.quick else 30.0),
+        off_s=args.off_s if args.off_s is not None else (8.0 if args.quick else 90.0),
         keep_every=args.keep_every or (20 if args.quick else 10),
         token_scale=args.token_scale,
         max_tokens_cap=args.max_tokens_cap if not args.quick else 8,
