@@ -28,7 +28,13 @@ from deployments import rag
 from deployments.chunking import chunk_text
 from deployments.engines.base import InvalidRequestError
 from deployments.gateway_metrics import GatewayMetrics
-from deployments.http_guards import PUBLIC_PATHS, ApiKeyAuth, BodySizeLimit, install_error_handlers
+from deployments.http_guards import (
+    PUBLIC_PATHS,
+    ApiKeyAuth,
+    BodySizeLimit,
+    app_path,
+    install_error_handlers,
+)
 from deployments.inference_logging import InferenceLogger
 from deployments.openai_api import (
     ApiError,
@@ -54,7 +60,7 @@ async def _guard(request: Request, call_next: Any) -> Any:
     """Auth and per-request metrics for every route (health routes are public)."""
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
-    route = request.url.path
+    route = app_path(request.scope)
     try:
         if route not in PUBLIC_PATHS:
             gateway.auth.check(request.headers.get("authorization"))

@@ -31,6 +31,15 @@ Send = Callable[[Message], Awaitable[None]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
+def app_path(scope: Scope) -> str:
+    """The request path inside the app: without the route prefix Serve mounts it under (`root_path`)."""
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
 class ApiKeyAuth:
     """Bearer API keys from an environment variable (a Secret on Kubernetes), compared in constant time.
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from deployments.http_guards import ApiKeyAuth
+from deployments.http_guards import PUBLIC_PATHS, ApiKeyAuth, app_path
 from deployments.openai_api import ApiError
 from deployments.settings import GatewaySettings
 
@@ -50,3 +50,12 @@ def test_keys_never_appear_in_logs(monkeypatch: pytest.MonkeyPatch, caplog: pyte
         with pytest.raises(ApiError):
             auth.check("Bearer super-secret-guess")
     assert "super-secret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "expected"),
+    [("/healthz", "", "/healthz"), ("/api/healthz", "/api", "/healthz"), ("/api", "/api", "/")],
+)
+def test_health_probes_stay_public_under_a_route_prefix(path: str, root_path: str, expected: str) -> None:
+    assert app_path({"path": path, "root_path": root_path}) == expected
+    assert (expected in PUBLIC_PATHS) == expected.endswith("z")
