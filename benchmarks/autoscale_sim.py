@@ -27,25 +27,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Policy:
-    """The autoscaling policy of the simulated stage (same meaning as surge's AutoscalingSettings)."""
-
-    min_replicas: int = 0
-    max_replicas: int = 1
-    target_ongoing_requests: float = 4.0
-    upscale_delay_s: float = 0.0
-    downscale_delay_s: float = 4.0
-    downscale_to_zero_delay_s: float = 4.0
-    look_back_period_s: float = 2.0
-    metrics_interval_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
-            raise ValueError(f"need 0 <= min_replicas <= max_replicas, max >= 1; got {self}")
-        if self.target_ongoing_requests <= 0:
-            raise ValueError("target_ongoing_requests must be > 0")
+from deployments.settings import AutoscalingSettings
 
 
 @dataclass(frozen=True)
@@ -95,14 +77,23 @@ class SimResult:
 
 def simulate(
     arrivals: list[tuple[float, int]],
-    policy: Policy,
+    policy: AutoscalingSettings,
     calibration: Calibration,
     end_s: float,
     dt_s: float = 0.1,
 ) -> SimResult:
-    """Run `arrivals` ((t_s, max_tokens), sorted) through one stage under `policy` until `end_s`."""
+    """Run `arrivals` ((t_s, max_tokens), sorted) through one stage under `policy` until `end_s`.
+
+    `policy` is the stage's own `AutoscalingSettings`, so the simulator models exactly what surge deploys.
+    """
+    min_replicas = policy.effective_min_replicas
+    to_zero_delay_s = (
+        policy.downscale_delay_s
+        if policy.downscale_to_zero_delay_s is None
+        else policy.downscale_to_zero_delay_s
+    )
     queue: deque[tuple[float, int]] = deque()
-    replicas: list[_Replica] = [_Replica(ready_at=0.0) for _ in range(policy.min_replicas)]
+    replicas: list[_Replica] = [_Replica(ready_at=0.0) for _ in range(min_replicas)]
     pending = deque(arrivals)
     samples: deque[tuple[float, int]] = deque()
     ttft: list[float] = []
@@ -138,7 +129,7 @@ def simulate(
             average = sum(n for _, n in samples) / len(samples)
             desired = min(
                 policy.max_replicas,
-                max(policy.min_replicas, math.ceil(average / policy.target_ongoing_requests)),
+                max(min_replicas, math.ceil(average / policy.target_ongoing_requests)),
             )
             current = len(replicas)
             if desired > current:
@@ -151,7 +142,7 @@ def simulate(
             elif desired < current:
                 above_since = None
                 below_since = now if below_since is None else below_since
-                delay = policy.downscale_to_zero_delay_s if current == 1 else policy.downscale_delay_s
+                delay = to_zero_delay_s if current == 1 else policy.downscale_delay_s
                 idle = [r for r in replicas if not r.busy]
                 if now - below_since >= delay and idle:
                     replicas.remove(idle[-1])
@@ -164,5 +155,5 @@ def simulate(
     return SimResult(replica_seconds, cold_starts, ttft, len(arrivals), (times, counts))
 
 
-def describe(policy: Policy, calibration: Calibration) -> dict[str, Any]:
-    return {"policy": asdict(policy), "calibration": asdict(calibration)}
+def describe(policy: AutoscalingSettings, calibration: Calibration) -> dict[str, Any]:
+    return {"policy": policy.model_dump(), "calibration": asdict(calibration)}

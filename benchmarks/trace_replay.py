@@ -24,8 +24,9 @@ from typing import Any
 
 from benchmarks import _harness as h
 from benchmarks import _surge
-from benchmarks.autoscale_sim import Calibration, Policy, describe, simulate
+from benchmarks.autoscale_sim import Calibration, describe, simulate
 from benchmarks.traces import DEFAULT_TRACE, ReplayPlan, ReplayRequest, arrival_rate, carve, load_trace
+from deployments.settings import AutoscalingSettings
 
 NAME = "trace_replay"
 STAGES = ("Embedder", "Retriever", "LLMServer")
@@ -273,20 +274,6 @@ def calibrate(runs: dict[str, list[dict[str, Any]]]) -> Calibration:
     )
 
 
-def policy_of(config: dict[str, Any]) -> Policy:
-    """The simulator's view of a Serve autoscaling config."""
-    return Policy(
-        min_replicas=int(config["min_replicas"]),
-        max_replicas=int(config["max_replicas"]),
-        target_ongoing_requests=float(config["target_ongoing_requests"]),
-        upscale_delay_s=float(config["upscale_delay_s"]),
-        downscale_delay_s=float(config["downscale_delay_s"]),
-        downscale_to_zero_delay_s=float(config["downscale_to_zero_delay_s"]),
-        look_back_period_s=float(config["look_back_period_s"]),
-        metrics_interval_s=float(config["metrics_interval_s"]),
-    )
-
-
 def report(
     args: Any,
     plan: ReplayPlan,
@@ -328,8 +315,8 @@ def report(
     )
     hour = carve(trace, hour_plan)
     arrivals = [(r.t_s, r.max_tokens) for r in hour]
-    zero_policy = policy_of(_surge.FAST_ZERO)
-    on_policy = policy_of(_surge.ALWAYS_ON)
+    zero_policy = AutoscalingSettings.model_validate(_surge.FAST_ZERO)
+    on_policy = AutoscalingSettings.model_validate(_surge.ALWAYS_ON)
     sims = {}
     for label, policy in (("scale-to-zero", zero_policy), ("always-on", on_policy)):
         result = simulate(arrivals, policy, calibration, hour_plan.duration_s)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import _harness as h
-from benchmarks.autoscale_sim import Calibration, Policy, simulate
+from benchmarks._surge import ALWAYS_ON, FAST_ZERO
+from benchmarks.autoscale_sim import Calibration, simulate
 from benchmarks.traces import DEFAULT_TRACE, ReplayPlan, TraceRequest, carve, load_trace
+from deployments.settings import AutoscalingSettings
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -55,7 +57,12 @@ def test_the_azure_trace_loads_with_relative_times() -> None:
 
 
 def test_simulated_cold_request_waits_for_the_replica_and_scales_back_to_zero() -> None:
-    result = simulate([(0.0, 1)], Policy(), Calibration(cold_start_s=10, ttft_warm_s=2, per_token_s=0), 40)
+    result = simulate(
+        [(0.0, 1)],
+        AutoscalingSettings.model_validate(FAST_ZERO),
+        Calibration(cold_start_s=10, ttft_warm_s=2, per_token_s=0),
+        40,
+    )
     assert result.cold_starts == 1
     assert result.ttft_s == [pytest.approx(12, abs=0.2)]
     assert result.timeline[1][-1] == 0  # back at zero by the end
@@ -65,8 +72,8 @@ def test_simulated_cold_request_waits_for_the_replica_and_scales_back_to_zero() 
 def test_scale_to_zero_costs_less_than_always_on_for_bursty_traffic_but_misses_more_slo() -> None:
     bursts = [(t + i * 0.5, 8) for t in (0, 100, 200) for i in range(10)]
     calibration = Calibration(cold_start_s=5, ttft_warm_s=0.2, per_token_s=0.05)
-    zero = simulate(bursts, Policy(), calibration, 300)
-    warm = simulate(bursts, Policy(min_replicas=1), calibration, 300)
+    zero = simulate(bursts, AutoscalingSettings.model_validate(FAST_ZERO), calibration, 300)
+    warm = simulate(bursts, AutoscalingSettings.model_validate(ALWAYS_ON), calibration, 300)
     assert zero.replica_seconds < warm.replica_seconds / 2
     assert zero.cold_starts == 3 and warm.cold_starts == 0
     assert zero.slo_share(1.0) < warm.slo_share(1.0) == 1.0
