@@ -469,6 +469,28 @@ class ServeTarget:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
+def init_local_ray(num_cpus: int) -> bool:
+    """Start a Ray instance on loopback unless one is already running here; True if this call started it.
+
+    The auth token comes from the checkout's .run/ (deployments.local_ray), never from ~/.ray.
+    """
+    import ray
+
+    from deployments.local_ray import ensure_auth_token
+
+    if ray.is_initialized():
+        return False
+    ensure_auth_token()
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+    return True
+
+
 @contextmanager
 def local_serve(num_cpus: int = 6) -> Iterator[int]:
     """Ray + Serve on 127.0.0.1, started here unless this process already runs them; yields the HTTP port.
@@ -480,15 +502,7 @@ def local_serve(num_cpus: int = 6) -> Iterator[int]:
     import ray
     from ray import serve
 
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-        )
+    owns_ray = init_local_ray(num_cpus)
     port = running_serve_port()
     owns_serve = port is None
     if port is None:

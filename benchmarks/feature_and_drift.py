@@ -50,15 +50,7 @@ def main(argv: list[str] | None = None) -> Path:
         broker.start()
         import ray
 
-        owns_ray = not ray.is_initialized()
-        if owns_ray:
-            ray.init(
-                address="local",
-                num_cpus=2,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-            )
+        owns_ray = h.init_local_ray(num_cpus=2)
         try:
             bar = h.progress_bar("features + drift", rounds * 5)
             for r in range(rounds):
