@@ -15,7 +15,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ from deployments.openai_api import (
     usage,
 )
 from deployments.settings import AppSettings
+from deployments.stage_client import StageStatusBoard, serve_app_status, wait_for_stage
 from pipelines.feature_store import OnlineFeatureStore, open_online_store
 
 api = FastAPI(title="surge", version="0.1.0", docs_url=None, redoc_url=None)
@@ -110,6 +111,10 @@ def _model_error(exc: Exception) -> ApiError:
     return ApiError(502, "the model failed to generate a response", error_type="server_error")
 
 
+# Stage name (in messages and metrics) -> the Serve deployment behind it (see deployments.app).
+STAGE_DEPLOYMENTS = {"embedder": "Embedder", "retriever": "Retriever", "llm": "LLMServer"}
+
+
 def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
@@ -146,7 +151,8 @@ class Gateway:
         # When did the LLM last answer? Within its idle-to-zero delay it is surely up, so no wake is sent.
         self._llm_last_seen = 0.0
         self._llm_idle_to_zero_s = _idle_to_zero_seconds(settings)
-        self._status_cache: tuple[float, dict[str, Any]] = (0.0, {})
+        app_name = serve.get_replica_context().app_name
+        self.stage_status = StageStatusBoard(lambda: serve_app_status(app_name))
         api.state.gateway = self
         api.add_middleware(BodySizeLimit, max_bytes=settings.gateway.max_body_bytes)
 
@@ -158,33 +164,15 @@ class Gateway:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        """Ready when every deployment of the app is healthy; reads Serve's status, never calls a stage."""
-        status = await self._app_status()
-        ready = status.get("status") == "RUNNING"
-        return JSONResponse(status, status_code=200 if ready else 503)
+        """Ready when every deployment of the app is healthy; reads Serve's status, never calls a stage.
 
-    async def _app_status(self) -> dict[str, Any]:
-        cached_at, cached = self._status_cache
-        if time.monotonic() - cached_at < 2.0:
-            return cached
-        serve_status = await asyncio.to_thread(serve.status)
-        app_name = serve.get_replica_context().app_name
-        app = serve_status.applications.get(app_name)
-        if app is None:
-            result: dict[str, Any] = {"status": "NOT_STARTED", "deployments": {}}
-        else:
-            result = {
-                "status": str(getattr(app.status, "value", app.status)),
-                "deployments": {
-                    name: {
-                        "status": str(getattr(d.status, "value", d.status)),
-                        "replicas": dict(d.replica_states),
-                    }
-                    for name, d in app.deployments.items()
-                },
-            }
-        self._status_cache = (time.monotonic(), result)
-        return result
+        A stage that cannot start (DEPLOY_FAILED, UNHEALTHY) makes the app not ready, and its entry says why.
+        """
+        status = await self.stage_status.snapshot()
+        ready = status.get("status") == "RUNNING" and not any(
+            d["status"] in ("DEPLOY_FAILED", "UNHEALTHY") for d in status.get("deployments", {}).values()
+        )
+        return JSONResponse(status, status_code=200 if ready else 503)
 
     # ---------------------------------------------------------------- models
 
@@ -252,7 +240,7 @@ class Gateway:
                 )
 
     async def _embed(self, texts: list[str], timeline: _Timeline) -> dict[str, Any]:
-        result: dict[str, Any] = await self._bounded(self.embedder.embed.remote(texts), "embedder")
+        result: dict[str, Any] = await self._bounded(lambda: self.embedder.embed.remote(texts), "embedder")
         self._account_cold_start("embedder", timeline, result.get("ready_at"))
         timeline.mark("embedded")
         return result
@@ -292,10 +280,14 @@ class Gateway:
                         "metadata": doc.metadata,
                     }
                 )
-            upserted = await self._bounded(self.retriever.replace_documents.remote(grouped), "retriever")
+            upserted = await self._bounded(
+                lambda: self.retriever.replace_documents.remote(grouped), "retriever"
+            )
         deleted = 0
         if body.delete:
-            deleted = await self._bounded(self.retriever.delete_documents.remote(body.delete), "retriever")
+            deleted = await self._bounded(
+                lambda: self.retriever.delete_documents.remote(body.delete), "retriever"
+            )
         return {
             "object": "documents.result",
             "upserted_documents": len(body.documents),
@@ -404,7 +396,7 @@ class Gateway:
         where = options.filter if options else None
         timeline.query_embedding = embedded["embeddings"][0].tolist()
         hits: list[dict[str, Any]] = await self._bounded(
-            self.retriever.search.remote(timeline.query_embedding, top_k, where), "retriever"
+            lambda: self.retriever.search.remote(timeline.query_embedding, top_k, where), "retriever"
         )
         timeline.mark("retrieved")
         return hits
@@ -441,7 +433,7 @@ class Gateway:
 
     async def _wake_llm(self, timeline: _Timeline) -> None:
         timeline.mark("llm_wake_sent")
-        info: dict[str, Any] = await self._bounded(self.llm.wake.remote(), "llm")
+        info: dict[str, Any] = await self._bounded(self.llm.wake.remote, "llm")
         self._account_cold_start("llm", timeline, info.get("ready_at"))
         timeline.marks["llm_replica_started"] = round(info["replica_started_at"] - timeline.arrived, 4)
         timeline.mark("llm_ready")
@@ -450,22 +442,30 @@ class Gateway:
         self, request: dict[str, Any], llm_wake: asyncio.Task[None] | None, timeline: _Timeline
     ) -> AsyncIterator[dict[str, Any]]:
         """Send the request and wait (bounded) for the first delta, so errors surface before a 200."""
-        generator: DeploymentResponseGenerator = self.llm.options(stream=True).generate.remote(request)
+        started: list[DeploymentResponseGenerator] = []
+
+        def first_delta() -> Awaitable[dict[str, Any]]:
+            # Ray answers a call to a deployment it gave up on with DeploymentUnavailableError, sometimes
+            # from `.remote()` itself: the call is made inside the bounded wait so it is translated too.
+            started.append(self.llm.options(stream=True).generate.remote(request))
+            return started[0].__anext__()
+
         try:
-            first = await self._bounded(generator.__anext__(), "llm")
+            first = await self._bounded(first_delta, "llm")
         except StopAsyncIteration as exc:
             raise ApiError(500, "the model returned no output", error_type="server_error") from exc
-        except ApiError:
-            generator.cancel()
-            raise
-        except Exception as exc:
-            generator.cancel()
+        except BaseException as exc:
+            for generator in started:
+                generator.cancel()
+            if isinstance(exc, ApiError) or not isinstance(exc, Exception):
+                raise
             raise _model_error(exc) from exc
         finally:
             if llm_wake is not None:
                 await asyncio.gather(llm_wake, return_exceptions=True)
         timeline.mark("first_token")
         self._llm_last_seen = time.time()
+        generator = started[0]
 
         async def deltas() -> AsyncIterator[dict[str, Any]]:
             yield first
@@ -547,18 +547,16 @@ class Gateway:
         yield "data: [DONE]\n\n"
         self._log_inference(body, "/v1/completions", timeline, last, [], status)
 
-    async def _bounded(self, awaitable: Any, stage: str) -> Any:
-        """Wait for a stage, at most `cold_start_timeout_s` (it may be starting from zero)."""
-        try:
-            return await asyncio.wait_for(awaitable, timeout=self.settings.cold_start_timeout_s)
-        except TimeoutError as exc:
-            raise ApiError(
-                503,
-                f"the {stage} stage did not answer within {self.settings.cold_start_timeout_s:.0f} s "
-                "(it may still be starting); retry shortly",
-                error_type="overloaded_error",
-                headers={"Retry-After": "5"},
-            ) from exc
+    async def _bounded(self, call: Callable[[], Awaitable[Any]], stage: str) -> Any:
+        """Wait for a stage, at most `cold_start_timeout_s` (it may be starting from zero), and answer a 503
+        at once when Serve reports that the stage cannot start (see `deployments.stage_client`)."""
+        return await wait_for_stage(
+            call,
+            stage=stage,
+            deployment=STAGE_DEPLOYMENTS[stage],
+            board=self.stage_status,
+            timeout_s=self.settings.cold_start_timeout_s,
+        )
 
     def _account_cold_start(self, stage: str, timeline: _Timeline, ready_at: float | None) -> None:
         if ready_at is not None and ready_at > timeline.arrived:
