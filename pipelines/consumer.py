@@ -76,6 +76,14 @@ class ConsumerSettings(BaseModel):
     )
     batch_size: int = Field(64, ge=1, le=10_000, description="Most records handled (and committed) at once.")
     poll_timeout_s: float = Field(1.0, gt=0, le=60, description="How long one poll waits for records.")
+    idle_poll_interval_s: float = Field(
+        0.25,
+        ge=0,
+        le=10,
+        description="Once a poll came back empty, poll without waiting this often until records arrive "
+        "(a broker that answers empty fetches at once, as the local one does, otherwise costs ~40% of a "
+        "core per idle consumer); adds at most this much latency to the first record after a quiet spell.",
+    )
     max_poll_interval_s: float = Field(
         300, gt=0, description="Longest gap between polls before the group evicts this consumer."
     )
@@ -230,15 +238,25 @@ class AtLeastOnceConsumer(Generic[T]):
         logger.info("consuming %s as group %s", self.topic, self.settings.group_id)
         try:
             assert self._consumer is not None
+            idle = False
+            lag_updated_at = 0.0
             while not self.stop_requested.is_set():
+                # Idle: a zero-wait poll, then sleep. A long poll against a broker that answers empty fetches
+                # at once spins: measured 1.97 s of CPU per 5 s idle, against 0.03 s this way.
+                timeout_s = 0.0 if idle else self.settings.poll_timeout_s
                 polled = self._consumer.poll(
-                    timeout_ms=int(self.settings.poll_timeout_s * 1000), max_records=self.settings.batch_size
+                    timeout_ms=int(timeout_s * 1000), max_records=self.settings.batch_size
                 )
                 messages = [m for batch in polled.values() for m in batch]
+                idle = not messages and self.settings.idle_poll_interval_s > 0
                 if messages:
                     self.handle_batch(messages)
-                else:
+                    continue
+                if time.monotonic() - lag_updated_at >= self.settings.poll_timeout_s:
                     self._update_lag({})
+                    lag_updated_at = time.monotonic()
+                if idle:
+                    self.stop_requested.wait(self.settings.idle_poll_interval_s)
         finally:
             self._close()
             elapsed = time.monotonic() - self.stats.started_at
