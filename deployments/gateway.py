@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,6 +114,13 @@ def _model_error(exc: Exception) -> ApiError:
 
 # Stage name (in messages and metrics) -> the Serve deployment behind it (see deployments.app).
 STAGE_DEPLOYMENTS = {"embedder": "Embedder", "retriever": "Retriever", "llm": "LLMServer"}
+
+
+def _cancel_quietly(generator: DeploymentResponseGenerator) -> None:
+    """Cancel a streamed call; `cancel()` re-raises the call's own error (e.g. DeploymentUnavailableError),
+    which the caller has already translated."""
+    with contextlib.suppress(Exception):
+        generator.cancel()
 
 
 def _sse(payload: dict[str, Any]) -> str:
@@ -456,7 +464,7 @@ class Gateway:
             raise ApiError(500, "the model returned no output", error_type="server_error") from exc
         except BaseException as exc:
             for generator in started:
-                generator.cancel()
+                _cancel_quietly(generator)
             if isinstance(exc, ApiError) or not isinstance(exc, Exception):
                 raise
             raise _model_error(exc) from exc
@@ -473,7 +481,7 @@ class Gateway:
                 async for delta in generator:
                     yield delta
             finally:
-                generator.cancel()
+                _cancel_quietly(generator)
                 self._llm_last_seen = time.time()
 
         return deltas()

@@ -32,8 +32,9 @@ def default_run_dir() -> Path:
 def ensure_auth_token(run_dir: Path | None = None) -> Path | None:
     """Make sure Ray finds a token without looking in HOME; returns the token file (None: user-provided).
 
-    Sets `RAY_AUTH_MODE=token` (Ray's CLIs need it to send the token) and `RAY_AUTH_TOKEN_PATH` in this
-    process's environment, so every Ray driver and subprocess started after this call uses the same token.
+    Sets `RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN_PATH` in this process's environment, so every Ray driver
+    and subprocess started after this call uses the same token. Call it before `import ray`: Ray reads these
+    when it is imported (set afterwards, `ray.init()` starts a cluster that refuses its own driver).
     """
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     if os.environ.get("RAY_AUTH_TOKEN"):
