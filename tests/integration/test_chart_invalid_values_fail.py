@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures_helm import HelmRenderError, Renderer
+from tests.fixtures_helm import SCENARIOS, HelmRenderError, Renderer
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,10 @@ SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
 def test_invalid_values_should_fail_with_a_message_naming_the_keys(
     render_chart: Renderer, sets: tuple[str, ...], message: str | None
 ) -> None:
+    base = SCENARIOS["default"]  # the defaults plus the one required value, image.repository
     if message is None:
-        render_chart(sets=sets)  # the valid neighbour of an invalid case renders
+        render_chart(base, sets=sets)  # the valid neighbour of an invalid case renders
         return
     with pytest.raises(HelmRenderError) as failure:
-        render_chart(sets=sets)
+        render_chart(base, sets=sets)
     assert message in failure.value.stderr
