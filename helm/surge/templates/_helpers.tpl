@@ -278,7 +278,7 @@ Cross-field checks that values.schema.json cannot express. Each message names th
 
 {{/*
 The GPU worker groups as a YAML list: gpuWorkers (name "gpu") when enabled, then each of
-rayCluster.extraGpuWorkerGroups merged over gpuWorkers.
+rayCluster.extraGpuWorkerGroups over gpuWorkers (each key it sets replaces gpuWorkers' whole value).
 */}}
 {{- define "surge.gpuWorkerGroups" -}}
 {{- $rc := .Values.rayCluster }}
@@ -287,7 +287,10 @@ rayCluster.extraGpuWorkerGroups merged over gpuWorkers.
 {{- $base := omit (deepCopy $rc.gpuWorkers) "enabled" }}
 {{- $groups = append $groups (merge (dict "name" "gpu") $base) }}
 {{- range $rc.extraGpuWorkerGroups }}
-{{- $groups = append $groups (mergeOverwrite (deepCopy $base) (deepCopy .)) }}
+{{- /* Key by key: a key set on the group replaces gpuWorkers' value whole (no merging of nodeSelector). */}}
+{{- $group := deepCopy $base }}
+{{- range $key, $value := . }}{{- $_ := set $group $key (deepCopy $value) }}{{- end }}
+{{- $groups = append $groups $group }}
 {{- end }}
 {{- end }}
 {{- toYaml $groups }}
