@@ -37,6 +37,38 @@ CROSS_FIELD: list[tuple[tuple[str, ...], str | None]] = [
         None,  # keepWarm with max 1 is fine: effective minimum 1 <= 1
     ),
     (("featureJob.onlineStore.backend=postgres",), "featureJob.onlineStore.backend postgres needs"),
+    (("modelCache.type=pvc",), "model.name (smollm2-135m-instruct) is not a folder under it"),
+    (
+        ("modelCache.type=pvc", "model.name=/models/m"),
+        "modelCache.type pvc needs modelCache.pvc.existingClaim",
+    ),
+    (
+        (
+            "modelCache.type=pvc",
+            "model.name=/models/m",
+            "modelCache.pvc.existingClaim=w",
+            "modelCache.init.enabled=true",
+            "modelCache.init.hfRepo=a/b",
+        ),
+        "set modelCache.pvc.readOnly=false",
+    ),
+    (("modelCache.type=ephemeral", "model.name=/models/m"), "turn modelCache.init.enabled on"),
+    (("modelCache.init.enabled=true",), "modelCache.init.enabled needs modelCache.init.hfRepo"),
+    (
+        ("vectorStore.embedded.persistence.accessModes[0]=ReadWriteOnce",),
+        "cannot be mounted by 4 CPU worker pods on different nodes",
+    ),
+    (
+        (
+            "vectorStore.embedded.persistence.accessModes[0]=ReadWriteOnce",
+            "rayCluster.cpuWorkers.maxReplicas=1",
+        ),
+        None,  # one CPU worker may use a ReadWriteOnce claim
+    ),
+    (("rayCluster.gcsFaultTolerance.enabled=true",), "needs rayCluster.gcsFaultTolerance.redisAddress"),
+    (("httpRoute.enabled=true",), "httpRoute.enabled needs httpRoute.parentRefs"),
+    (("consumers.ingest.settings.group_instance_id=x",), "set consumers.ingest.staticMembership=true"),
+    (("rayCluster.extraGpuWorkerGroups[0].name=gpu",), "name gpu is already used"),
 ]
 
 SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
@@ -46,6 +78,8 @@ SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
     (("image.digest=latest",), "at '/image/digest'"),
     (("rayCluster.upgradeStrategy=NewClusterWithIncrementalUpgrade",), "at '/rayCluster/upgradeStrategy'"),
     (("featureJob.schedule=hourly",), "at '/featureJob/schedule'"),
+    (("featureJob.deletion=never",), "at '/featureJob/deletion'"),
+    (("modelCache.type=s3",), "at '/modelCache/type'"),
     (("modle.gpus=1",), "additional properties 'modle' not allowed"),
     (("autoscaling.llm.minReplica=1",), "additional properties 'minReplica' not allowed"),
 ]
