@@ -283,3 +283,16 @@ def test_readme_documents_building_the_image_and_the_model_weights() -> None:
     assert "docker build --build-arg VARIANT=gpu" in readme
     assert "## Model weights" in readme and "ReadOnlyMany" in readme
     assert Path(REPO_ROOT / "tests" / "data" / "crds" / "README.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "label"),
+    [("gpu", "cloud.google.com/gke-accelerator"), ("model-pvc", "eks.amazonaws.com/nodegroup")],
+)
+def test_gpu_pods_select_only_the_node_group_template_label(
+    scenarios: dict[str, Rendered], scenario: str, label: str
+) -> None:
+    """A leftover default (nvidia.com/gpu.present, set by feature discovery on running nodes only) would keep
+    the autoscaler from ever scaling the pool up from zero."""
+    for pod in _gpu_pods(scenarios[scenario]):
+        assert list(pod["nodeSelector"]) == [label]
