@@ -117,6 +117,9 @@ def test_an_init_container_downloads_the_weights_into_a_per_pod_volume(
         assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "surge-hf-token"
         assert {"name": "model-cache", "mountPath": "/models"} in init["volumeMounts"]
         assert _env(pod["containers"][0])["HF_HUB_OFFLINE"]["value"] == "1"
+    # The default-deny NetworkPolicy lets the Ray pods reach HTTPS for the download.
+    egress = scenarios["model-download"].one("NetworkPolicy", "-ray")["spec"]["egress"]
+    assert {"protocol": "TCP", "port": 443} in [p for rule in egress for p in rule.get("ports", [])]
 
 
 def test_each_group_gets_its_extra_env_env_from_and_volumes(scenarios: dict[str, Rendered]) -> None:

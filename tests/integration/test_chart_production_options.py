@@ -30,6 +30,8 @@ def test_gcs_fault_tolerance_keeps_cluster_state_in_the_external_redis(
         "valueFrom": {"secretKeyRef": {"name": "surge-redis", "key": "password"}}
     }
     assert "gcsFaultToleranceOptions" not in _cluster(scenarios["default"])
+    egress = scenarios["ha"].one("NetworkPolicy", "-ray")["spec"]["egress"]
+    assert {"protocol": "TCP", "port": 6379} in [p for rule in egress for p in rule.get("ports", [])]
 
 
 @pytest.mark.parametrize("kind", ["Ingress", "HTTPRoute"])
