@@ -146,7 +146,7 @@ topologySpreadConstraints:
 {{- end }}
 {{- if and $model $mc.init.enabled }}
 initContainers:
-  {{- include "surge.modelCacheInit" (list $root .image) | nindent 2 }}
+  {{- include "surge.modelCacheInit" (list $root .image) | trim | nindent 2 }}
 {{- end }}
 containers:
   - name: {{ .name }}
@@ -200,7 +200,7 @@ containers:
       - {name: model-cache, mountPath: {{ $mc.mountPath }}, readOnly: {{ and (eq $mc.type "pvc") $mc.pvc.readOnly }}}
       {{- end }}
       {{- if .kafka }}
-      {{- include "surge.kafkaCaMount" $root | nindent 6 }}
+      {{- with include "surge.kafkaCaMount" $root | trim }}{{- . | nindent 6 }}{{- end }}
       {{- end }}
       {{- with .extraMounts }}
       {{- . | nindent 6 }}
@@ -229,10 +229,10 @@ volumes:
     {{- end }}
   {{- end }}
   {{- if $model }}
-  {{- include "surge.modelCacheVolume" $root | nindent 2 }}
+  {{- with include "surge.modelCacheVolume" $root | trim }}{{- . | nindent 2 }}{{- end }}
   {{- end }}
   {{- if .kafka }}
-  {{- include "surge.kafkaCaVolume" $root | nindent 2 }}
+  {{- with include "surge.kafkaCaVolume" $root | trim }}{{- . | nindent 2 }}{{- end }}
   {{- end }}
   {{- with .extraVolumes }}
   {{- . | nindent 2 }}
