@@ -311,9 +311,9 @@ def _feature_job_trigger_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = json.loads(Path(args.settings).read_text())
     kafka = KafkaSettings.model_validate(settings.get("kafka", {}))
-    lag = feature_job_lag(
-        kafka, settings.get("topic", "events"), settings.get("progress_group") or "surge-feature-job"
-    )
+    if not settings.get("progress_group"):
+        parser.error(f"{args.settings} has no progress_group: the lag cannot be measured")
+    lag = feature_job_lag(kafka, settings.get("topic", "events"), settings["progress_group"])
     body = yaml.safe_load(Path(args.rayjob).read_text())
     decision = run_feature_job_trigger(
         kubernetes_api(),
