@@ -5,6 +5,7 @@ kafka:
 topic: {{ printf "%sevents" .Values.kafka.topicPrefix | quote }}
 offline_path: /var/lib/surge/features/offline
 embed_text: {{ .Values.featureJob.embedText }}
+progress_group: {{ .Values.featureJob.progressGroup | quote }}
 online:
 {{- if eq .Values.featureJob.onlineStore.backend "postgres" }}
   backend: postgres
