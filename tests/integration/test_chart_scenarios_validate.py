@@ -32,6 +32,10 @@ UNVALIDATED_KINDS = {"TriggerAuthentication", "HTTPRoute"}
 
 def test_every_scenario_is_covered() -> None:
     assert set(SCENARIOS) >= {"default", "gpu", "pgvector", "no-monitoring", "external-kafka-sasl"}
+    # Issue 12: the model cache, Kafka TLS, and each production option have a scenario that turns them on.
+    assert set(SCENARIOS) >= {
+        "model-pvc", "model-download", "kafka-tls-ca", "ha", "gateway-routes", "multi-gpu-groups",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
