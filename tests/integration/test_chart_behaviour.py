@@ -71,7 +71,11 @@ def test_every_worker_group_and_consumer_should_reach_zero_when_idle(
     job = rendered.feature_rayjob()
     assert job is not None
     assert all(g["minReplicas"] == 0 for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"])
-    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    # The job's Ray cluster goes when the job ends: shutdownAfterJobFinishes, or KubeRay's DeleteCluster rule.
+    rules = job["spec"].get("deletionStrategy", {}).get("deletionRules", [])
+    assert job["spec"].get("shutdownAfterJobFinishes") is True or {
+        r["condition"]["jobStatus"] for r in rules if r["policy"] == "DeleteCluster"
+    } == {"SUCCEEDED", "FAILED"}
     scaled = rendered.of_kind("ScaledObject")
     deployments = rendered.of_kind("Deployment")
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {
@@ -205,7 +209,10 @@ def test_only_the_head_and_the_trigger_should_mount_api_tokens(scenarios: dict[s
         if not needs_token:
             assert pod.get("automountServiceAccountToken") is False, where
     role = scenarios["default"].one("Role", "feature-job-trigger")
-    assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create"]}]
+    # list: is a feature job still running; delete: finished RayJobs past their TTL; nothing else.
+    assert role["rules"] == [
+        {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["list", "create", "delete"]}
+    ]
 
 
 def test_network_policies_should_deny_by_default_and_allow_the_minimum(

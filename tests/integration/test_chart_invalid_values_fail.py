@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures_helm import HelmRenderError, Renderer
+from tests.fixtures_helm import SCENARIOS, HelmRenderError, Renderer
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,38 @@ CROSS_FIELD: list[tuple[tuple[str, ...], str | None]] = [
         None,  # keepWarm with max 1 is fine: effective minimum 1 <= 1
     ),
     (("featureJob.onlineStore.backend=postgres",), "featureJob.onlineStore.backend postgres needs"),
+    (("modelCache.type=pvc",), "model.name (smollm2-135m-instruct) is not a folder under it"),
+    (
+        ("modelCache.type=pvc", "model.name=/models/m"),
+        "modelCache.type pvc needs modelCache.pvc.existingClaim",
+    ),
+    (
+        (
+            "modelCache.type=pvc",
+            "model.name=/models/m",
+            "modelCache.pvc.existingClaim=w",
+            "modelCache.init.enabled=true",
+            "modelCache.init.hfRepo=a/b",
+        ),
+        "set modelCache.pvc.readOnly=false",
+    ),
+    (("modelCache.type=ephemeral", "model.name=/models/m"), "turn modelCache.init.enabled on"),
+    (("modelCache.init.enabled=true",), "modelCache.init.enabled needs modelCache.init.hfRepo"),
+    (
+        ("vectorStore.embedded.persistence.accessModes[0]=ReadWriteOnce",),
+        "cannot be mounted by 4 CPU worker pods on different nodes",
+    ),
+    (
+        (
+            "vectorStore.embedded.persistence.accessModes[0]=ReadWriteOnce",
+            "rayCluster.cpuWorkers.maxReplicas=1",
+        ),
+        None,  # one CPU worker may use a ReadWriteOnce claim
+    ),
+    (("rayCluster.gcsFaultTolerance.enabled=true",), "needs rayCluster.gcsFaultTolerance.redisAddress"),
+    (("httpRoute.enabled=true",), "httpRoute.enabled needs httpRoute.parentRefs"),
+    (("consumers.ingest.settings.group_instance_id=x",), "set consumers.ingest.staticMembership=true"),
+    (("rayCluster.extraGpuWorkerGroups[0].name=gpu",), "name gpu is already used"),
 ]
 
 SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
@@ -46,6 +78,8 @@ SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
     (("image.digest=latest",), "at '/image/digest'"),
     (("rayCluster.upgradeStrategy=NewClusterWithIncrementalUpgrade",), "at '/rayCluster/upgradeStrategy'"),
     (("featureJob.schedule=hourly",), "at '/featureJob/schedule'"),
+    (("featureJob.deletion=never",), "at '/featureJob/deletion'"),
+    (("modelCache.type=s3",), "at '/modelCache/type'"),
     (("modle.gpus=1",), "additional properties 'modle' not allowed"),
     (("autoscaling.llm.minReplica=1",), "additional properties 'minReplica' not allowed"),
 ]
@@ -57,9 +91,10 @@ SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
 def test_invalid_values_should_fail_with_a_message_naming_the_keys(
     render_chart: Renderer, sets: tuple[str, ...], message: str | None
 ) -> None:
+    base = SCENARIOS["default"]  # the defaults plus the one required value, image.repository
     if message is None:
-        render_chart(sets=sets)  # the valid neighbour of an invalid case renders
+        render_chart(base, sets=sets)  # the valid neighbour of an invalid case renders
         return
     with pytest.raises(HelmRenderError) as failure:
-        render_chart(sets=sets)
+        render_chart(base, sets=sets)
     assert message in failure.value.stderr

@@ -50,3 +50,20 @@ def test_notes_should_not_promise_gpu_scale_down_when_cpu_only(helm_bin: Path, t
     notes = render_notes(helm_bin, tmp_path, SCENARIOS["cpu-only"])
     assert "GPU" not in notes
     assert "port-forward" in notes
+
+
+def test_notes_should_say_where_the_ray_token_secret_is_after_any_upgrade(
+    helm_bin: Path, tmp_path: Path
+) -> None:
+    notes = render_notes(helm_bin, tmp_path, SCENARIOS["default"])
+    # KubeRay names the Secret after the generated RayCluster: NOTES must look the name up, not print one.
+    assert "get rayservice surge -o jsonpath='{.status.activeServiceStatus.rayClusterName}'" in notes
+    assert "get secret \"$RAY_CLUSTER\" -o jsonpath='{.data.auth_token}'" in notes
+    assert "NewCluster upgrade" in notes
+
+
+def test_notes_should_say_why_no_service_monitor_exists_without_the_operator(
+    helm_bin: Path, tmp_path: Path
+) -> None:
+    notes = render_notes(helm_bin, tmp_path, SCENARIOS["default"])  # helm template: no monitoring API
+    assert "ServiceMonitor API is not installed" in notes

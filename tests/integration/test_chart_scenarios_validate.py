@@ -25,12 +25,17 @@ CORE_GROUPS = {
     "rbac.authorization.k8s.io/v1",
 }
 CUSTOM_KINDS = {"RayService", "RayJob", "ScaledObject", "ServiceMonitor"}
-# Rendered but not schema-checked: KEDA's TriggerAuthentication CRD is not vendored (only ScaledObject is).
-UNVALIDATED_KINDS = {"TriggerAuthentication"}
+# Rendered but not schema-checked: KEDA's TriggerAuthentication and the Gateway API's HTTPRoute CRDs are
+# not vendored (only ScaledObject is); behaviour tests check their fields.
+UNVALIDATED_KINDS = {"TriggerAuthentication", "HTTPRoute"}
 
 
 def test_every_scenario_is_covered() -> None:
     assert set(SCENARIOS) >= {"default", "gpu", "pgvector", "no-monitoring", "external-kafka-sasl"}
+    # Issue 12: the model cache, Kafka TLS, and each production option have a scenario that turns them on.
+    assert set(SCENARIOS) >= {
+        "model-pvc", "model-download", "kafka-tls-ca", "ha", "gateway-routes", "multi-gpu-groups",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -91,7 +96,9 @@ def test_crd_validation_rejects_a_misspelt_field(
 def test_trigger_authentication_is_rendered_only_when_sasl_is_on(scenarios: dict[str, Rendered]) -> None:
     for name, rendered in scenarios.items():
         auths = rendered.of_kind("TriggerAuthentication")
-        if name == "external-kafka-sasl":
+        if name == "kafka-tls-ca":
+            assert [r["parameter"] for r in auths[0]["spec"]["secretTargetRef"]] == ["ca"]
+        elif name == "external-kafka-sasl":
             assert len(auths) == 1
             refs = auths[0]["spec"]["secretTargetRef"]
             assert {r["parameter"] for r in refs} == {"username", "password"}

@@ -96,6 +96,8 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
         }
         if kafka["securityProtocol"].startswith("SASL"):
             settings["sasl_mechanism"] = kafka["saslMechanism"]
+        if kafka["securityProtocol"].endswith("SSL") and kafka["caSecret"]["name"]:
+            settings["ssl_cafile"] = "/etc/surge/kafka-ca/ca.crt"  # the CA Secret, mounted
         args["gateway"]["inference_log"] = {
             "enabled": True,
             "kafka": settings,
@@ -145,9 +147,10 @@ def test_feature_job_settings_should_validate_as_feature_job_settings(
     job = scenarios[scenario].feature_rayjob()
     assert job is not None
     entrypoint = job["spec"]["entrypoint"]
-    assert entrypoint.startswith("python -m pipelines.feature_job run --settings /etc/surge/feature-job.json")
-    min_lag = values["featureJob"]["minLag"]
-    assert entrypoint.endswith(f" --min-lag {min_lag}") if min_lag else "--min-lag" not in entrypoint
+    assert entrypoint == "python -m pipelines.feature_job run --settings /etc/surge/feature-job.json"
+    # The lag threshold is the trigger's: below it no RayJob (and no Ray cluster) is created at all.
+    trigger = scenarios[scenario].one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert f"--min-lag={values['featureJob']['minLag']}" in trigger["containers"][0]["args"]
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

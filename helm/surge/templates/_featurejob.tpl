@@ -5,6 +5,7 @@ kafka:
 topic: {{ printf "%sevents" .Values.kafka.topicPrefix | quote }}
 offline_path: /var/lib/surge/features/offline
 embed_text: {{ .Values.featureJob.embedText }}
+progress_group: {{ .Values.featureJob.progressGroup | quote }}
 online:
 {{- if eq .Values.featureJob.onlineStore.backend "postgres" }}
   backend: postgres
@@ -17,29 +18,50 @@ online:
 
 {{/*
 The RayJob for one feature-job run: its own Ray cluster (head runs the driver; CPU workers from zero,
-added by the Ray autoscaler as Ray Data tasks need them), deleted after the job finishes.
-HTTPMode: the operator submits the job to the head's dashboard, so there is no extra submitter pod.
+added by the Ray autoscaler as Ray Data tasks need them). HTTPMode: the operator submits the job to the
+head's dashboard, so there is no extra submitter pod; the head declares the dashboard port for that.
+Deletion (featureJob.deletion): "trigger" = the cluster goes when the job ends (shutdownAfterJobFinishes)
+and the CronJob's trigger deletes the RayJob ttlSecondsAfterFinished later; "deletionRules" = KubeRay
+(>= 1.6) deletes the cluster at once and the RayJob after the TTL.
 */}}
 {{- define "surge.featureRayJob" -}}
 {{- $fj := .Values.featureJob }}
 {{- $name := include "surge.componentName" (list . "feature-job") }}
-{{- $storage := dict "name" "features" "mountPath" "/var/lib/surge/features" "claim" $fj.existingClaim }}
 {{- $env := "" }}
 {{- $env = include "surge.kafkaSaslEnv" . }}
 {{- if eq $fj.onlineStore.backend "postgres" }}
 {{- $env = printf "%s\n- name: SURGE_FEATURES_PG_DSN\n  valueFrom:\n    secretKeyRef:\n      name: %s\n      key: %s" $env $fj.onlineStore.dsnSecret.name $fj.onlineStore.dsnSecret.key }}
 {{- end }}
+{{- $storageMounts := "- {name: settings, mountPath: /etc/surge, readOnly: true}\n- {name: features, mountPath: /var/lib/surge/features}" }}
+{{- $storageVolumes := printf "- name: settings\n  configMap:\n    name: %s\n    items:\n      - {key: feature-job.json, path: feature-job.json}" $name }}
+{{- if $fj.existingClaim }}
+{{- $storageVolumes = printf "%s\n- name: features\n  persistentVolumeClaim:\n    claimName: %s" $storageVolumes $fj.existingClaim }}
+{{- else }}
+{{- $storageVolumes = printf "%s\n- {name: features, emptyDir: {}}" $storageVolumes }}
+{{- end }}
+{{- $head := dict "resources" $fj.headResources "shmSizeLimit" $fj.shmSizeLimit }}
+{{- $worker := dict "resources" $fj.workers.resources "shmSizeLimit" $fj.shmSizeLimit }}
 apiVersion: ray.io/v1
 kind: RayJob
 metadata:
   generateName: {{ $name }}-
   labels:
-    {{- include "surge.componentLabels" (list . "feature-job") | nindent 4 }}
+    {{- include "surge.rayPodLabels" (list . "feature-job") | nindent 4 }}
 spec:
-  entrypoint: {{ printf "%s --settings /etc/surge/feature-job.json%s" $fj.entrypoint (ternary (printf " --min-lag %d" (int $fj.minLag)) "" (gt (int $fj.minLag) 0)) | quote }}
+  entrypoint: {{ printf "%s --settings /etc/surge/feature-job.json" $fj.entrypoint | quote }}
   submissionMode: HTTPMode
+  {{- if eq $fj.deletion "deletionRules" }}
+  deletionStrategy:
+    deletionRules:
+      {{- range list "SUCCEEDED" "FAILED" }}
+      - {policy: DeleteCluster, condition: {jobStatus: {{ . }}, ttlSeconds: 0}}
+      - {policy: DeleteSelf, condition: {jobStatus: {{ . }}, ttlSeconds: {{ int $fj.ttlSecondsAfterFinished }}}}
+      {{- end }}
+  {{- else }}
   shutdownAfterJobFinishes: true
+  # The job's Ray cluster goes after this; the RayJob itself is deleted by the trigger (featureJob.deletion).
   ttlSecondsAfterFinished: {{ int $fj.ttlSecondsAfterFinished }}
+  {{- end }}
   activeDeadlineSeconds: {{ int $fj.activeDeadlineSeconds }}
   rayClusterSpec:
     rayVersion: {{ .Values.rayCluster.rayVersion | quote }}
@@ -65,10 +87,10 @@ spec:
       template:
         metadata:
           labels:
-            {{- include "surge.componentLabels" (list . "feature-job") | nindent 12 }}
+            {{- include "surge.rayPodLabels" (list . "feature-job") | nindent 12 }}
             surge.io/ray-node: head
         spec:
-          {{- include "surge.jobPodSpec" (dict "root" . "name" "ray-head" "resources" $fj.headResources "env" $env "storage" $storage) | trim | nindent 10 }}
+          {{- include "surge.rayPodSpec" (dict "root" . "group" $head "name" "ray-head" "image" (include "surge.image" .) "env" $env "head" true "kafka" true "extraMounts" $storageMounts "extraVolumes" $storageVolumes) | trim | nindent 10 }}
     workerGroupSpecs:
       - groupName: cpu
         replicas: {{ int $fj.workers.minReplicas }}
@@ -79,67 +101,10 @@ spec:
         template:
           metadata:
             labels:
-              {{- include "surge.componentLabels" (list . "feature-job") | nindent 14 }}
+              {{- include "surge.rayPodLabels" (list . "feature-job") | nindent 14 }}
               surge.io/ray-node: cpu-worker
           spec:
-            {{- include "surge.jobPodSpec" (dict "root" . "name" "ray-worker" "resources" $fj.workers.resources "env" $env "storage" dict) | trim | nindent 12 }}
-{{- end }}
-
-{{/* Pod spec of the feature job's Ray pods (same hardening as the RayService's). */}}
-{{- define "surge.jobPodSpec" -}}
-{{- $root := .root }}
-{{- with $root.Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-serviceAccountName: {{ include "surge.componentName" (list $root "ray") }}
-{{- if ne .name "ray-head" }}
-automountServiceAccountToken: false
-{{- end }}
-securityContext:
-  {{- include "surge.podSecurityContext" $root | nindent 2 }}
-containers:
-  - name: {{ .name }}
-    image: {{ include "surge.image" $root }}
-    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-    env:
-      - name: HF_HUB_OFFLINE
-        value: "1"
-      {{- with (trim .env) }}
-      {{- . | nindent 6 }}
-      {{- end }}
-    ports:
-      - {name: metrics, containerPort: {{ int $root.Values.rayCluster.metricsPort }}}
-    resources:
-      {{- toYaml .resources | nindent 6 }}
-    securityContext:
-      {{- include "surge.containerSecurityContext" $root | nindent 6 }}
-    volumeMounts:
-      - {name: tmp, mountPath: /tmp}
-      - {name: ray-logs, mountPath: /tmp/ray}
-      - {name: shm, mountPath: /dev/shm}
-      {{- if .storage }}
-      - {name: settings, mountPath: /etc/surge, readOnly: true}
-      - {name: {{ .storage.name }}, mountPath: {{ .storage.mountPath }}}
-      {{- end }}
-volumes:
-  - {name: tmp, emptyDir: {}}
-  - {name: ray-logs, emptyDir: {}}
-  - {name: shm, emptyDir: {medium: Memory}}
-  {{- if .storage }}
-  - name: settings
-    configMap:
-      name: {{ include "surge.componentName" (list $root "feature-job") }}
-      items:
-        - {key: feature-job.json, path: feature-job.json}
-  {{- if .storage.claim }}
-  - name: {{ .storage.name }}
-    persistentVolumeClaim:
-      claimName: {{ .storage.claim }}
-  {{- else }}
-  - {name: {{ .storage.name }}, emptyDir: {}}
-  {{- end }}
-  {{- end }}
+            {{- include "surge.rayPodSpec" (dict "root" . "group" $worker "name" "ray-worker" "image" (include "surge.image" .) "env" $env "kafka" true) | trim | nindent 12 }}
 {{- end }}
 
 {{/*

@@ -20,39 +20,141 @@ Env of the pods that run the CPU Serve replicas (gateway, embedder, retriever; t
 {{- end }}
 {{- end }}
 
+{{/* HF_TOKEN from the Secret named by model.hfTokenSecret (nothing when unset). */}}
+{{- define "surge.hfTokenEnv" -}}
+{{- if .Values.model.hfTokenSecret.name }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.model.hfTokenSecret.name }}
+      key: {{ .Values.model.hfTokenSecret.key }}
+{{- end }}
+{{- end }}
+
+{{/* The model cache volume (modelCache.type pvc / ephemeral). */}}
+{{- define "surge.modelCacheVolume" -}}
+{{- $mc := .Values.modelCache }}
+{{- if eq $mc.type "pvc" }}
+- name: model-cache
+  persistentVolumeClaim:
+    claimName: {{ $mc.pvc.existingClaim }}
+    readOnly: {{ $mc.pvc.readOnly }}
+{{- else if eq $mc.type "ephemeral" }}
+- name: model-cache
+  ephemeral:
+    volumeClaimTemplate:
+      spec:
+        accessModes: [ReadWriteOnce]
+        {{- with $mc.ephemeral.storageClassName }}
+        storageClassName: {{ . }}
+        {{- end }}
+        resources:
+          requests:
+            storage: {{ $mc.ephemeral.size }}
+{{- end }}
+{{- end }}
+
+{{/* The init container that fills the model cache (modelCache.init). Argument: (list $ image). */}}
+{{- define "surge.modelCacheInit" -}}
+{{- $root := index . 0 }}
+{{- $mc := $root.Values.modelCache }}
+- name: model-cache
+  image: {{ default (index . 1) $mc.init.image }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  {{- if $mc.init.command }}
+  command:
+    {{- toYaml $mc.init.command | nindent 4 }}
+  {{- else }}
+  # Download the repo into model.name; files already there (a warm PVC) are not fetched again.
+  command:
+    - python
+    - -c
+    - |
+      import os
+      from huggingface_hub import snapshot_download
+      snapshot_download(os.environ["SURGE_MODEL_REPO"], revision=os.environ["SURGE_MODEL_REVISION"], local_dir=os.environ["SURGE_MODEL_DIR"])
+  {{- end }}
+  env:
+    - {name: HOME, value: /tmp}
+    - {name: HF_HUB_OFFLINE, value: "0"}
+    - {name: HF_HOME, value: /tmp/.cache/huggingface}
+    - {name: SURGE_MODEL_REPO, value: {{ $mc.init.hfRepo | quote }}}
+    - {name: SURGE_MODEL_REVISION, value: {{ $mc.init.revision | quote }}}
+    - {name: SURGE_MODEL_DIR, value: {{ $root.Values.model.name | quote }}}
+    {{- with include "surge.hfTokenEnv" $root | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
+  resources:
+    {{- toYaml $mc.init.resources | nindent 4 }}
+  securityContext:
+    {{- include "surge.containerSecurityContext" $root | nindent 4 }}
+  volumeMounts:
+    - {name: tmp, mountPath: /tmp}
+    - {name: model-cache, mountPath: {{ $mc.mountPath }}}
+    {{- with $mc.init.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
 {{/*
 Pod spec shared by the Ray head and worker groups. Arguments (a dict): root, name (container name), image,
-resources, nodeSelector, tolerations, env (rendered env list or ""), index (mount the embedded index dir).
+group (the group's values: resources, nodeSelector, tolerations, affinity, topologySpreadConstraints,
+priorityClassName, runtimeClassName, shmSizeLimit, extraEnv, envFrom, extraVolumes, extraVolumeMounts),
+resources (overrides group.resources), env (rendered env list or ""), index (mount the embedded index),
+model (mount the model cache), head (declare the head's ports).
 Ray writes only to /tmp, /tmp/ray (sessions, logs, spilled objects) and /dev/shm (object store), so the
-root filesystem stays read-only. The volume at /tmp/ray is named "ray-logs", the name KubeRay's autoscaler
-sidecar mounts, so both containers share one log directory.
+root filesystem stays read-only; HOME is /tmp because FlashInfer's and CUDA's caches ignore XDG. The volume
+at /tmp/ray is named "ray-logs", the name KubeRay's autoscaler sidecar mounts, so both share one log dir.
 */}}
 {{- define "surge.rayPodSpec" -}}
 {{- $root := .root }}
+{{- $g := .group }}
+{{- $mc := $root.Values.modelCache }}
+{{- $model := and .model (ne $mc.type "none") }}
 {{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 serviceAccountName: {{ include "surge.componentName" (list $root "ray") }}
-{{- if ne .name "ray-head" }}
+{{- if not .head }}
 # Workers never call the Kubernetes API; only the head's autoscaler sidecar does (KubeRay's own RBAC).
 automountServiceAccountToken: false
 {{- end }}
+{{- with $g.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $g.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
 securityContext:
   {{- include "surge.podSecurityContext" $root | nindent 2 }}
-{{- with .nodeSelector }}
+{{- with $g.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .tolerations }}
+{{- with $g.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $g.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if and $model $mc.init.enabled }}
+initContainers:
+  {{- include "surge.modelCacheInit" (list $root .image) | trim | nindent 2 }}
 {{- end }}
 containers:
   - name: {{ .name }}
     image: {{ .image }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
     env:
+      - name: HOME
+        value: /tmp
       - name: HF_HUB_OFFLINE
         value: "1"
       - name: OMP_NUM_THREADS
@@ -60,16 +162,31 @@ containers:
       {{- with (trim .env) }}
       {{- . | nindent 6 }}
       {{- end }}
+      {{- if $model }}
+      {{- with include "surge.hfTokenEnv" $root | trim }}
+      {{- . | nindent 6 }}
+      {{- end }}
+      {{- end }}
+      {{- with $g.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with $g.envFrom }}
+    envFrom:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
     ports:
-      {{- if eq .name "ray-head" }}
+      {{- if .head }}
+      # KubeRay builds the head Service from these: without dashboard (8265) no job can be submitted.
       - {name: gcs-server, containerPort: 6379}
       - {name: dashboard, containerPort: 8265}
       - {name: client, containerPort: 10001}
       {{- end }}
+      {{- if .serve }}
       - {name: serve, containerPort: {{ int $root.Values.rayCluster.servePort }}}
+      {{- end }}
       - {name: metrics, containerPort: {{ int $root.Values.rayCluster.metricsPort }}}
     resources:
-      {{- toYaml .resources | nindent 6 }}
+      {{- toYaml (.resources | default $g.resources) | nindent 6 }}
     securityContext:
       {{- include "surge.containerSecurityContext" $root | nindent 6 }}
     volumeMounts:
@@ -79,14 +196,83 @@ containers:
       {{- if .index }}
       - {name: surge-index, mountPath: {{ $root.Values.vectorStore.embedded.path }}}
       {{- end }}
+      {{- if $model }}
+      - {name: model-cache, mountPath: {{ $mc.mountPath }}, readOnly: {{ and (eq $mc.type "pvc") $mc.pvc.readOnly }}}
+      {{- end }}
+      {{- if .kafka }}
+      {{- with include "surge.kafkaCaMount" $root | trim }}{{- . | nindent 6 }}{{- end }}
+      {{- end }}
+      {{- with .extraMounts }}
+      {{- . | nindent 6 }}
+      {{- end }}
+      {{- with $g.extraVolumeMounts }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
 volumes:
   - {name: tmp, emptyDir: {}}
   - {name: ray-logs, emptyDir: {}}
-  # Ray's object store lives in shared memory; the container runtime's default /dev/shm is 64 MiB.
-  - {name: shm, emptyDir: {medium: Memory}}
+  # Ray's object store lives in shared memory; the container runtime's default /dev/shm is 64 MiB. The
+  # sizeLimit counts against the pod's memory: keep it >= Ray's object store (30% of memory by default).
+  - name: shm
+    emptyDir:
+      medium: Memory
+      sizeLimit: {{ $g.shmSizeLimit }}
   {{- if .index }}
+  {{- $p := $root.Values.vectorStore.embedded.persistence }}
   - name: surge-index
+    {{- if $p.enabled }}
+    persistentVolumeClaim:
+      claimName: {{ include "surge.indexClaimName" $root }}
+    {{- else }}
     emptyDir:
       sizeLimit: {{ $root.Values.vectorStore.embedded.sizeLimit }}
+    {{- end }}
   {{- end }}
+  {{- if $model }}
+  {{- with include "surge.modelCacheVolume" $root | trim }}{{- . | nindent 2 }}{{- end }}
+  {{- end }}
+  {{- if .kafka }}
+  {{- with include "surge.kafkaCaVolume" $root | trim }}{{- . | nindent 2 }}{{- end }}
+  {{- end }}
+  {{- with .extraVolumes }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with $g.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/* The embedded index's claim: vectorStore.embedded.persistence.existingClaim or the chart's own. */}}
+{{- define "surge.indexClaimName" -}}
+{{- default (include "surge.componentName" (list . "index")) .Values.vectorStore.embedded.persistence.existingClaim }}
+{{- end }}
+
+{{/* One Ray worker-group entry: (dict "root" $ "name" groupName "group" values "gpu" bool ...). */}}
+{{- define "surge.gpuWorkerGroup" -}}
+{{- $root := .root }}
+{{- $g := .group }}
+- groupName: {{ $g.name }}
+  replicas: {{ int $g.minReplicas }}
+  minReplicas: {{ int $g.minReplicas }}
+  maxReplicas: {{ int $g.maxReplicas }}
+  idleTimeoutSeconds: {{ int $root.Values.rayCluster.autoscaler.idleTimeoutSeconds }}
+  rayStartParams:
+    # No logical CPUs: only GPU-requesting replicas (the LLM, num_cpus 0 in the serve config) fit,
+    # so a CPU-only replica can never keep a GPU node alive.
+    num-cpus: "0"
+    num-gpus: {{ $g.gpusPerPod | quote }}
+    metrics-export-port: {{ $root.Values.rayCluster.metricsPort | quote }}
+  template:
+    metadata:
+      labels:
+        {{- include "surge.rayPodLabels" (list $root "ray") | nindent 8 }}
+        surge.io/ray-node: gpu-worker
+      {{- with $g.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      {{- $gpuResources := deepCopy $g.resources }}
+      {{- $_ := set $gpuResources.limits "nvidia.com/gpu" (int $g.gpusPerPod) }}
+      {{- include "surge.rayPodSpec" (dict "root" $root "group" $g "resources" $gpuResources "name" "ray-worker" "image" (include "surge.gpuImage" $root) "env" "" "index" false "model" true "serve" true) | trim | nindent 6 }}
 {{- end }}
