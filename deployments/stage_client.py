@@ -1,4 +1,10 @@
-"""Waiting on a stage: bounded by the cold-start timeout, and failing fast when the stage cannot come up.
+"""Stage clients: every call from the gateway to a stage (Embedder, Retriever, LLM) goes through one.
+
+A client wraps the stage's DeploymentHandle and owns what each call needs: a bounded wait, failing fast when
+the stage cannot start, cold-start and chain-wake accounting, and the translation of the stage's errors into
+the API's. Flows (`deployments.flows`) call clients; clients never call flows.
+
+Waiting on a stage: bounded by the cold-start timeout, and failing fast when the stage cannot come up.
 
 A request that finds a stage at zero waits while Serve starts a replica; that is scale to zero working. But
 a stage whose replicas cannot start (a KV cache that does not fit, missing weights) would keep every waiting
@@ -14,13 +20,19 @@ that far before the memory check fails), where it used to wait the whole timeout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ray.serve.exceptions import DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from deployments.engines.base import InvalidRequestError
+from deployments.observability import record_cold_start
 from deployments.openai_api import ApiError
+from deployments.request_timeline import Timeline
+from deployments.settings import AutoscalingSettings
 
 FAILED_STATUSES = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
 # A failed stage needs a config change and a redeploy (or a replica replaced by Serve): not seconds.
@@ -140,3 +152,157 @@ async def wait_for_stage(
     finally:
         if task is not None and not task.done():
             task.cancel()
+
+
+# ------------------------------------------------------------------------------------------ stage clients
+
+
+class StageClient:
+    """One stage behind its DeploymentHandle; `call` is bounded and fails fast (see `wait_for_stage`)."""
+
+    def __init__(
+        self, stage: str, deployment: str, handle: DeploymentHandle, board: StageStatusBoard, timeout_s: float
+    ) -> None:
+        self.stage = stage
+        self.deployment = deployment
+        self.handle = handle
+        self.board = board
+        self.timeout_s = timeout_s
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return await self.bounded(lambda: getattr(self.handle, method).remote(*args))
+
+    async def bounded(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await wait_for_stage(
+            call, stage=self.stage, deployment=self.deployment, board=self.board, timeout_s=self.timeout_s
+        )
+
+    def account_cold_start(self, timeline: Timeline, ready_at: float | None) -> None:
+        """A replica that became ready after the request arrived means the request waited for a cold start."""
+        if ready_at is not None and ready_at > timeline.arrived:
+            record_cold_start(self.stage, timeline.arrived, ready_at)
+            timeline.since_arrival(f"{self.stage}_cold_start_s", ready_at)
+
+
+class EmbedderClient(StageClient):
+    async def embed(self, texts: list[str], timeline: Timeline) -> dict[str, Any]:
+        """`{"embeddings": ndarray, "tokens": int, "ready_at": float}` for `texts`."""
+        result: dict[str, Any] = await self.call("embed", texts)
+        self.account_cold_start(timeline, result.get("ready_at"))
+        timeline.mark("embedded")
+        return result
+
+
+class RetrieverClient(StageClient):
+    async def search(
+        self, vector: list[float], top_k: int, where: dict[str, Any] | None, timeline: Timeline
+    ) -> list[dict[str, Any]]:
+        hits: list[dict[str, Any]] = await self.call("search", vector, top_k, where)
+        timeline.mark("retrieved")
+        return hits
+
+    async def replace_documents(self, grouped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+        result: dict[str, int] = await self.call("replace_documents", grouped)
+        return result
+
+    async def delete_documents(self, doc_ids: list[str]) -> int:
+        return int(await self.call("delete_documents", doc_ids))
+
+
+def idle_to_zero_seconds(scaling: AutoscalingSettings) -> float:
+    """How long after its last answer a stage is certainly still up (infinite when kept warm).
+
+    `downscale_to_zero_delay_s` (or `downscale_delay_s`) minus the autoscaler's look-back window as a margin;
+    e.g. 300 s to zero with a 10 s look-back -> 290 s.
+    """
+    if scaling.effective_min_replicas > 0:
+        return float("inf")
+    delay = scaling.downscale_to_zero_delay_s
+    if delay is None:
+        delay = scaling.downscale_delay_s
+    return max(0.0, delay - scaling.look_back_period_s)
+
+
+def model_error(exc: Exception) -> ApiError:
+    """Map an engine failure: a request the engine can't serve (prompt too long) is the client's 400."""
+    # Ray re-raises a replica's exception as a subclass of the original type, so isinstance works.
+    if isinstance(exc, InvalidRequestError):
+        cause = getattr(exc, "cause", exc)
+        return ApiError(400, f"the model cannot serve this request: {cause}", param="messages")
+    if isinstance(exc, ApiError):
+        return exc
+    return ApiError(502, "the model failed to generate a response", error_type="server_error")
+
+
+def _cancel_quietly(generator: DeploymentResponseGenerator) -> None:
+    """Cancel a streamed call; `cancel()` re-raises the call's own error (e.g. DeploymentUnavailableError),
+    which the caller has already translated."""
+    with contextlib.suppress(Exception):
+        generator.cancel()
+
+
+class LLMClient(StageClient):
+    """The LLM stage: chain wake (start the LLM while embedding and retrieval run) and streamed generation."""
+
+    def __init__(self, *args: Any, autoscaling: AutoscalingSettings, chain_wake: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chain_wake = chain_wake
+        # When did the LLM last answer? Within its idle-to-zero delay it is surely up, so no wake is sent.
+        self._last_seen = 0.0
+        self._idle_to_zero_s = idle_to_zero_seconds(autoscaling)
+
+    def maybe_wake(self, timeline: Timeline) -> asyncio.Task[None] | None:
+        """Chain wake: if the LLM may be at zero, start bringing it up now, in parallel with the rest."""
+        if not self._chain_wake or time.time() - self._last_seen < self._idle_to_zero_s:
+            return None
+        return asyncio.ensure_future(self._wake(timeline))
+
+    async def _wake(self, timeline: Timeline) -> None:
+        timeline.mark("llm_wake_sent")
+        info: dict[str, Any] = await self.call("wake")
+        self.account_cold_start(timeline, info.get("ready_at"))
+        timeline.since_arrival("llm_replica_started", info["replica_started_at"])
+        timeline.mark("llm_ready")
+
+    async def generate(
+        self, request: dict[str, Any], wake: asyncio.Task[None] | None, timeline: Timeline
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Send the request and wait (bounded) for the first delta, so errors surface before a 200; returns
+        the stream of deltas, the first included."""
+        started: list[DeploymentResponseGenerator] = []
+
+        def first_delta() -> Awaitable[dict[str, Any]]:
+            # Ray answers a call to a deployment it gave up on with DeploymentUnavailableError, sometimes
+            # from `.remote()` itself: the call is made inside the bounded wait so it is translated too.
+            started.append(self.handle.options(stream=True).generate.remote(request))
+            return started[0].__anext__()
+
+        try:
+            first = await self.bounded(first_delta)
+        except StopAsyncIteration as exc:
+            raise ApiError(500, "the model returned no output", error_type="server_error") from exc
+        except BaseException as exc:
+            for generator in started:
+                _cancel_quietly(generator)
+            if isinstance(exc, ApiError) or not isinstance(exc, Exception):
+                raise
+            raise model_error(exc) from exc
+        finally:
+            if wake is not None:
+                await asyncio.gather(wake, return_exceptions=True)
+        timeline.mark("first_token")
+        self._last_seen = time.time()
+        return self._rest(first, started[0])
+
+    async def _rest(
+        self, first: dict[str, Any], generator: DeploymentResponseGenerator
+    ) -> AsyncIterator[dict[str, Any]]:
+        yield first
+        try:
+            async for delta in generator:
+                yield delta
+        except Exception as exc:
+            raise model_error(exc) from exc
+        finally:
+            _cancel_quietly(generator)
+            self._last_seen = time.time()

@@ -1,0 +1,29 @@
+"""`/v1/completions`: a raw prompt to the LLM (no RAG: that needs chat messages)."""
+
+from __future__ import annotations
+
+from deployments.flows.generation import Generation, OutcomeRecorder, llm_request
+from deployments.model_router import ModelRouter
+from deployments.openai_api import ApiError, CompletionRequest, check_limits
+from deployments.request_timeline import Timeline
+from deployments.settings import GatewaySettings
+
+ROUTE = "/v1/completions"
+
+
+class CompletionFlow:
+    def __init__(self, settings: GatewaySettings, router: ModelRouter, outcomes: OutcomeRecorder) -> None:
+        self.settings = settings
+        self.router = router
+        self.outcomes = outcomes
+
+    async def start(self, body: CompletionRequest) -> Generation:
+        route = self.router.llm_route(body.model)
+        if route.rag or body.retrieval is not None:
+            raise ApiError(400, "RAG is available on /v1/chat/completions", param="model")
+        max_tokens = check_limits(body, self.settings)
+        timeline = Timeline()
+        wake = route.llm.maybe_wake(timeline)
+        deltas = await route.llm.generate(llm_request(body, max_tokens, prompt=body.prompt), wake, timeline)
+        recorded = self.outcomes.recorded(deltas, route=ROUTE, prompt=body.prompt, timeline=timeline, hits=[])
+        return Generation(model=body.model, deltas=recorded, timeline=timeline)

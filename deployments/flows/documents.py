@@ -1,0 +1,65 @@
+"""`/v1/documents`: synchronous upsert (chunk, embed, index; idempotent) and delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deployments.chunking import chunk_text
+from deployments.openai_api import ApiError, DocumentsRequest
+from deployments.request_timeline import Timeline
+from deployments.settings import GatewaySettings
+from deployments.stage_client import EmbedderClient, RetrieverClient
+
+
+class DocumentFlow:
+    def __init__(
+        self, settings: GatewaySettings, embedder: EmbedderClient, retriever: RetrieverClient
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.retriever = retriever
+
+    async def run(self, body: DocumentsRequest) -> dict[str, Any]:
+        """Returns what changed: chunks written, unchanged and deleted."""
+        total = len(body.documents) + len(body.delete)
+        if total == 0:
+            raise ApiError(400, "give documents to upsert and/or ids to delete", param="documents")
+        if total > self.settings.max_documents_per_request:
+            raise ApiError(
+                400,
+                f"{total} documents in one request; at most {self.settings.max_documents_per_request}",
+                param="documents",
+            )
+        upserted: dict[str, Any] = {"written": 0, "unchanged": 0, "deleted": 0}
+        if body.documents:
+            upserted = await self.retriever.replace_documents(await self._embedded_chunks(body))
+        deleted = await self.retriever.delete_documents(body.delete) if body.delete else 0
+        return {
+            "object": "documents.result",
+            "upserted_documents": len(body.documents),
+            "chunks_written": upserted["written"],
+            "chunks_unchanged": upserted["unchanged"],
+            "chunks_deleted": upserted["deleted"] + deleted,
+        }
+
+    async def _embedded_chunks(self, body: DocumentsRequest) -> dict[str, list[dict[str, Any]]]:
+        chunks = [
+            (doc, index, text)
+            for doc in body.documents
+            for index, text in enumerate(
+                chunk_text(doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars)
+            )
+        ]
+        result = await self.embedder.embed([text for _, _, text in chunks], Timeline())
+        grouped: dict[str, list[dict[str, Any]]] = {doc.id: [] for doc in body.documents}
+        for (doc, index, text), vector in zip(chunks, result["embeddings"], strict=True):
+            grouped[doc.id].append(
+                {
+                    "doc_id": doc.id,
+                    "chunk_index": index,
+                    "text": text,
+                    "embedding": vector.tolist(),
+                    "metadata": doc.metadata,
+                }
+            )
+        return grouped

@@ -1,0 +1,52 @@
+"""`/v1/embeddings`: check the inputs, embed them (batched across requests by the Embedder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deployments.model_router import ModelRouter
+from deployments.openai_api import ApiError, EmbeddingRequest
+from deployments.request_timeline import Timeline
+from deployments.settings import EmbedderSettings
+from deployments.stage_client import EmbedderClient
+
+
+def check_texts(texts: list[str], field: str, limits: EmbedderSettings) -> None:
+    """400 naming the field when texts are missing, too many, empty or too long for the Embedder."""
+    if not texts:
+        raise ApiError(400, f"{field} must not be empty", param=field)
+    if len(texts) > limits.max_inputs_per_request:
+        raise ApiError(
+            400, f"{field} has {len(texts)} items; at most {limits.max_inputs_per_request}", param=field
+        )
+    for i, text in enumerate(texts):
+        if not text:
+            raise ApiError(400, f"{field}[{i}] is empty", param=field)
+        if len(text) > limits.max_input_chars:
+            raise ApiError(
+                400,
+                f"{field}[{i}] is {len(text)} characters; the limit is {limits.max_input_chars}",
+                param=field,
+            )
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray
+    tokens: int
+
+
+class EmbeddingFlow:
+    def __init__(self, router: ModelRouter, embedder: EmbedderClient, limits: EmbedderSettings) -> None:
+        self.router = router
+        self.embedder = embedder
+        self.limits = limits
+
+    async def run(self, body: EmbeddingRequest) -> Embeddings:
+        self.router.check_embedding_model(body.model)
+        texts = body.texts
+        check_texts(texts, "input", self.limits)
+        result = await self.embedder.embed(texts, Timeline())
+        return Embeddings(vectors=result["embeddings"], tokens=result["tokens"])

@@ -1,0 +1,95 @@
+"""What a generating flow returns (`Generation`), and how its outcome is recorded once it ends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployments.inference_logging import InferenceLogger
+from deployments.openai_api import new_id
+from deployments.request_timeline import Timeline
+
+# Status recorded for a stream the client stopped reading (nginx's "client closed request").
+CLIENT_CLOSED = 499
+
+
+@dataclass
+class Generation:
+    """A started generation: the LLM has produced its first delta, so the request will get a 200.
+
+    `deltas` yields `{"text", "finish_reason", "prompt_tokens", "completion_tokens"}` dicts; token counts
+    are cumulative. `extra` holds what the response carries besides the choices (`sources`, `features`).
+    """
+
+    model: str
+    deltas: AsyncIterator[dict[str, Any]]
+    timeline: Timeline
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def collect(self) -> tuple[str, dict[str, Any]]:
+        """The whole text and the last delta (finish reason and token counts)."""
+        parts: list[str] = []
+        last: dict[str, Any] = {}
+        async for delta in self.deltas:
+            parts.append(delta["text"])
+            last = delta
+        return "".join(parts), last
+
+
+class OutcomeRecorder:
+    """Records each finished generation: one inference-log record and the token counters."""
+
+    def __init__(self, inference_log: InferenceLogger, metrics: Any, model: str) -> None:
+        self.inference_log = inference_log
+        self.metrics = metrics
+        self.model = model
+
+    async def recorded(
+        self,
+        deltas: AsyncIterator[dict[str, Any]],
+        *,
+        route: str,
+        prompt: str,
+        timeline: Timeline,
+        hits: list[dict[str, Any]],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome."""
+        last: dict[str, Any] = {}
+        status = 500
+        try:
+            async for delta in deltas:
+                last = delta
+                yield delta
+            timeline.mark("generated")
+            status = 200
+        except GeneratorExit:
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            self.inference_log.record(
+                route=route,
+                status_code=status,
+                arrived_at=timeline.arrived,
+                ttft_s=timeline.marks.get("first_token"),
+                prompt_tokens=last.get("prompt_tokens", 0),
+                completion_tokens=last.get("completion_tokens", 0),
+                retrieval_scores=[float(h["score"]) for h in hits],
+                prompt=prompt,
+                prompt_embedding=timeline.query_embedding,
+            )
+            self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
+
+
+def llm_request(body: Any, max_tokens: int, **prompt: Any) -> dict[str, Any]:
+    """The LLM stage's request (`deployments.llm.GenerateRequest`): sampling from the body, plus exactly one
+    of `messages=` or `prompt=`."""
+    return {
+        "max_tokens": max_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "stop": body.stop_list,
+        "seed": body.seed,
+        "request_id": new_id("req"),
+        **prompt,
+    }

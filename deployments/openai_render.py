@@ -1,0 +1,123 @@
+"""Rendering a flow's result as OpenAI's response objects: JSON bodies and SSE streams (`data: ...`).
+
+Part of the HTTP edge: flows return `Generation`s and `Embeddings`; this module turns them into the exact
+shapes OpenAI clients parse (chat.completion, chat.completion.chunk, text_completion, embedding lists).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from deployments.flows import Generation
+from deployments.flows.embeddings import Embeddings
+from deployments.openai_api import ApiError, chat_chunk, completion_chunk, new_id, usage
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _error_event(exc: Exception) -> str:
+    # The status line is gone once a stream started: the failure is reported in-band, as OpenAI does.
+    error = (
+        exc if isinstance(exc, ApiError) else ApiError(502, "the stream failed", error_type="server_error")
+    )
+    return sse(error.body())
+
+
+async def chat_response(generation: Generation) -> dict[str, Any]:
+    text, last = await generation.collect()
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": generation.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": last["finish_reason"],
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(last["prompt_tokens"], last["completion_tokens"]),
+        **generation.extra,
+        "surge": {"timings": generation.timeline.marks},
+    }
+
+
+async def chat_events(generation: Generation, include_usage: bool) -> AsyncIterator[str]:
+    completion_id, model = new_id("chatcmpl"), generation.model
+    last: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0}
+    try:
+        yield sse(
+            chat_chunk(completion_id, model, {"role": "assistant", "content": ""}, None, **generation.extra)
+        )
+        async for delta in generation.deltas:
+            last = delta
+            yield sse(chat_chunk(completion_id, model, {"content": delta["text"]}, delta["finish_reason"]))
+        if include_usage:
+            final = chat_chunk(completion_id, model, {}, None)
+            final["choices"] = []
+            final["usage"] = usage(last["prompt_tokens"], last["completion_tokens"])
+            final["surge"] = {"timings": generation.timeline.marks}
+            yield sse(final)
+    except Exception as exc:
+        yield _error_event(exc)
+    yield DONE
+
+
+async def completion_response(generation: Generation) -> dict[str, Any]:
+    text, last = await generation.collect()
+    return {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": generation.model,
+        "choices": [{"index": 0, "text": text, "finish_reason": last["finish_reason"], "logprobs": None}],
+        "usage": usage(last["prompt_tokens"], last["completion_tokens"]),
+        "surge": {"timings": generation.timeline.marks},
+    }
+
+
+async def completion_events(generation: Generation, include_usage: bool) -> AsyncIterator[str]:
+    completion_id, model = new_id("cmpl"), generation.model
+    last: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0}
+    try:
+        async for delta in generation.deltas:
+            last = delta
+            yield sse(completion_chunk(completion_id, model, delta["text"], delta["finish_reason"]))
+        if include_usage:
+            final = completion_chunk(completion_id, model, "", None)
+            final["choices"] = []
+            final["usage"] = usage(last["prompt_tokens"], last["completion_tokens"])
+            yield sse(final)
+    except Exception as exc:
+        yield _error_event(exc)
+    yield DONE
+
+
+def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode()
+    return [float(x) for x in vector]
+
+
+def embeddings_response(result: Embeddings, model: str, encoding: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(v, encoding)}
+            for i, v in enumerate(result.vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+    }

@@ -1,0 +1,21 @@
+"""The wall-clock marks of one request, returned to clients as `surge.timings` (seconds since arrival)."""
+
+from __future__ import annotations
+
+import time
+
+
+class Timeline:
+    """Marks such as `embedded`, `retrieved`, `first_token`, `generated` and `<stage>_cold_start_s`."""
+
+    def __init__(self) -> None:
+        self.arrived = time.time()
+        self.marks: dict[str, float] = {}
+        self.query_embedding: list[float] | None = None
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = round(time.time() - self.arrived, 4)
+
+    def since_arrival(self, name: str, at: float) -> None:
+        """Record an absolute time (e.g. when a replica became ready) relative to the arrival."""
+        self.marks[name] = round(at - self.arrived, 4)
