@@ -27,11 +27,10 @@ entity's records share a partition.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -39,9 +38,10 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.dlq import DeadLetter, PoisonKind, PoisonRecord
+from pipelines.decoding import undecodable
+from pipelines.dlq import DeadLetter, PoisonKind, PoisonRecord, send_dead_letters
 from pipelines.metrics import ConsumerMetrics
 from pipelines.retry import RetriesExhausted, RetryPolicy, call_with_retry
 from pipelines.settings import KafkaSettings
@@ -49,9 +49,6 @@ from pipelines.settings import KafkaSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
-
-MAX_SCHEMA_ERROR_CHARS = 500
 
 
 class SinkUnavailable(Exception):
@@ -112,25 +109,6 @@ class BatchHandler(Protocol[T]):
         """Write the records, in order, durably and idempotently; raise SinkUnavailable if the backend is
         down, any other exception if these records failed."""
         ...
-
-
-def json_record_decoder(adapter: TypeAdapter[T_co]) -> Callable[[bytes | None], T_co]:
-    """Decode a message value as a JSON record of the given schema, classifying failures as poison."""
-
-    def decode(value: bytes | None) -> T_co:
-        if value is None:
-            raise PoisonRecord(PoisonKind.NOT_JSON, "empty value (tombstone), expected a JSON record")
-        try:
-            data = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PoisonRecord(PoisonKind.NOT_JSON, f"not JSON: {error}") from error
-        try:
-            return adapter.validate_python(data)
-        except ValidationError as error:
-            text = str(error).replace("\n", " ")[:MAX_SCHEMA_ERROR_CHARS]
-            raise PoisonRecord(PoisonKind.SCHEMA_INVALID, text) from error
-
-    return decode
 
 
 @dataclass
@@ -264,6 +242,14 @@ class AtLeastOnceConsumer(Generic[T]):
                 good.append((message, self._decode(message)))
             except PoisonRecord as poison:
                 letters.append(self._letter(message, poison.kind, str(poison), attempts=0))
+            except Exception as error:
+                # A decoder bug must cost one record, not the partition: a consumer that died here would
+                # read the same record after every restart and die again.
+                logger.exception(
+                    "decoding %s[%d]@%d failed", message.topic, message.partition, message.offset
+                )
+                failure = undecodable(error)
+                letters.append(self._letter(message, failure.kind, str(failure), attempts=0))
 
         if good and not self._process_all(good, letters):
             return False
@@ -360,36 +346,22 @@ class AtLeastOnceConsumer(Generic[T]):
         )
 
     def _publish_dead_letters(self, letters: Sequence[DeadLetter]) -> bool:
-        """Send and wait for the broker's acks; retried while the broker refuses. False if abandoned."""
+        """Send and wait for the broker's acks; a letter too large for the DLQ is sent truncated at once
+        (`pipelines.dlq.send_dead_letters`), other refusals are retried with backoff. False if
+        abandoned."""
         assert self._producer is not None
+        pending = list(letters)
         attempt = 0
         while True:
             try:
-                futures = [
-                    self._producer.send(
-                        letter.topic, key=letter.key, value=letter.value, headers=letter.headers()
-                    )
-                    for letter in letters
-                ]
-                self._producer.flush(timeout=30)
-                for future in futures:
-                    future.get(timeout=30)
-                for letter in letters:
-                    logger.warning(
-                        "dead-lettered %s[%d]@%d to %s: %s (%s)",
-                        letter.source_topic,
-                        letter.partition,
-                        letter.offset,
-                        letter.topic,
-                        letter.kind.value,
-                        letter.error[:200],
-                    )
-                return True
-            except KafkaError as error:
-                attempt += 1
+                pending = send_dead_letters(self._producer, pending)
+            except KafkaError as error:  # flush timing out while the broker restarts
                 logger.warning("could not publish dead letters (%s); retrying", error)
-                if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
-                    return False
+            if not pending:
+                return True
+            attempt += 1
+            if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
+                return False
 
     def _commit(self, messages: Sequence[ConsumerRecord]) -> None:
         assert self._consumer is not None

@@ -42,12 +42,8 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from pipelines.consumer import (
-    AtLeastOnceConsumer,
-    ConsumerSettings,
-    SinkUnavailable,
-    json_record_decoder,
-)
+from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings, SinkUnavailable
+from pipelines.decoding import json_record_decoder
 from pipelines.drift_tests import DRIFT_TESTS, DriftPolicy, DriftTest, make_test
 from pipelines.records import DriftAlertRecord, InferenceLogRecord
 from pipelines.settings import KafkaSettings

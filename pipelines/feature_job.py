@@ -48,10 +48,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from deployments.settings import EmbedderSettings
-from pipelines.dlq import DeadLetter, PoisonKind
+from pipelines.decoding import decode_object, undecodable, validate
+from pipelines.dlq import DeadLetter, PoisonRecord, send_dead_letters
 from pipelines.feature_store import (
     FeatureRow,
     OfflineFeatureStore,
@@ -67,6 +68,7 @@ from pipelines.settings import KafkaSettings
 logger = logging.getLogger(__name__)
 
 DLQ_GROUP = "surge-feature-job"
+EVENT_RECORD = TypeAdapter(EventRecord)
 
 
 class FeatureJobSettings(BaseModel):
@@ -204,18 +206,16 @@ def read_range(kafka: KafkaSettings, offset_range: OffsetRange, timeout_s: float
 
 
 def _parse(message: Any, events: list[dict[str, Any]], dead: list[DeadLetter]) -> None:
-    kind, error = None, ""
+    # Every value either becomes an event or a dead letter: a record that raised here would fail the run,
+    # and every re-run of the same range, forever.
+    failure: PoisonRecord | None = None
     try:
-        record = EventRecord.model_validate_json(message.value or b"")
-    except ValidationError as exc:
-        is_json = True
-        try:
-            json.loads(message.value or b"")
-        except ValueError:
-            is_json = False
-        kind = PoisonKind.SCHEMA_INVALID if is_json else PoisonKind.NOT_JSON
-        error = str(exc)
-    if kind is not None:
+        record = validate(EVENT_RECORD, decode_object(message.value))
+    except PoisonRecord as poison:
+        failure = poison
+    except Exception as exc:
+        failure = undecodable(exc)
+    if failure is not None:
         dead.append(
             DeadLetter(
                 source_topic=message.topic,
@@ -223,8 +223,8 @@ def _parse(message: Any, events: list[dict[str, Any]], dead: list[DeadLetter]) -
                 offset=message.offset,
                 key=message.key,
                 value=message.value,
-                kind=kind,
-                error=error,
+                kind=failure.kind,
+                error=str(failure),
                 attempts=0,
                 group_id=DLQ_GROUP,
                 original_headers=tuple(message.headers or ()),
@@ -266,20 +266,22 @@ def commit_progress(kafka: KafkaSettings, group_id: str, offset_range: OffsetRan
         consumer.close(autocommit=False)
 
 
-def publish_dead_letters(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> None:
-    """Send dead letters to `<topic>.dlq` (original key/value, `surge-dlq-*` headers) and wait for acks."""
+def publish_dead_letters(kafka: KafkaSettings, letters: Sequence[DeadLetter], attempts: int = 5) -> None:
+    """Send dead letters to `<topic>.dlq` (original key/value, `surge-dlq-*` headers) and wait for acks;
+    a letter too large for the DLQ goes truncated (`pipelines.dlq.send_dead_letters`)."""
     if not letters:
         return
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(**kafka.kafka_python_config(), acks="all")
+    producer = KafkaProducer(**kafka.kafka_python_config(), acks="all", max_request_size=16_777_216)
     try:
-        futures = [
-            producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers())
-            for letter in letters
-        ]
-        for future in futures:
-            future.get(timeout=30)
+        pending = list(letters)
+        for attempt in range(attempts):
+            pending = send_dead_letters(producer, pending)
+            if not pending:
+                return
+            time.sleep(min(2.0**attempt, 10.0))
+        raise RuntimeError(f"{len(pending)} dead letter(s) could not be published; the run is retried")
     finally:
         producer.close()
 
