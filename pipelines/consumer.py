@@ -185,14 +185,24 @@ class AtLeastOnceConsumer(Generic[T]):
             max_partition_fetch_bytes=max(1_048_576, s.max_record_bytes + 1024),
         )
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
-        # Dead letters must be as durable as the commit that follows them.
-        self._producer = KafkaProducer(
-            **common,
-            acks="all",
-            enable_idempotence=True,
-            max_request_size=max(1_048_576, s.max_record_bytes + 65_536),
-            linger_ms=5,
-        )
+        self._dlq_producer()
+
+    def _dlq_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            # Dead letters must be as durable as the commit that follows them.
+            self._producer = KafkaProducer(
+                **self.settings.kafka.kafka_python_config(),
+                acks="all",
+                enable_idempotence=True,
+                max_request_size=max(1_048_576, self.settings.max_record_bytes + 65_536),
+                linger_ms=5,
+            )
+        return self._producer
+
+    def _reset_dlq_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
 
     def _close(self) -> None:
         if self._producer is not None:
@@ -349,12 +359,11 @@ class AtLeastOnceConsumer(Generic[T]):
         """Send and wait for the broker's acks; a letter too large for the DLQ is sent truncated at once
         (`pipelines.dlq.send_dead_letters`), other refusals are retried with backoff. False if
         abandoned."""
-        assert self._producer is not None
         pending = list(letters)
         attempt = 0
         while True:
             try:
-                pending = send_dead_letters(self._producer, pending)
+                pending = send_dead_letters(self._dlq_producer, pending, self._reset_dlq_producer)
             except KafkaError as error:  # flush timing out while the broker restarts
                 logger.warning("could not publish dead letters (%s); retrying", error)
             if not pending:

@@ -30,7 +30,7 @@ import enum
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -147,13 +147,18 @@ def parse_dlq_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
 
 
 def send_dead_letters(
-    producer: Any, letters: Sequence[DeadLetter], timeout_s: float = 30
+    producer: Callable[[], Any],
+    letters: Sequence[DeadLetter],
+    reset: Callable[[], None],
+    timeout_s: float = 30,
 ) -> list[DeadLetter]:
     """Send letters and wait for the broker's acks; returns those still to send (a retriable failure).
 
-    A letter refused for its size is re-sent at once truncated (`DeadLetter.truncated`), then, if still
-    refused, with no value at all: a record near the size limit can never stop its partition. Any other
-    failure leaves the letter in the returned list for the caller to retry after a backoff.
+    `producer()` gives the producer to use. A letter refused for its size is re-sent at once truncated
+    (`DeadLetter.truncated`), then, if still refused, with no value at all: a record near the size limit
+    can never stop its partition. An idempotent producer treats that refusal as fatal and fails every
+    later send, so `reset()` (close it; `producer()` then makes a new one) runs after each refusal. Any
+    other failure leaves the letter in the returned list for the caller to retry after a backoff.
     """
     retry: list[DeadLetter] = []
     pending = list(letters)
@@ -161,13 +166,16 @@ def send_dead_letters(
         if not pending:
             break
         if keep is not None:
+            reset()
             logger.error(
                 "%d dead letter(s) refused as too large; sending them cut to %d bytes", len(pending), keep
             )
             pending = [letter.truncated(keep) for letter in pending]
-        too_large, failed = _send_once(producer, pending, timeout_s)
+        too_large, failed = _send_once(producer(), pending, timeout_s)
         retry.extend(failed)
         pending = too_large
+    if pending:
+        reset()
     return retry + pending
 
 

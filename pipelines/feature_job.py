@@ -273,17 +273,29 @@ def publish_dead_letters(kafka: KafkaSettings, letters: Sequence[DeadLetter], at
         return
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(**kafka.kafka_python_config(), acks="all", max_request_size=16_777_216)
+    producers: list[Any] = []
+
+    def producer() -> Any:
+        if not producers:
+            producers.append(
+                KafkaProducer(**kafka.kafka_python_config(), acks="all", max_request_size=16_777_216)
+            )
+        return producers[0]
+
+    def reset() -> None:
+        while producers:
+            producers.pop().close()
+
     try:
         pending = list(letters)
         for attempt in range(attempts):
-            pending = send_dead_letters(producer, pending)
+            pending = send_dead_letters(producer, pending, reset)
             if not pending:
                 return
             time.sleep(min(2.0**attempt, 10.0))
         raise RuntimeError(f"{len(pending)} dead letter(s) could not be published; the run is retried")
     finally:
-        producer.close()
+        reset()
 
 
 # ------------------------------------------------------------------------------------------- computing
