@@ -280,6 +280,10 @@ class DriftMonitor:
             make_test(settings.embedding_test, policy) if settings.embedding_test else None
         )
         self.models: dict[str, ModelState] = {}
+        # Partition -> next offset not yet counted: saved with the windows, so records replayed after a
+        # restart (consumed and saved, but not committed) are recognised and not counted twice.
+        self.applied: dict[int, int] = {}
+        self._applied_snapshot: dict[int, int] = {}
 
     def observe(self, record: InferenceLogRecord) -> list[WindowResult]:
         """Add one record; returns the windows this record closed (zero or one)."""
@@ -354,12 +358,15 @@ class DriftMonitor:
 
     # -- rollback of a failed batch (cheap: samples only grow, and a closed window is replaced, not reused)
     def snapshot(self) -> dict[str, tuple[Any, ...]]:
-        return {
+        taken: dict[str, tuple[Any, ...]] = {
             model: (s.reference, s.reference.mark(), s.window, s.window.mark(), s.window_index)
             for model, s in self.models.items()
         }
+        self._applied_snapshot = dict(self.applied)
+        return taken
 
     def restore(self, snapshot: dict[str, tuple[Any, ...]]) -> None:
+        self.applied = dict(self._applied_snapshot)
         for model in list(self.models):
             if model not in snapshot:
                 del self.models[model]
@@ -370,7 +377,7 @@ class DriftMonitor:
 
     # -- state (saved before each commit when state_path is set)
     def save(self, path: Path) -> None:
-        data = {
+        models = {
             model: {
                 "reference": s.reference.to_json(),
                 "window": s.window.to_json(),
@@ -378,6 +385,7 @@ class DriftMonitor:
             }
             for model, s in self.models.items()
         }
+        data = {"models": models, "applied": {str(p): o for p, o in self.applied.items()}}
         tmp = path.with_suffix(path.suffix + ".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data))
@@ -387,6 +395,11 @@ class DriftMonitor:
         if not path.exists():
             return
         data = json.loads(path.read_text())
+        if "models" in data and "applied" in data:
+            self.applied = {int(p): int(o) for p, o in data["applied"].items()}
+            data = data["models"]
+        else:  # a state file written before the offsets were saved with it
+            self.applied = {}
         self.models = {
             model: ModelState(
                 Sample.from_json(s["reference"]), Sample.from_json(s["window"]), int(s["window_index"])
@@ -417,6 +430,18 @@ class AlertPublisher:
         self.producer.close(timeout=10)
 
 
+def _skip_counted(
+    applied: dict[int, int], records: Sequence[InferenceLogRecord], positions: Sequence[tuple[int, int]]
+) -> list[InferenceLogRecord]:
+    """The records not yet counted, advancing `applied` past each (partition -> next offset)."""
+    fresh = []
+    for record, (partition, offset) in zip(records, positions, strict=True):
+        if offset >= applied.get(partition, 0):
+            fresh.append(record)
+            applied[partition] = offset + 1
+    return fresh
+
+
 class DriftHandler:
     """The consumer loop's handler: decode inference-log records, feed the monitor, publish, save state."""
 
@@ -432,15 +457,29 @@ class DriftHandler:
         self._decode = json_record_decoder(TypeAdapter(InferenceLogRecord))
         self.results: list[WindowResult] = []
 
+    def _fresh(
+        self, records: Sequence[InferenceLogRecord], positions: Sequence[tuple[int, int]] | None
+    ) -> Sequence[InferenceLogRecord]:
+        if positions is None:
+            return records
+        fresh = _skip_counted(self.monitor.applied, records, positions)
+        if len(fresh) < len(records):
+            logger.info(
+                "skipped %d replayed record(s) already in the saved windows", len(records) - len(fresh)
+            )
+        return fresh
+
     def decode(self, message: Any) -> InferenceLogRecord:
         return self._decode(message.value)
 
-    def process(self, records: Sequence[InferenceLogRecord]) -> None:
+    def process(
+        self, records: Sequence[InferenceLogRecord], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
         # The loop retries a failed batch (whole, or record by record): roll the windows back first, so a
         # retried record is not counted twice.
         before = self.monitor.snapshot()
         try:
-            results = [r for record in records for r in self.monitor.observe(record)]
+            results = [r for record in self._fresh(records, positions) for r in self.monitor.observe(record)]
             alerts = [a for r in results for a in r.alerts]
             if alerts:
                 self.publish(alerts)
@@ -476,6 +515,10 @@ def build_monitor_loop(settings: DriftMonitorSettings) -> tuple[AtLeastOnceConsu
     monitor = DriftMonitor(settings, metrics)
     if settings.state_path is not None:
         monitor.load(settings.state_path)
+    else:
+        # Without a state file a restart (or a scale from zero) learns the reference again from current
+        # traffic, which may already have drifted: fine for a demo, not for production.
+        logger.warning("no state_path: the reference distribution is lost on restart")
     publisher = AlertPublisher(settings.kafka, specs["drift-alerts"].name)
     handler = DriftHandler(monitor, publisher.publish, settings.state_path)
     consumer_metrics = ConsumerMetrics(settings.group_id, registry=metrics.registry)

@@ -45,6 +45,7 @@ from pipelines.decoding import json_record_decoder
 from pipelines.dlq import PoisonKind, PoisonRecord
 from pipelines.metrics import ConsumerMetrics
 from pipelines.records import DOCUMENT_RECORD, DocumentDelete
+from pipelines.reindex import ReplayStats, committed_offsets, replay
 from pipelines.sinks import (  # re-exported: the sinks used to live here
     DirectSinkSettings,
     DocumentOp,
@@ -115,8 +116,11 @@ class DocumentHandler:
             )
         return record
 
-    def process(self, records: Sequence[DocumentOp]) -> None:
-        self.sink.write(records)
+    def process(self, records: Sequence[DocumentOp], positions: Sequence[tuple[int, int]]) -> None:
+        # A document's version is where its record sits in Kafka (one doc_id, one partition): the store
+        # refuses a write older than the one it holds, so a zombie or a replay never overwrites newer.
+        versions = {record.doc_id: position for record, position in zip(records, positions, strict=True)}
+        self.sink.write(records, versions)
 
 
 def build_ingestion_consumer(
@@ -129,12 +133,60 @@ def build_ingestion_consumer(
     )
 
 
+def rebuild_if_index_lost(settings: IngestionSettings, sink: DocumentSink) -> ReplayStats | None:
+    """Replay `documents` up to the group's committed offsets when the index is empty but the group has
+    moved on (the index was lost): otherwise the loop would resume after documents the index no longer
+    holds. See `pipelines.reindex`."""
+    empty = getattr(sink, "index_is_empty", lambda: None)()
+    if not empty:
+        return None
+    topic = DOCUMENTS.with_prefix(settings.topic_prefix).name
+    committed = committed_offsets(settings.kafka, settings.group_id, topic)
+    if not committed:
+        return None
+    logger.warning(
+        "the index is empty but group %s has committed %d records of %s: rebuilding it by replaying them",
+        settings.group_id,
+        sum(committed.values()),
+        topic,
+    )
+    return replay(
+        settings.kafka,
+        topic,
+        DocumentHandler(sink),
+        committed,
+        batch_size=settings.batch_size,
+        retry=settings.retry,
+        max_record_bytes=settings.max_record_bytes,
+    )
+
+
+def run_reindex(settings: IngestionSettings) -> ReplayStats:
+    """`surge reindex`: replay all of `documents` (to its end offsets now) into the configured sink."""
+    spec = DOCUMENTS.with_prefix(settings.topic_prefix)
+    ensure_topics(settings.kafka, [spec])
+    sink = build_sink(settings.sink)
+    try:
+        return replay(
+            settings.kafka,
+            spec.name,
+            DocumentHandler(sink),
+            batch_size=settings.batch_size,
+            retry=settings.retry,
+            max_record_bytes=settings.max_record_bytes,
+        )
+    finally:
+        sink.close()
+
+
 def run_ingestion(settings: IngestionSettings) -> int:
-    """Create topics, serve metrics, consume until SIGTERM/SIGINT; returns the process exit code."""
+    """Create topics, rebuild a lost index, serve metrics, consume until SIGTERM/SIGINT; returns the
+    process exit code."""
     ensure_topics(settings.kafka, [DOCUMENTS.with_prefix(settings.topic_prefix)])
     started = time.monotonic()
     sink = build_sink(settings.sink)
     logger.info("sink %s ready in %.1f s", settings.sink.kind, time.monotonic() - started)
+    rebuild_if_index_lost(settings, sink)
     loop = build_ingestion_consumer(settings, sink)
     if settings.metrics_port:
         loop.metrics.serve(settings.metrics_port, settings.metrics_host)

@@ -20,13 +20,14 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployments.settings import EmbeddedStoreSettings, EmbedderSettings, VectorStoreSettings
+from deployments.vector_store.base import DocVersion
 from pipelines.consumer import SinkUnavailable
 from pipelines.records import DocumentDelete, DocumentUpsert
 
@@ -90,9 +91,10 @@ SinkSettings = Annotated[DirectSinkSettings | HttpSinkSettings, Field(discrimina
 class DocumentSink(Protocol):
     """Applies document upserts and deletes durably and idempotently."""
 
-    def write(self, ops: Sequence[DocumentOp]) -> None:
-        """Apply in order; durable on return. SinkUnavailable if the backend is down, DocumentRejected (or
-        any other exception) if these documents failed."""
+    def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
+        """Apply in order; durable on return. `versions`: each doc_id's (partition, offset) of its last
+        op, for sinks that fence writes (an older version never overwrites a newer one). SinkUnavailable
+        if the backend is down, DocumentRejected (or any other exception) if these documents failed."""
         ...
 
     def close(self) -> None: ...
@@ -177,7 +179,7 @@ class DirectSink:
         self.store = open_vector_store(settings.store, self.embedder.dimensions)
         self._transient = _transient_errors()
 
-    def write(self, ops: Sequence[DocumentOp]) -> None:
+    def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
         from deployments.vector_store import ChunkRecord
 
         upserts, deletes = last_op_per_document(ops)
@@ -203,9 +205,9 @@ class DirectSink:
             row += len(chunks)
         try:
             if documents:
-                self.store.replace_documents(documents)
+                self.store.replace_documents(documents, versions)
             if deletes:
-                self.store.delete_documents(deletes)
+                self.store.delete_documents(deletes, versions)
         except self._transient as error:
             raise SinkUnavailable(f"vector store unreachable: {error}") from error
         except (sqlite3.Error, OSError) as error:
@@ -213,6 +215,9 @@ class DirectSink:
             if reason is None:
                 raise
             raise SinkUnavailable(f"vector store cannot write: {reason}") from error
+
+    def index_is_empty(self) -> bool:
+        return self.store.count_documents() == 0
 
     def close(self) -> None:
         self.store.close()
@@ -261,7 +266,8 @@ class HttpSink:
         if response.status_code >= 400:
             raise DocumentRejected(f"/v1/documents answered {response.status_code}: {response.text[:300]}")
 
-    def write(self, ops: Sequence[DocumentOp]) -> None:
+    def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
+        # Not fenced: /v1/documents takes no versions (yet), so replays rely on per-document ordering.
         upserts, deletes = last_op_per_document(ops)
         size = self.settings.max_documents_per_request
         for start in range(0, len(upserts), size):

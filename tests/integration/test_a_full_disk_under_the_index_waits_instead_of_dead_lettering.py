@@ -52,9 +52,9 @@ class CountingSink:
         self.inner = inner
         self.unavailable: list[str] = []
 
-    def write(self, ops: Sequence[Any]) -> None:
+    def write(self, ops: Sequence[Any], versions: Any = None) -> None:
         try:
-            self.inner.write(ops)
+            self.inner.write(ops, versions)
         except SinkUnavailable as error:
             self.unavailable.append(str(error))
             raise

@@ -30,7 +30,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    def write(self, ops: Any) -> None:
+    def write(self, ops: Any, versions: Any = None) -> None:
         self.ids.extend(op.doc_id for op in ops)
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.ops: list[Any] = []
 
-    def write(self, ops: Sequence[Any]) -> None:
+    def write(self, ops: Sequence[Any], versions: Any = None) -> None:
         self.ops.extend(ops)
 
     def close(self) -> None:

@@ -162,6 +162,33 @@ def test_delete_counts_removed_chunks_and_ignores_unknown_ids(open_store: StoreF
     assert all(hit.doc_id != "a" for hit in store.search(QUERY, 10))
 
 
+def test_an_older_version_never_overwrites_a_newer_one(open_store: StoreFactory) -> None:
+    store = open_store()
+    docs = corpus()
+    newer = [chunk("a", 0, "newest text", [1, 0, 0, 0])]
+    assert store.replace_documents({"a": newer}, {"a": (2, 50)}).written == 1
+    # A zombie consumer (or a replay) writes the document as it was at offset 40 of the same partition.
+    result = store.replace_documents({"a": docs["a"]}, {"a": (2, 40)})
+    assert result.fenced == 1 and result.written == 0
+    assert [h.text for h in store.document_chunks("a")] == ["newest text"]
+    # The same version again (a replay after a crash) and a newer one are applied.
+    assert store.replace_documents({"a": newer}, {"a": (2, 50)}).fenced == 0
+    assert store.replace_documents({"a": docs["a"]}, {"a": (2, 60)}).fenced == 0
+    assert len(store.document_chunks("a")) == len(docs["a"])
+
+
+def test_a_delete_is_fenced_too_and_an_older_upsert_cannot_resurrect_the_document(
+    open_store: StoreFactory,
+) -> None:
+    store = open_store()
+    store.replace_documents(corpus(), {"a": (1, 10), "b": (1, 11)})
+    assert store.delete_documents(["a"], {"a": (1, 5)}) == 0  # older than the stored upsert
+    assert store.document_chunks("a") != []
+    assert store.delete_documents(["a"], {"a": (1, 20)}) > 0
+    assert store.replace_documents({"a": corpus()["a"]}, {"a": (1, 10)}).fenced == 1
+    assert store.document_chunks("a") == []
+
+
 def test_document_chunks_are_ordered_by_index_with_score_one(open_store: StoreFactory) -> None:
     store = open_store()
     docs = corpus()

@@ -52,7 +52,7 @@ def _message(value: bytes | None, key: bytes | None = None) -> ConsumerRecord:
 
 
 class _NoSink:
-    def write(self, ops: Any) -> None:
+    def write(self, ops: Any, versions: Any = None) -> None:
         raise AssertionError("decoding must not write")
 
     def close(self) -> None:
