@@ -51,6 +51,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from deployments.settings import EmbedderSettings
+from pipelines import feature_recovery
 from pipelines.decoding import decode_object, undecodable, validate
 from pipelines.dlq import DeadLetter, PoisonRecord, send_dead_letters
 from pipelines.feature_store import (
@@ -477,6 +478,8 @@ def run_feature_job(
     started = time.perf_counter()
     online = open_online_store(settings.online)
     try:
+        offline_root = Path(settings.offline_path).expanduser()
+        feature_recovery.recover(offline_root, online)
         if ranges:
             offset_range = OffsetRange.of(settings.topic, ranges)
             lag = offset_range.records
@@ -501,8 +504,11 @@ def run_feature_job(
             compute_start = time.perf_counter()
             rows = compute_features(read.events, settings, offset_range)
             result.compute_seconds = time.perf_counter() - compute_start
-            files = OfflineFeatureStore(settings.offline_path).write(offset_range, rows)
+            # Marker first, online apply (with the ledger) last: see pipelines.feature_recovery.
+            feature_recovery.begin(offline_root, offset_range)
+            files = OfflineFeatureStore(offline_root).write(offset_range, rows)
             applied = online.apply(offset_range, rows)
+            feature_recovery.finish(offline_root, offset_range)
             result.status = "applied" if applied.applied else "already_applied"
             result.records = offset_range.records
             result.dead_letters = len(read.dead_letters)
