@@ -195,3 +195,19 @@ class LoopInThread:
                     key = (int(headers["source-partition"]), int(headers["source-offset"]))
                     self.letters[key] = message
         return self.letters.get((partition, offset))
+
+
+def index_counts(index: Path) -> tuple[int, int]:
+    """(documents in an embedded index, chunk rows ever inserted into it): read straight from its SQLite
+    file, so it works while (or after) a consumer process writes it. Every insert is logged in the
+    `changes` table, and a replayed, unchanged document inserts nothing: inserts above the number of
+    chunks mean a replay wrote a document again."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{index / 'index.sqlite3'}?mode=ro", uri=True, timeout=30)
+    try:
+        documents = conn.execute("SELECT count(DISTINCT doc_id) FROM chunks").fetchone()[0]
+        inserts = conn.execute("SELECT count(*) FROM changes WHERE added = 1").fetchone()[0]
+        return int(documents), int(inserts)
+    finally:
+        conn.close()
