@@ -21,7 +21,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from pipelines.consumer import AtLeastOnceConsumer
 from pipelines.dlq import PoisonKind, PoisonRecord
 from pipelines.drift import DriftHandler, DriftMonitor, DriftMonitorSettings
-from pipelines.feature_job import _parse
+from pipelines.feature_reading import _parse
 from pipelines.ingestion import DocumentHandler, DocumentOp, IngestionSettings
 from tests.poison_values import DOCUMENT, EVENT, INFERENCE, KINDS, bad_values
 
