@@ -60,6 +60,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     if isinstance(settings, PgVectorStoreSettings):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {settings.table}")
+            conn.execute(f"DROP TABLE IF EXISTS {settings.table}_versions")
 
 
 def chunk(
@@ -378,3 +379,31 @@ def test_a_second_client_sees_the_first_ones_writes_and_deletes(open_store: Stor
     assert hits[0].text == "gamma moved"
     assert all(hit.doc_id != "a" for hit in hits)
     assert reader.count_chunks() == 3
+
+
+@pytest.mark.integration
+def test_pgvector_delete_waits_for_the_per_document_lock_an_upsert_holds(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.setenv(DSN_ENV, pg_dsn)
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    store = open_vector_store(PgVectorStoreSettings(dsn_env=DSN_ENV, table=table, index="exact"), DIMS)
+    try:
+        store.replace_documents(corpus())
+        deleted = threading.Event()
+        with psycopg.connect(pg_dsn) as holder:  # a writer of document "a" mid-transaction
+            holder.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{table}:a",))
+            worker = threading.Thread(target=lambda: (store.delete_documents(["a"]), deleted.set()))
+            worker.start()
+            assert not deleted.wait(1.5), "delete_documents did not wait for the document's lock"
+            holder.commit()
+        assert deleted.wait(15)
+        worker.join(15)
+        assert store.document_chunks("a") == []
+    finally:
+        store.close()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}_versions")
