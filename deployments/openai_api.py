@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployments.settings import GatewaySettings
 from pipelines.records import DOC_ID_PATTERN, MAX_DOCUMENT_CHARS, MetadataValue
@@ -45,6 +45,27 @@ class ApiError(Exception):
         }
 
 
+# What the stores can hold, checked here so a bad value is the client's 400 and not the store's 500:
+# PostgreSQL text refuses NUL, and a filter with more alternatives than this nests SQLite's expression
+# tree past its depth limit (1000) or its 32766 host parameters.
+MAX_FILTER_KEYS = 32
+MAX_FILTER_VALUES = 256
+
+
+def reject_nul(text: str, what: str) -> str:
+    if "\x00" in text:
+        raise ValueError(f"{what} must not contain a NUL character")
+    return text
+
+
+def _check_metadata(metadata: dict[str, Any], what: str) -> None:
+    for key, value in metadata.items():
+        reject_nul(key, f"{what} key")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                reject_nul(item, f"{what}[{key!r}]")
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -58,8 +79,22 @@ class RetrievalOptions(BaseModel):
         None, ge=1, description="Chunks to retrieve (defaults to the gateway's rag_top_k)."
     )
     filter: dict[str, MetadataValue | list[MetadataValue]] | None = Field(
-        None, description="Metadata filter: every key must match; a list means any of."
+        None,
+        max_length=MAX_FILTER_KEYS,
+        description=f"Metadata filter: every key must match; a list (at most {MAX_FILTER_VALUES} values) "
+        "means any of.",
     )
+
+    @field_validator("filter")
+    @classmethod
+    def _filter_fits_the_store(
+        cls, value: dict[str, MetadataValue | list[MetadataValue]] | None
+    ) -> dict[str, MetadataValue | list[MetadataValue]] | None:
+        for key, values in (value or {}).items():
+            if isinstance(values, list) and len(values) > MAX_FILTER_VALUES:
+                raise ValueError(f"filter[{key!r}] lists {len(values)} values; at most {MAX_FILTER_VALUES}")
+        _check_metadata(value or {}, "filter")
+        return value
 
 
 class ChatMessage(BaseModel):
@@ -157,11 +192,23 @@ class EmbeddingRequest(_Request):
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/Infinity: Python's JSON parser accepts them, no store can index them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = Field(pattern=DOC_ID_PATTERN)
     text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @field_validator("text")
+    @classmethod
+    def _text_has_no_nul(cls, value: str) -> str:
+        return reject_nul(value, "text")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_has_no_nul(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        _check_metadata(value, "metadata")
+        return value
 
 
 class DocumentsRequest(BaseModel):
@@ -170,7 +217,21 @@ class DocumentsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[DocumentIn] = Field(default_factory=list)
-    delete: list[str] = Field(default_factory=list)
+    delete: list[Annotated[str, Field(pattern=DOC_ID_PATTERN)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _each_id_once(self) -> DocumentsRequest:
+        # One transaction cannot both hold two versions of a document (which one wins?), nor upsert and
+        # delete it: the caller must say which.
+        seen: set[str] = set()
+        for doc in self.documents:
+            if doc.id in seen:
+                raise ValueError(f"document id {doc.id!r} appears twice in documents")
+            seen.add(doc.id)
+        both = sorted(seen.intersection(self.delete))
+        if both:
+            raise ValueError(f"ids both upserted and deleted in one request: {both[:5]}")
+        return self
 
 
 def check_limits(request: ChatCompletionRequest | CompletionRequest, settings: GatewaySettings) -> int:

@@ -23,6 +23,24 @@ logger = logging.getLogger(__name__)
 
 # Dead-letter topics see little traffic; one partition keeps their order easy to read.
 DLQ_PARTITIONS = 1
+# A dead letter is the original record plus ~1 KB of headers, and records up to the consumers'
+# max_record_bytes (2 MB by default) are dead-lettered whole: give the DLQ room well above that. Anything
+# larger is still refused, and the consumer sends it truncated (pipelines.dlq) rather than stalling.
+DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def dlq_configs(replication_factor: int) -> dict[str, str]:
+    """Topic configs of a dead-letter topic.
+
+    `min.insync.replicas` = replication_factor - 1 (at least 2) when the factor is known and >= 3, so an
+    acknowledged dead letter survives a broker loss while one broker may be down; e.g. factor 3 -> 2.
+    With the broker's default factor (-1) or fewer than 3 replicas the broker's default applies: asking
+    for 2 in-sync replicas of a topic that may have 1 would refuse every write.
+    """
+    configs = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+    if replication_factor >= 3:
+        configs["min.insync.replicas"] = str(max(2, replication_factor - 1))
+    return configs
 
 
 class BrokerUnreachable(RuntimeError):
@@ -44,9 +62,18 @@ def wanted_topics(specs: Iterable[TopicSpec], replication_factor: int = -1) -> l
     """NewTopic requests for the specs and, for each consumed one, its dead-letter topic."""
     wanted: list[NewTopic] = []
     for spec in specs:
-        wanted.append(NewTopic(spec.name, spec.partitions, replication_factor))
+        wanted.append(
+            NewTopic(spec.name, spec.partitions, replication_factor, topic_configs=dict(spec.configs))
+        )
         if spec.consumed:
-            wanted.append(NewTopic(spec.dlq, DLQ_PARTITIONS, replication_factor))
+            wanted.append(
+                NewTopic(
+                    spec.dlq,
+                    DLQ_PARTITIONS,
+                    replication_factor,
+                    topic_configs=dlq_configs(replication_factor),
+                )
+            )
     return wanted
 
 

@@ -90,6 +90,22 @@ def _ingest(args: argparse.Namespace) -> int:
     return run_ingestion(settings)
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    from pipelines.ingestion import configure_logging, run_reindex, settings_from_args
+
+    configure_logging()
+    try:
+        settings = settings_from_args(args)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    stats = run_reindex(settings)
+    print(
+        f"reindexed: {stats.records} records replayed, {stats.written} written, "
+        f"{stats.skipped_poison} poison and {stats.skipped_failed} failed skipped, in {stats.seconds:.1f} s"
+    )
+    return 0
+
+
 def _broker(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser()
     if args.broker_command == "start":
@@ -145,6 +161,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="Run the ingestion consumer (documents -> index).")
     add_ingestion_arguments(ingest)
     ingest.set_defaults(handler=_ingest)
+
+    reindex = commands.add_parser(
+        "reindex",
+        help="Rebuild the index by replaying the compacted documents topic from the beginning "
+        "(the recovery path when an index is lost; same flags as ingest).",
+    )
+    add_ingestion_arguments(reindex)
+    reindex.set_defaults(handler=_reindex)
 
     broker = commands.add_parser("broker", help="A local Kafka-protocol broker (noida-db) for a laptop.")
     broker_commands = broker.add_subparsers(dest="broker_command", required=True)

@@ -14,10 +14,14 @@ Delivery guarantees (the contract each consumer built on this loop inherits, and
 - **A sink that is down is not poison.** When the sink raises `SinkUnavailable` (its backend cannot be
   reached), the loop keeps retrying the same batch with capped backoff, commits nothing meanwhile, and
   dead-letters nothing: records wait in Kafka until the sink is back.
-- **Rebalances lose nothing.** A batch is written and committed before the next `poll()`, and
-  partitions are only revoked inside `poll()`, so a revoked partition has no processed-but-uncommitted
-  records; the new owner starts at the committed offset. A commit refused because the group moved on
-  (the batch outlived `max_poll_interval_s`) means replay by the new owner, never loss.
+- **Slow sinks and rebalances.** The sink write runs in a worker thread while the loop keeps polling with
+  every partition paused, so a write longer than `max_poll_interval_s` neither gets the consumer evicted
+  nor starts a rebalance livelock. A partition revoked during the write is not written any further (no
+  zombie writes into a partition another consumer owns) and not committed: its new owner re-reads it
+  from the last commit. Writes carry each record's (partition, offset) as the document's version, and
+  the stores refuse a version older than the one they hold, so a write that was already under way can
+  never overwrite what the new owner wrote. A commit refused because the group moved on means replay
+  by the new owner, never loss.
 - **Graceful shutdown.** On SIGTERM/SIGINT the loop finishes the batch in hand (or, if its sink is
   unavailable, abandons it uncommitted), commits what is durable, leaves the group and exits.
 
@@ -27,129 +31,32 @@ entity's records share a partition.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from pipelines.dlq import DeadLetter, PoisonKind, PoisonRecord
+from pipelines.consumer_contract import BatchHandler, ConsumerSettings, LoopStats, SinkUnavailable
+from pipelines.decoding import undecodable
+from pipelines.dlq import DeadLetter, PoisonKind, PoisonRecord, send_dead_letters
 from pipelines.metrics import ConsumerMetrics
-from pipelines.retry import RetriesExhausted, RetryPolicy, call_with_retry
-from pipelines.settings import KafkaSettings
+from pipelines.retry import RetriesExhausted, call_with_retry
 
 logger = logging.getLogger(__name__)
 
+# While a batch is being written, the loop polls (all partitions paused) this often: far below any sane
+# max.poll.interval.ms, so a slow sink never gets the consumer evicted.
+KEEPALIVE_POLL_S = 0.5
+
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
-MAX_SCHEMA_ERROR_CHARS = 500
-
-
-class SinkUnavailable(Exception):
-    """The sink's backend cannot be reached right now: retry the batch later, do not dead-letter it."""
-
-
-class ConsumerSettings(BaseModel):
-    """What every consumer loop needs; each pipeline's settings model extends it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
-    topic_prefix: str = Field(
-        "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of every topic name (isolation)."
-    )
-    group_id: str = Field(min_length=1, max_length=200, description="Consumer group id.")
-    group_instance_id: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9._-]{1,200}$",
-        description="Static group membership (KIP-345): a consumer restarted with the same id takes its "
-        "partitions back at once instead of after the session timeout; use a stable name (a pod's name).",
-    )
-    batch_size: int = Field(64, ge=1, le=10_000, description="Most records handled (and committed) at once.")
-    poll_timeout_s: float = Field(1.0, gt=0, le=60, description="How long one poll waits for records.")
-    idle_poll_interval_s: float = Field(
-        0.25,
-        ge=0,
-        le=10,
-        description="Once a poll came back empty, poll without waiting this often until records arrive "
-        "(a broker that answers empty fetches at once, as the local one does, otherwise costs ~40% of a "
-        "core per idle consumer); adds at most this much latency to the first record after a quiet spell.",
-    )
-    max_poll_interval_s: float = Field(
-        300, gt=0, description="Longest gap between polls before the group evicts this consumer."
-    )
-    session_timeout_s: float = Field(
-        10, ge=1, le=300, description="Heartbeat silence after which the group rebalances."
-    )
-    max_record_bytes: int = Field(
-        2_000_000, ge=64, description="Key + value bytes beyond which a record is dead-lettered as oversized."
-    )
-    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a failing record.")
-    metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics (0: not served).")
-    metrics_host: str = Field("127.0.0.1", min_length=1, description="Address /metrics binds to.")
-
-    @model_validator(mode="after")
-    def _timeouts_are_consistent(self) -> ConsumerSettings:
-        if self.retry.total_max_wait_s() * self.batch_size >= self.max_poll_interval_s:
-            raise ValueError(
-                f"retry waits for a whole failing batch ({self.retry.total_max_wait_s():.1f} s x batch_size "
-                f"{self.batch_size}) must stay below max_poll_interval_s ({self.max_poll_interval_s})"
-            )
-        if self.poll_timeout_s >= self.max_poll_interval_s:
-            raise ValueError("poll_timeout_s must be < max_poll_interval_s")
-        return self
-
-
-class BatchHandler(Protocol[T]):
-    """What a pipeline plugs into the loop: turn bytes into a record, write a batch of records durably."""
-
-    def decode(self, message: ConsumerRecord) -> T:
-        """Parse and validate one message; raise PoisonRecord if it can never be processed."""
-        ...
-
-    def process(self, records: Sequence[T]) -> None:
-        """Write the records, in order, durably and idempotently; raise SinkUnavailable if the backend is
-        down, any other exception if these records failed."""
-        ...
-
-
-def json_record_decoder(adapter: TypeAdapter[T_co]) -> Callable[[bytes | None], T_co]:
-    """Decode a message value as a JSON record of the given schema, classifying failures as poison."""
-
-    def decode(value: bytes | None) -> T_co:
-        if value is None:
-            raise PoisonRecord(PoisonKind.NOT_JSON, "empty value (tombstone), expected a JSON record")
-        try:
-            data = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PoisonRecord(PoisonKind.NOT_JSON, f"not JSON: {error}") from error
-        try:
-            return adapter.validate_python(data)
-        except ValidationError as error:
-            text = str(error).replace("\n", " ")[:MAX_SCHEMA_ERROR_CHARS]
-            raise PoisonRecord(PoisonKind.SCHEMA_INVALID, text) from error
-
-    return decode
-
-
-@dataclass
-class LoopStats:
-    """Counts of one loop's lifetime (also exported as metrics)."""
-
-    processed: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
-    commits: int = 0
-    started_at: float = field(default_factory=time.monotonic)
+__all__ = ["AtLeastOnceConsumer", "BatchHandler", "ConsumerSettings", "LoopStats", "SinkUnavailable"]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -157,13 +64,19 @@ class _Rebalance(ConsumerRebalanceListener):
         self.loop = loop
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        # Nothing processed is uncommitted here: batches commit before the next poll (see module doc).
+        # Outside a write nothing processed is uncommitted (batches commit before the next poll). During
+        # a write (this runs inside the keep-alive poll) the batch's records of these partitions are
+        # neither written any further nor committed: their new owner re-reads them.
         logger.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
+        self.loop._revoked_during_write.update((tp.topic, tp.partition) for tp in revoked)
         for tp in revoked:
             self.loop.metrics.forget_partition(tp.topic, tp.partition)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         logger.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        if self.loop._writing and assigned and self.loop._consumer is not None:
+            # A write is in flight: fetch nothing new until it is done and committed.
+            self.loop._consumer.pause(*assigned)
 
 
 class AtLeastOnceConsumer(Generic[T]):
@@ -191,6 +104,8 @@ class AtLeastOnceConsumer(Generic[T]):
         self.stop_requested = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
+        self._writing = False
+        self._revoked_during_write: set[tuple[str, int]] = set()
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -215,14 +130,24 @@ class AtLeastOnceConsumer(Generic[T]):
             max_partition_fetch_bytes=max(1_048_576, s.max_record_bytes + 1024),
         )
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
-        # Dead letters must be as durable as the commit that follows them.
-        self._producer = KafkaProducer(
-            **common,
-            acks="all",
-            enable_idempotence=True,
-            max_request_size=max(1_048_576, s.max_record_bytes + 65_536),
-            linger_ms=5,
-        )
+        self._dlq_producer()
+
+    def _dlq_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            # Dead letters must be as durable as the commit that follows them.
+            self._producer = KafkaProducer(
+                **self.settings.kafka.kafka_python_config(),
+                acks="all",
+                enable_idempotence=True,
+                max_request_size=max(1_048_576, self.settings.max_record_bytes + 65_536),
+                linger_ms=5,
+            )
+        return self._producer
+
+    def _reset_dlq_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
 
     def _close(self) -> None:
         if self._producer is not None:
@@ -282,8 +207,17 @@ class AtLeastOnceConsumer(Generic[T]):
                 good.append((message, self._decode(message)))
             except PoisonRecord as poison:
                 letters.append(self._letter(message, poison.kind, str(poison), attempts=0))
+            except Exception as error:
+                # A decoder bug must cost one record, not the partition: a consumer that died here would
+                # read the same record after every restart and die again.
+                logger.exception(
+                    "decoding %s[%d]@%d failed", message.topic, message.partition, message.offset
+                )
+                failure = undecodable(error)
+                letters.append(self._letter(message, failure.kind, str(failure), attempts=0))
 
-        if good and not self._process_all(good, letters):
+        self._revoked_during_write = set()
+        if good and not self._while_polling(lambda: self._process_all(good, letters)):
             return False
         if letters and not self._publish_dead_letters(letters):
             return False
@@ -298,6 +232,46 @@ class AtLeastOnceConsumer(Generic[T]):
             self.metrics.dead_lettered.labels(**labels, reason=letter.kind.value).inc()
         self.metrics.processing_seconds.labels(**labels).observe(time.perf_counter() - started)
         return True
+
+    def _while_polling(self, work: Callable[[], bool]) -> bool:
+        """Run `work` (the sink write) in a worker thread while this thread keeps polling with every
+        partition paused: the group sees a live member however slow the sink is (no eviction after
+        `max_poll_interval_s`, no rebalance livelock), and rebalances happen during the write, reported
+        to `_revoked_during_write` by the listener."""
+        if self._consumer is None:  # handle_batch called outside run(): nothing to keep alive
+            return work()
+        outcome: list[bool] = []
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                outcome.append(work())
+            except BaseException as error:
+                failure.append(error)
+
+        worker = threading.Thread(target=target, name="sink-write", daemon=True)
+        self._writing = True
+        self._consumer.pause(*self._consumer.assignment())
+        worker.start()
+        try:
+            while True:
+                worker.join(KEEPALIVE_POLL_S)
+                if not worker.is_alive():
+                    break
+                for tp, records in self._consumer.poll(timeout_ms=100).items():
+                    # Only a partition assigned before the listener paused it can return records: rewind
+                    # it, so they are read again after this batch, in order.
+                    self._consumer.seek(tp, records[0].offset)
+                    self._consumer.pause(tp)
+        finally:
+            self._writing = False
+            self._consumer.resume(*self._consumer.assignment())
+        if failure:
+            raise failure[0]
+        return outcome[0]
+
+    def _revoked(self, message: ConsumerRecord) -> bool:
+        return (message.topic, message.partition) in self._revoked_during_write
 
     def _decode(self, message: ConsumerRecord) -> T:
         size = len(message.value or b"") + len(message.key or b"")
@@ -315,8 +289,13 @@ class AtLeastOnceConsumer(Generic[T]):
         policy = self.settings.retry
         attempt = 0
         while True:
+            good = [(m, r) for m, r in good if not self._revoked(m)]
+            if not good:
+                return True  # every record's partition moved to another consumer: it writes them
             try:
-                self.handler.process([record for _, record in good])
+                self.handler.process(
+                    [record for _, record in good], [(m.partition, m.offset) for m, _ in good]
+                )
                 return True
             except SinkUnavailable as error:
                 attempt += 1
@@ -331,10 +310,10 @@ class AtLeastOnceConsumer(Generic[T]):
                 break
 
         for message, record in good:
-            while True:
+            while not self._revoked(message):  # no zombie writes to a partition another consumer owns
                 try:
                     call_with_retry(
-                        lambda r=record: self.handler.process([r]),  # type: ignore[misc]
+                        lambda r=record, m=message: self.handler.process([r], [(m.partition, m.offset)]),  # type: ignore[misc]
                         policy,
                         should_stop=self.stop_requested.is_set,
                         sleep=self._interruptible_sleep,
@@ -378,46 +357,36 @@ class AtLeastOnceConsumer(Generic[T]):
         )
 
     def _publish_dead_letters(self, letters: Sequence[DeadLetter]) -> bool:
-        """Send and wait for the broker's acks; retried while the broker refuses. False if abandoned."""
-        assert self._producer is not None
+        """Send and wait for the broker's acks; a letter too large for the DLQ is sent truncated at once
+        (`pipelines.dlq.send_dead_letters`), other refusals are retried with backoff. False if
+        abandoned."""
+        pending = list(letters)
         attempt = 0
         while True:
             try:
-                futures = [
-                    self._producer.send(
-                        letter.topic, key=letter.key, value=letter.value, headers=letter.headers()
-                    )
-                    for letter in letters
-                ]
-                self._producer.flush(timeout=30)
-                for future in futures:
-                    future.get(timeout=30)
-                for letter in letters:
-                    logger.warning(
-                        "dead-lettered %s[%d]@%d to %s: %s (%s)",
-                        letter.source_topic,
-                        letter.partition,
-                        letter.offset,
-                        letter.topic,
-                        letter.kind.value,
-                        letter.error[:200],
-                    )
-                return True
-            except KafkaError as error:
-                attempt += 1
+                pending = send_dead_letters(self._dlq_producer, pending, self._reset_dlq_producer)
+            except KafkaError as error:  # flush timing out while the broker restarts
                 logger.warning("could not publish dead letters (%s); retrying", error)
-                if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
-                    return False
+            if not pending:
+                return True
+            attempt += 1
+            if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
+                return False
 
     def _commit(self, messages: Sequence[ConsumerRecord]) -> None:
         assert self._consumer is not None
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        assigned = self._consumer.assignment()
         for message in messages:
             tp = TopicPartition(message.topic, message.partition)
+            if self._revoked(message) or tp not in assigned:
+                continue  # revoked during the write: the new owner (maybe us again) re-reads from the last commit
             if tp not in offsets or offsets[tp].offset <= message.offset:
                 offsets[tp] = OffsetAndMetadata(message.offset + 1, "", -1)
         attempt = 0
         while True:
+            if not offsets:
+                break
             try:
                 self._consumer.commit(offsets)
                 self.stats.commits += 1
@@ -433,6 +402,8 @@ class AtLeastOnceConsumer(Generic[T]):
                 logger.warning("commit failed (%s); retrying", error)
                 if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
                     return
+        if not offsets:
+            return
         for tp, committed in offsets.items():
             self.metrics.committed_offset.labels(tp.topic, str(tp.partition), self.settings.group_id).set(
                 committed.offset

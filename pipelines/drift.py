@@ -27,64 +27,45 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from kafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from pipelines.consumer import (
-    AtLeastOnceConsumer,
-    ConsumerSettings,
-    SinkUnavailable,
-    json_record_decoder,
-)
+from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings, SinkUnavailable
+from pipelines.decoding import json_record_decoder
 from pipelines.drift_tests import DRIFT_TESTS, DriftPolicy, DriftTest, make_test
+from pipelines.drift_windows import (  # re-exported: they used to live here
+    EMBEDDING_FEATURE,
+    NUMERIC_FEATURES,
+    DriftMetrics,
+    ModelState,
+    Sample,
+    WindowResult,
+)
 from pipelines.records import DriftAlertRecord, InferenceLogRecord
 from pipelines.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_FEATURE = "prompt_embedding"
-
-
-def _latency(r: InferenceLogRecord) -> float | None:
-    return r.latency_s
-
-
-def _ttft(r: InferenceLogRecord) -> float | None:
-    return r.ttft_s
-
-
-def _prompt_tokens(r: InferenceLogRecord) -> float | None:
-    return float(r.prompt_tokens)
-
-
-def _completion_tokens(r: InferenceLogRecord) -> float | None:
-    return float(r.completion_tokens)
-
-
-def _retrieval_score_mean(r: InferenceLogRecord) -> float | None:
-    return float(np.mean(r.retrieval_scores)) if r.retrieval_scores else None
-
-
-#: Numeric features the monitor can watch: name -> value of one record (None: not present in it).
-NUMERIC_FEATURES: dict[str, Callable[[InferenceLogRecord], float | None]] = {
-    "latency_s": _latency,
-    "ttft_s": _ttft,
-    "prompt_tokens": _prompt_tokens,
-    "completion_tokens": _completion_tokens,
-    "retrieval_score_mean": _retrieval_score_mean,
-}
+__all__ = [
+    "EMBEDDING_FEATURE",
+    "NUMERIC_FEATURES",
+    "DriftHandler",
+    "DriftMetrics",
+    "DriftMonitor",
+    "DriftMonitorSettings",
+    "ModelState",
+    "Sample",
+    "WindowResult",
+]
 
 
 class WindowPolicy(BaseModel):
@@ -169,109 +150,6 @@ class DriftMonitorSettings(ConsumerSettings):
         return self
 
 
-class DriftMetrics:
-    """Prometheus series of the monitor (its own registry, served on the consumer's metrics port)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.score = Gauge(
-            "surge_drift_score",
-            "Latest drift score of a feature for a model (higher is more drift).",
-            ("model", "feature", "test"),
-            registry=self.registry,
-        )
-        self.threshold = Gauge(
-            "surge_drift_threshold",
-            "Threshold the drift score is compared with.",
-            ("model", "feature", "test"),
-            registry=self.registry,
-        )
-        self.windows = Counter(
-            "surge_drift_windows_evaluated",
-            "Windows compared with the reference.",
-            ("model",),
-            registry=self.registry,
-        )
-        self.alerts = Counter(
-            "surge_drift_alerts",
-            "Drift alerts raised (scores above their threshold).",
-            ("model", "feature", "test"),
-            registry=self.registry,
-        )
-        self.window_seconds = Histogram(
-            "surge_drift_window_evaluation_seconds",
-            "Seconds to evaluate one window (all features and tests).",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=self.registry,
-        )
-
-
-@dataclass
-class Sample:
-    """Feature values of a set of records (a reference or a window)."""
-
-    numeric: dict[str, list[float]] = field(default_factory=dict)
-    embeddings: list[list[float]] = field(default_factory=list)
-    records: int = 0
-    first_at: float | None = None  # epoch seconds of the first record (time windows)
-
-    def add(self, record: InferenceLogRecord, features: Sequence[str]) -> None:
-        for name in features:
-            value = NUMERIC_FEATURES[name](record)
-            if value is not None and math.isfinite(value):
-                self.numeric.setdefault(name, []).append(float(value))
-        if record.prompt_embedding:
-            self.embeddings.append([float(x) for x in record.prompt_embedding])
-        if self.first_at is None:
-            self.first_at = record.timestamp.timestamp()
-        self.records += 1
-
-    def mark(self) -> tuple[int, dict[str, int], int, float | None]:
-        """Where this sample ends now; `truncate(mark)` undoes every `add` since (samples only grow)."""
-        return self.records, {k: len(v) for k, v in self.numeric.items()}, len(self.embeddings), self.first_at
-
-    def truncate(self, mark: tuple[int, dict[str, int], int, float | None]) -> None:
-        records, lengths, embeddings, first_at = mark
-        for name in list(self.numeric):
-            if name in lengths:
-                del self.numeric[name][lengths[name] :]
-            else:
-                del self.numeric[name]
-        del self.embeddings[embeddings:]
-        self.records, self.first_at = records, first_at
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "numeric": self.numeric,
-            "embeddings": self.embeddings,
-            "records": self.records,
-            "first_at": self.first_at,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Sample:
-        return cls(data["numeric"], data["embeddings"], data["records"], data["first_at"])
-
-
-@dataclass
-class ModelState:
-    reference: Sample = field(default_factory=Sample)
-    window: Sample = field(default_factory=Sample)
-    window_index: int = 0
-
-
-@dataclass(frozen=True)
-class WindowResult:
-    """One evaluated window: every (feature, test) score, and the alerts raised."""
-
-    model: str
-    window_index: int
-    window_size: int
-    scores: dict[tuple[str, str], float]
-    alerts: tuple[DriftAlertRecord, ...]
-    seconds: float
-
-
 class DriftMonitor:
     """Windows and tests, without Kafka: feed records with `observe`, get evaluated windows back."""
 
@@ -284,6 +162,10 @@ class DriftMonitor:
             make_test(settings.embedding_test, policy) if settings.embedding_test else None
         )
         self.models: dict[str, ModelState] = {}
+        # Partition -> next offset not yet counted: saved with the windows, so records replayed after a
+        # restart (consumed and saved, but not committed) are recognised and not counted twice.
+        self.applied: dict[int, int] = {}
+        self._applied_snapshot: dict[int, int] = {}
 
     def observe(self, record: InferenceLogRecord) -> list[WindowResult]:
         """Add one record; returns the windows this record closed (zero or one)."""
@@ -358,12 +240,15 @@ class DriftMonitor:
 
     # -- rollback of a failed batch (cheap: samples only grow, and a closed window is replaced, not reused)
     def snapshot(self) -> dict[str, tuple[Any, ...]]:
-        return {
+        taken: dict[str, tuple[Any, ...]] = {
             model: (s.reference, s.reference.mark(), s.window, s.window.mark(), s.window_index)
             for model, s in self.models.items()
         }
+        self._applied_snapshot = dict(self.applied)
+        return taken
 
     def restore(self, snapshot: dict[str, tuple[Any, ...]]) -> None:
+        self.applied = dict(self._applied_snapshot)
         for model in list(self.models):
             if model not in snapshot:
                 del self.models[model]
@@ -374,7 +259,7 @@ class DriftMonitor:
 
     # -- state (saved before each commit when state_path is set)
     def save(self, path: Path) -> None:
-        data = {
+        models = {
             model: {
                 "reference": s.reference.to_json(),
                 "window": s.window.to_json(),
@@ -382,6 +267,7 @@ class DriftMonitor:
             }
             for model, s in self.models.items()
         }
+        data = {"models": models, "applied": {str(p): o for p, o in self.applied.items()}}
         tmp = path.with_suffix(path.suffix + ".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data))
@@ -391,6 +277,11 @@ class DriftMonitor:
         if not path.exists():
             return
         data = json.loads(path.read_text())
+        if "models" in data and "applied" in data:
+            self.applied = {int(p): int(o) for p, o in data["applied"].items()}
+            data = data["models"]
+        else:  # a state file written before the offsets were saved with it
+            self.applied = {}
         self.models = {
             model: ModelState(
                 Sample.from_json(s["reference"]), Sample.from_json(s["window"]), int(s["window_index"])
@@ -421,6 +312,18 @@ class AlertPublisher:
         self.producer.close(timeout=10)
 
 
+def _skip_counted(
+    applied: dict[int, int], records: Sequence[InferenceLogRecord], positions: Sequence[tuple[int, int]]
+) -> list[InferenceLogRecord]:
+    """The records not yet counted, advancing `applied` past each (partition -> next offset)."""
+    fresh = []
+    for record, (partition, offset) in zip(records, positions, strict=True):
+        if offset >= applied.get(partition, 0):
+            fresh.append(record)
+            applied[partition] = offset + 1
+    return fresh
+
+
 class DriftHandler:
     """The consumer loop's handler: decode inference-log records, feed the monitor, publish, save state."""
 
@@ -436,15 +339,29 @@ class DriftHandler:
         self._decode = json_record_decoder(TypeAdapter(InferenceLogRecord))
         self.results: list[WindowResult] = []
 
+    def _fresh(
+        self, records: Sequence[InferenceLogRecord], positions: Sequence[tuple[int, int]] | None
+    ) -> Sequence[InferenceLogRecord]:
+        if positions is None:
+            return records
+        fresh = _skip_counted(self.monitor.applied, records, positions)
+        if len(fresh) < len(records):
+            logger.info(
+                "skipped %d replayed record(s) already in the saved windows", len(records) - len(fresh)
+            )
+        return fresh
+
     def decode(self, message: Any) -> InferenceLogRecord:
         return self._decode(message.value)
 
-    def process(self, records: Sequence[InferenceLogRecord]) -> None:
+    def process(
+        self, records: Sequence[InferenceLogRecord], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
         # The loop retries a failed batch (whole, or record by record): roll the windows back first, so a
         # retried record is not counted twice.
         before = self.monitor.snapshot()
         try:
-            results = [r for record in records for r in self.monitor.observe(record)]
+            results = [r for record in self._fresh(records, positions) for r in self.monitor.observe(record)]
             alerts = [a for r in results for a in r.alerts]
             if alerts:
                 self.publish(alerts)
@@ -480,6 +397,10 @@ def build_monitor_loop(settings: DriftMonitorSettings) -> tuple[AtLeastOnceConsu
     monitor = DriftMonitor(settings, metrics)
     if settings.state_path is not None:
         monitor.load(settings.state_path)
+    else:
+        # Without a state file a restart (or a scale from zero) learns the reference again from current
+        # traffic, which may already have drifted: fine for a demo, not for production.
+        logger.warning("no state_path: the reference distribution is lost on restart")
     publisher = AlertPublisher(settings.kafka, specs["drift-alerts"].name)
     handler = DriftHandler(monitor, publisher.publish, settings.state_path)
     consumer_metrics = ConsumerMetrics(settings.group_id, registry=metrics.registry)

@@ -48,10 +48,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.settings import EmbedderSettings
-from pipelines.dlq import DeadLetter, PoisonKind
+from pipelines import feature_recovery
+from pipelines.feature_reading import (  # re-exported: they used to live here
+    DLQ_GROUP,
+    EVENT_RECORD,
+    ReadResult,
+    commit_progress,
+    plan_range,
+    publish_dead_letters,
+    read_range,
+    topic_offsets,
+)
 from pipelines.feature_store import (
     FeatureRow,
     OfflineFeatureStore,
@@ -61,12 +71,22 @@ from pipelines.feature_store import (
     SqliteOnlineStoreSettings,
     open_online_store,
 )
-from pipelines.records import EventRecord
 from pipelines.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
-DLQ_GROUP = "surge-feature-job"
+__all__ = [
+    "DLQ_GROUP",
+    "EVENT_RECORD",
+    "FeatureJobSettings",
+    "ReadResult",
+    "commit_progress",
+    "plan_range",
+    "publish_dead_letters",
+    "read_range",
+    "run_feature_job",
+    "topic_offsets",
+]
 
 
 class FeatureJobSettings(BaseModel):
@@ -112,176 +132,6 @@ class FeatureJobSettings(BaseModel):
         description="Consumer group the applied end offsets are committed to, so Kafka tools and the lag "
         "trigger see the job's lag (advisory: the ledger decides what is applied). None: no commit.",
     )
-
-
-# ------------------------------------------------------------------------------------------- planning
-
-
-def _consumer(kafka: KafkaSettings) -> Any:
-    from kafka import KafkaConsumer
-
-    # No group: offsets are ours (the ledger), not the broker's.
-    return KafkaConsumer(
-        **kafka.kafka_python_config(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-
-
-def topic_offsets(kafka: KafkaSettings, topic: str) -> tuple[dict[int, int], dict[int, int]]:
-    """(beginning, end) offsets per partition of `topic`."""
-    from kafka import TopicPartition
-
-    consumer = _consumer(kafka)
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ValueError(f"topic {topic!r} does not exist or has no partitions")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        begin = {tp.partition: int(o) for tp, o in consumer.beginning_offsets(tps).items()}
-        end = {tp.partition: int(o) for tp, o in consumer.end_offsets(tps).items()}
-        return begin, end
-    finally:
-        consumer.close()
-
-
-def plan_range(
-    topic: str,
-    beginning: dict[int, int],
-    end: dict[int, int],
-    committed_ends: dict[int, int],
-    max_per_partition: int | None = None,
-) -> OffsetRange:
-    """The next range to consume: from the ledger's end (or the log start) to the end offset, capped.
-
-    Example: end {0: 120, 1: 80}, ledger ends {0: 100}, cap None -> `topic:0=100-120,1=0-80`.
-    """
-    parts = []
-    for partition, stop in sorted(end.items()):
-        start = max(committed_ends.get(partition, 0), beginning.get(partition, 0))
-        if max_per_partition is not None:
-            stop = min(stop, start + max_per_partition)
-        parts.append(PartitionRange(partition, start, max(start, stop)))
-    return OffsetRange.of(topic, parts)
-
-
-# -------------------------------------------------------------------------------------------- reading
-
-
-@dataclass
-class ReadResult:
-    events: list[dict[str, Any]]
-    dead_letters: list[DeadLetter]
-
-
-def read_range(kafka: KafkaSettings, offset_range: OffsetRange, timeout_s: float = 60.0) -> ReadResult:
-    """Every record of the range, parsed; invalid ones become dead letters (not published here)."""
-    from kafka import TopicPartition
-
-    consumer = _consumer(kafka)
-    events: list[dict[str, Any]] = []
-    dead: list[DeadLetter] = []
-    try:
-        tps = {p.partition: TopicPartition(offset_range.topic, p.partition) for p in offset_range.partitions}
-        consumer.assign(list(tps.values()))
-        for p in offset_range.partitions:
-            consumer.seek(tps[p.partition], p.start)
-        ends = {tps[p.partition]: p.end for p in offset_range.partitions}
-        pending = {tp for tp, e in ends.items() if consumer.position(tp) < e}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {offset_range.range_id} took over {timeout_s} s")
-            for tp, messages in consumer.poll(timeout_ms=500, max_records=5000).items():
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        break
-                    _parse(message, events, dead)
-                if consumer.position(tp) >= ends[tp]:
-                    consumer.pause(tp)
-                    pending.discard(tp)
-    finally:
-        consumer.close()
-    return ReadResult(events, dead)
-
-
-def _parse(message: Any, events: list[dict[str, Any]], dead: list[DeadLetter]) -> None:
-    kind, error = None, ""
-    try:
-        record = EventRecord.model_validate_json(message.value or b"")
-    except ValidationError as exc:
-        is_json = True
-        try:
-            json.loads(message.value or b"")
-        except ValueError:
-            is_json = False
-        kind = PoisonKind.SCHEMA_INVALID if is_json else PoisonKind.NOT_JSON
-        error = str(exc)
-    if kind is not None:
-        dead.append(
-            DeadLetter(
-                source_topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=message.value,
-                kind=kind,
-                error=error,
-                attempts=0,
-                group_id=DLQ_GROUP,
-                original_headers=tuple(message.headers or ()),
-            )
-        )
-        return
-    events.append(
-        {
-            "entity_id": record.entity_id,
-            "event_type": record.event_type,
-            "ts_us": int(record.timestamp.timestamp() * 1_000_000),
-            "value": np.nan if record.value is None else float(record.value),
-            "text": record.text or "",
-        }
-    )
-
-
-def commit_progress(kafka: KafkaSettings, group_id: str, offset_range: OffsetRange) -> None:
-    """Commit the range's end offsets to `group_id` (never moving a committed offset backwards)."""
-    from kafka import TopicPartition
-    from kafka.structs import OffsetAndMetadata
-
-    if not offset_range.partitions:
-        return
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(**kafka.kafka_python_config(), group_id=group_id, enable_auto_commit=False)
-    try:
-        tps = {p.partition: TopicPartition(offset_range.topic, p.partition) for p in offset_range.partitions}
-        consumer.assign(list(tps.values()))
-        offsets = {}
-        for p in offset_range.partitions:
-            current = consumer.committed(tps[p.partition])
-            if current is None or current < p.end:
-                offsets[tps[p.partition]] = OffsetAndMetadata(p.end, offset_range.range_id, -1)
-        if offsets:
-            consumer.commit(offsets)
-    finally:
-        consumer.close(autocommit=False)
-
-
-def publish_dead_letters(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> None:
-    """Send dead letters to `<topic>.dlq` (original key/value, `surge-dlq-*` headers) and wait for acks."""
-    if not letters:
-        return
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(**kafka.kafka_python_config(), acks="all")
-    try:
-        futures = [
-            producer.send(letter.topic, key=letter.key, value=letter.value, headers=letter.headers())
-            for letter in letters
-        ]
-        for future in futures:
-            future.get(timeout=30)
-    finally:
-        producer.close()
 
 
 # ------------------------------------------------------------------------------------------- computing
@@ -463,6 +313,8 @@ def run_feature_job(
     started = time.perf_counter()
     online = open_online_store(settings.online)
     try:
+        offline_root = Path(settings.offline_path).expanduser()
+        feature_recovery.recover(offline_root, online)
         if ranges:
             offset_range = OffsetRange.of(settings.topic, ranges)
             lag = offset_range.records
@@ -487,8 +339,11 @@ def run_feature_job(
             compute_start = time.perf_counter()
             rows = compute_features(read.events, settings, offset_range)
             result.compute_seconds = time.perf_counter() - compute_start
-            files = OfflineFeatureStore(settings.offline_path).write(offset_range, rows)
+            # Marker first, online apply (with the ledger) last: see pipelines.feature_recovery.
+            feature_recovery.begin(offline_root, offset_range)
+            files = OfflineFeatureStore(offline_root).write(offset_range, rows)
             applied = online.apply(offset_range, rows)
+            feature_recovery.finish(offline_root, offset_range)
             result.status = "applied" if applied.applied else "already_applied"
             result.records = offset_range.records
             result.dead_letters = len(read.dead_letters)

@@ -31,75 +31,44 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any
 
-import httpx
 import yaml
 from kafka.consumer.fetcher import ConsumerRecord
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
-from deployments.settings import EmbeddedStoreSettings, EmbedderSettings, VectorStoreSettings
 from pipelines.admin import BrokerUnreachable, ensure_topics
-from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings, SinkUnavailable, json_record_decoder
+from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings
+from pipelines.decoding import json_record_decoder
 from pipelines.dlq import PoisonKind, PoisonRecord
 from pipelines.metrics import ConsumerMetrics
-from pipelines.records import DOCUMENT_RECORD, DocumentDelete, DocumentUpsert
+from pipelines.records import DOCUMENT_RECORD, DocumentDelete
+from pipelines.reindex import ReplayStats, committed_offsets, replay
+from pipelines.sinks import (  # re-exported: the sinks used to live here
+    DirectSinkSettings,
+    DocumentOp,
+    DocumentRejected,
+    DocumentSink,
+    HttpSinkSettings,
+    SinkSettings,
+    build_sink,
+    last_op_per_document,
+)
 from pipelines.topics import DOCUMENTS
 
 logger = logging.getLogger("surge.ingestion")
 
-DocumentOp = DocumentUpsert | DocumentDelete
-
-
-class DocumentRejected(ValueError):
-    """This document cannot be indexed as it is (processing failure, retried then dead-lettered)."""
-
-
-# ------------------------------------------------------------------------------------------------ settings
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DirectSinkSettings(_Strict):
-    """Embed in this process and write straight into the vector index."""
-
-    kind: Literal["direct"] = Field("direct", description="Selects the in-process sink.")
-    store: VectorStoreSettings = Field(
-        default_factory=EmbeddedStoreSettings, description="The vector index written to."
-    )
-    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="Embedding model.")
-    chunk_chars: int = Field(800, ge=50, le=100_000, description="Target chunk size (characters).")
-    chunk_overlap_chars: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")
-    max_chunks_per_document: int = Field(
-        2000, ge=1, description="A document chunking into more pieces is rejected (dead-lettered)."
-    )
-
-    @model_validator(mode="after")
-    def _overlap_below_chunk(self) -> DirectSinkSettings:
-        if self.chunk_overlap_chars >= self.chunk_chars:
-            raise ValueError(
-                f"chunk_overlap_chars ({self.chunk_overlap_chars}) must be < chunk_chars ({self.chunk_chars})"
-            )
-        return self
-
-
-class HttpSinkSettings(_Strict):
-    """Post documents to the running app's `POST /v1/documents` (it chunks, embeds and indexes)."""
-
-    kind: Literal["http"] = Field("http", description="Selects the HTTP sink.")
-    url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://", description="Base URL of the surge app.")
-    api_key_env: str = Field(
-        "SURGE_API_KEY", min_length=1, description="Environment variable holding the API key."
-    )
-    timeout_s: float = Field(120, gt=0, description="Seconds one request may take (cold starts included).")
-    max_documents_per_request: int = Field(64, ge=1, le=256, description="Upserts sent per request.")
-
-
-SinkSettings = Annotated[DirectSinkSettings | HttpSinkSettings, Field(discriminator="kind")]
+__all__ = [
+    "DirectSinkSettings",
+    "DocumentOp",
+    "DocumentRejected",
+    "DocumentSink",
+    "HttpSinkSettings",
+    "IngestionSettings",
+    "last_op_per_document",
+]
 
 
 class IngestionSettings(ConsumerSettings):
@@ -109,150 +78,23 @@ class IngestionSettings(ConsumerSettings):
     sink: SinkSettings = Field(default_factory=DirectSinkSettings, description="Where documents are written.")
 
 
-# ---------------------------------------------------------------------------------------------------- sinks
-
-
-class DocumentSink(Protocol):
-    """Applies document upserts and deletes durably and idempotently."""
-
-    def write(self, ops: Sequence[DocumentOp]) -> None:
-        """Apply in order; durable on return. SinkUnavailable if the backend is down, DocumentRejected (or
-        any other exception) if these documents failed."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def last_op_per_document(ops: Sequence[DocumentOp]) -> tuple[list[DocumentUpsert], list[str]]:
-    """The final upserts and deletes of a run of ops: applying only each doc_id's last op is the same as
-    applying all of them in order (an upsert replaces the whole document, a delete removes it)."""
-    final: dict[str, DocumentOp] = {}
-    for op in ops:
-        final.pop(op.doc_id, None)
-        final[op.doc_id] = op
-    upserts = [op for op in final.values() if isinstance(op, DocumentUpsert)]
-    deletes = [op.doc_id for op in final.values() if isinstance(op, DocumentDelete)]
-    return upserts, deletes
-
-
-SinkBuilder = Callable[[Any], DocumentSink]
-SINKS: dict[str, SinkBuilder] = {}
-
-
-def register_sink(kind: str) -> Callable[[SinkBuilder], SinkBuilder]:
-    def decorator(builder: SinkBuilder) -> SinkBuilder:
-        SINKS[kind] = builder
-        return builder
-
-    return decorator
-
-
-def build_sink(settings: DirectSinkSettings | HttpSinkSettings) -> DocumentSink:
-    return SINKS[settings.kind](settings)
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    try:
-        import psycopg
-
-        errors.append(psycopg.OperationalError)
-    except ImportError:  # pragma: no cover - psycopg is a dependency, but the embedded store needs none
-        pass
-    return tuple(errors)
-
-
-class DirectSink:
-    """TextEmbedder + vector store in this process."""
-
-    def __init__(self, settings: DirectSinkSettings) -> None:
-        from deployments.chunking import chunk_text
-        from deployments.embedding import TextEmbedder
-        from deployments.vector_store import open_vector_store
-
-        self.settings = settings
-        self._chunk_text = chunk_text
-        self.embedder = TextEmbedder(settings.embedder)
-        self.store = open_vector_store(settings.store, self.embedder.dimensions)
-        self._transient = _transient_errors()
-
-    def write(self, ops: Sequence[DocumentOp]) -> None:
-        from deployments.vector_store import ChunkRecord
-
-        upserts, deletes = last_op_per_document(ops)
-        s = self.settings
-        pieces: list[tuple[DocumentUpsert, list[str]]] = []
-        for doc in upserts:
-            chunks = self._chunk_text(doc.text, s.chunk_chars, s.chunk_overlap_chars)
-            if len(chunks) > s.max_chunks_per_document:
-                raise DocumentRejected(
-                    f"document {doc.doc_id!r} makes {len(chunks)} chunks > max_chunks_per_document "
-                    f"{s.max_chunks_per_document}"
-                )
-            pieces.append((doc, chunks))
-        texts = [chunk for _, chunks in pieces for chunk in chunks]
-        vectors = self.embedder.embed(texts)
-        documents: dict[str, list[Any]] = {}
-        row = 0
-        for doc, chunks in pieces:
-            documents[doc.doc_id] = [
-                ChunkRecord(doc.doc_id, i, chunk, vectors[row + i], dict(doc.metadata))
-                for i, chunk in enumerate(chunks)
-            ]
-            row += len(chunks)
-        try:
-            if documents:
-                self.store.replace_documents(documents)
-            if deletes:
-                self.store.delete_documents(deletes)
-        except self._transient as error:
-            raise SinkUnavailable(f"vector store unreachable: {error}") from error
-
-    def close(self) -> None:
-        self.store.close()
-
-
-class HttpSink:
-    """The app's `POST /v1/documents`: `{"documents": [...]}` upserts, `{"delete": [...]}` deletes."""
-
-    RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-    def __init__(self, settings: HttpSinkSettings) -> None:
-        self.settings = settings
-        key = os.environ.get(settings.api_key_env, "")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(base_url=settings.url, headers=headers, timeout=settings.timeout_s)
-
-    def _post(self, body: dict[str, Any]) -> None:
-        try:
-            response = self.client.post("/v1/documents", json=body)
-        except httpx.TransportError as error:
-            raise SinkUnavailable(f"{self.settings.url} unreachable: {error}") from error
-        if response.status_code in self.RETRYABLE_STATUS:
-            raise SinkUnavailable(f"{self.settings.url} answered {response.status_code}")
-        if response.status_code >= 400:
-            raise DocumentRejected(f"/v1/documents answered {response.status_code}: {response.text[:300]}")
-
-    def write(self, ops: Sequence[DocumentOp]) -> None:
-        upserts, deletes = last_op_per_document(ops)
-        size = self.settings.max_documents_per_request
-        for start in range(0, len(upserts), size):
-            docs = upserts[start : start + size]
-            self._post(
-                {"documents": [{"id": d.doc_id, "text": d.text, "metadata": d.metadata} for d in docs]}
-            )
-        if deletes:
-            self._post({"delete": deletes})
-
-    def close(self) -> None:
-        self.client.close()
-
-
-register_sink("direct")(DirectSink)
-register_sink("http")(HttpSink)
-
-
 # ------------------------------------------------------------------------------------------------- handler
+
+
+def tombstone_delete(key: bytes | None) -> DocumentDelete:
+    """A tombstone (null value) keyed by a doc_id deletes that document.
+
+    `documents` is compacted by doc_id, and a tombstone is how Kafka itself says "this key is gone", so
+    the index follows it; a tombstone without a usable key names no document and is dead-lettered.
+    """
+    if key is None:
+        raise PoisonRecord(PoisonKind.NOT_JSON, "tombstone without a key names no document")
+    try:
+        return DocumentDelete(doc_id=key.decode("utf-8"))
+    except (UnicodeDecodeError, ValidationError) as error:
+        raise PoisonRecord(
+            PoisonKind.SCHEMA_INVALID, f"tombstone key {key[:100]!r} is not a valid doc_id"
+        ) from error
 
 
 class DocumentHandler:
@@ -263,6 +105,8 @@ class DocumentHandler:
         self._decode_value = json_record_decoder(DOCUMENT_RECORD)
 
     def decode(self, message: ConsumerRecord) -> DocumentOp:
+        if message.value is None:
+            return tombstone_delete(message.key)
         record: DocumentOp = self._decode_value(message.value)
         if message.key is not None and message.key != record.doc_id.encode("utf-8"):
             # Ordering per document relies on key == doc_id; a mismatch would reorder its updates.
@@ -272,8 +116,11 @@ class DocumentHandler:
             )
         return record
 
-    def process(self, records: Sequence[DocumentOp]) -> None:
-        self.sink.write(records)
+    def process(self, records: Sequence[DocumentOp], positions: Sequence[tuple[int, int]]) -> None:
+        # A document's version is where its record sits in Kafka (one doc_id, one partition): the store
+        # refuses a write older than the one it holds, so a zombie or a replay never overwrites newer.
+        versions = {record.doc_id: position for record, position in zip(records, positions, strict=True)}
+        self.sink.write(records, versions)
 
 
 def build_ingestion_consumer(
@@ -286,12 +133,60 @@ def build_ingestion_consumer(
     )
 
 
+def rebuild_if_index_lost(settings: IngestionSettings, sink: DocumentSink) -> ReplayStats | None:
+    """Replay `documents` up to the group's committed offsets when the index is empty but the group has
+    moved on (the index was lost): otherwise the loop would resume after documents the index no longer
+    holds. See `pipelines.reindex`."""
+    empty = getattr(sink, "index_is_empty", lambda: None)()
+    if not empty:
+        return None
+    topic = DOCUMENTS.with_prefix(settings.topic_prefix).name
+    committed = committed_offsets(settings.kafka, settings.group_id, topic)
+    if not committed:
+        return None
+    logger.warning(
+        "the index is empty but group %s has committed %d records of %s: rebuilding it by replaying them",
+        settings.group_id,
+        sum(committed.values()),
+        topic,
+    )
+    return replay(
+        settings.kafka,
+        topic,
+        DocumentHandler(sink),
+        committed,
+        batch_size=settings.batch_size,
+        retry=settings.retry,
+        max_record_bytes=settings.max_record_bytes,
+    )
+
+
+def run_reindex(settings: IngestionSettings) -> ReplayStats:
+    """`surge reindex`: replay all of `documents` (to its end offsets now) into the configured sink."""
+    spec = DOCUMENTS.with_prefix(settings.topic_prefix)
+    ensure_topics(settings.kafka, [spec])
+    sink = build_sink(settings.sink)
+    try:
+        return replay(
+            settings.kafka,
+            spec.name,
+            DocumentHandler(sink),
+            batch_size=settings.batch_size,
+            retry=settings.retry,
+            max_record_bytes=settings.max_record_bytes,
+        )
+    finally:
+        sink.close()
+
+
 def run_ingestion(settings: IngestionSettings) -> int:
-    """Create topics, serve metrics, consume until SIGTERM/SIGINT; returns the process exit code."""
+    """Create topics, rebuild a lost index, serve metrics, consume until SIGTERM/SIGINT; returns the
+    process exit code."""
     ensure_topics(settings.kafka, [DOCUMENTS.with_prefix(settings.topic_prefix)])
     started = time.monotonic()
     sink = build_sink(settings.sink)
     logger.info("sink %s ready in %.1f s", settings.sink.kind, time.monotonic() - started)
+    rebuild_if_index_lost(settings, sink)
     loop = build_ingestion_consumer(settings, sink)
     if settings.metrics_port:
         loop.metrics.serve(settings.metrics_port, settings.metrics_host)

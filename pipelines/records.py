@@ -10,9 +10,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
-MetadataValue = str | int | float | bool
+# Integers must fit the stores' 64-bit columns (SQLite INTEGER, JSON numbers in PostgreSQL filters); a
+# bigger one is a schema error here, not an overflow deep inside a sink write.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int64(value: object) -> object:
+    # Checked before the union: otherwise an integer over 2^63 silently becomes the float 9.2e18.
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError("integers must fit in 64 bits (-2^63 .. 2^63-1)")
+    return value
+
+
+MetadataValue = Annotated[str | int | float | bool, BeforeValidator(_int64)]
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,255}$"
 MAX_DOCUMENT_CHARS = 1_000_000
 
@@ -24,7 +36,8 @@ def utc_now() -> datetime:
 class Record(BaseModel):
     """Base of every record: unknown fields are rejected so typos surface at the producer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and +-Infinity are not JSON and poison every aggregate they reach (feature sums, drift scores).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = Field(1, description="Schema version of this record.")
 

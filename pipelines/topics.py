@@ -6,7 +6,7 @@ maps equal keys to the same partition). Every consumed topic has a dead-letter t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -28,6 +28,8 @@ class TopicSpec:
     schema: TypeAdapter[Any]
     key_field: str
     consumed: bool = True
+    # Topic-level configs set at creation (`cleanup.policy`, ...); the broker's defaults otherwise.
+    configs: dict[str, str] = field(default_factory=dict)
 
     @property
     def dlq(self) -> str:
@@ -42,7 +44,11 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-DOCUMENTS = TopicSpec("documents", 4, DOCUMENT_RECORD, key_field="doc_id")
+# `documents` is compacted by doc_id: it keeps the latest record of every document for good, so the index
+# can always be rebuilt by replaying it from the beginning (`surge reindex`, pipelines/README.md).
+DOCUMENTS = TopicSpec(
+    "documents", 4, DOCUMENT_RECORD, key_field="doc_id", configs={"cleanup.policy": "compact"}
+)
 EVENTS = TopicSpec("events", 4, TypeAdapter(EventRecord), key_field="entity_id")
 INFERENCE_LOG = TopicSpec("inference-log", 2, TypeAdapter(InferenceLogRecord), key_field="model")
 DRIFT_ALERTS = TopicSpec("drift-alerts", 1, TypeAdapter(DriftAlertRecord), key_field="model", consumed=False)

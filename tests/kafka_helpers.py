@@ -1,4 +1,5 @@
-"""Small helpers the Kafka integration tests share: read a whole topic, wait for a condition."""
+"""Small helpers the Kafka integration tests share: read a whole topic, wait for a condition, run a
+consumer loop in a thread and watch its commits and dead letters."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -127,3 +129,85 @@ def metric_value(port: int, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+class LoopInThread:
+    """A consumer loop (`AtLeastOnceConsumer`) running in a thread of the test, against a real broker,
+    with an observer that reads the group's committed offsets and the topic's dead letters."""
+
+    def __init__(self, loop: Any, kafka: KafkaSettings, topic: str) -> None:
+        self.loop = loop
+        self.kafka = kafka
+        self.topic = topic
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="loop-under-test", daemon=True)
+        self._observer = KafkaConsumer(
+            **kafka.kafka_python_config(), enable_auto_commit=False, group_id=loop.settings.group_id
+        )
+        self._dlq = KafkaConsumer(**kafka.kafka_python_config(), enable_auto_commit=False, group_id=None)
+        self._dlq_tp = TopicPartition(f"{topic}.dlq", 0)
+        self._dlq.assign([self._dlq_tp])
+        self._dlq.seek_to_beginning(self._dlq_tp)
+        self.letters: dict[tuple[int, int], Any] = {}  # (source partition, source offset) -> message
+
+    def _run(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as error:  # recorded: the test asserts the loop never died
+            self.error = error
+            raise
+
+    def __enter__(self) -> LoopInThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.loop.stop()
+        self.thread.join(60)
+        self._observer.close(autocommit=False)
+        self._dlq.close()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() and self.error is None
+
+    def committed(self, partition: int) -> int:
+        return self._observer.committed(TopicPartition(self.topic, partition)) or 0
+
+    def wait_committed_past(self, partition: int, offset: int, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.committed(partition) <= offset:
+            assert self.alive(), f"the consumer loop died: {self.error!r}"
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"offset {offset} of partition {partition} not committed in {timeout_s} s"
+                )
+            time.sleep(0.02)
+
+    def letter(self, partition: int, offset: int, timeout_s: float = 10) -> Any | None:
+        """The dead letter of that source record (None if none arrived within timeout_s)."""
+        from pipelines.dlq import parse_dlq_headers
+
+        deadline = time.monotonic() + timeout_s
+        while (partition, offset) not in self.letters and time.monotonic() < deadline:
+            for batch in self._dlq.poll(timeout_ms=100).values():
+                for message in batch:
+                    headers = parse_dlq_headers(message.headers)
+                    key = (int(headers["source-partition"]), int(headers["source-offset"]))
+                    self.letters[key] = message
+        return self.letters.get((partition, offset))
+
+
+def index_counts(index: Path) -> tuple[int, int]:
+    """(documents in an embedded index, chunk rows ever inserted into it): read straight from its SQLite
+    file, so it works while (or after) a consumer process writes it. Every insert is logged in the
+    `changes` table, and a replayed, unchanged document inserts nothing: inserts above the number of
+    chunks mean a replay wrote a document again."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{index / 'index.sqlite3'}?mode=ro", uri=True, timeout=30)
+    try:
+        documents = conn.execute("SELECT count(DISTINCT doc_id) FROM chunks").fetchone()[0]
+        inserts = conn.execute("SELECT count(*) FROM changes WHERE added = 1").fetchone()[0]
+        return int(documents), int(inserts)
+    finally:
+        conn.close()

@@ -24,6 +24,20 @@ from deployments.settings import EmbeddedStoreSettings, PgVectorStoreSettings
 from pipelines.records import MetadataValue
 
 Where = Mapping[str, MetadataValue | Sequence[MetadataValue]]
+# A document's version: the (partition, offset) of the Kafka record that wrote it.
+DocVersion = tuple[int, int]
+
+
+def is_stale(stored: DocVersion | None, incoming: DocVersion | None) -> bool:
+    """True when `incoming` is older than the version the store holds, so the write must be refused.
+
+    Offsets only order records of one partition (a doc_id always maps to one partition while the
+    partition count stays); a write from another partition, or without a version, is never refused.
+    E.g. stored (2, 40): incoming (2, 39) is stale, (2, 40) (a replay) and (2, 41) are not, (3, 5) is not.
+    """
+    return (
+        stored is not None and incoming is not None and stored[0] == incoming[0] and stored[1] > incoming[1]
+    )
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class WriteResult:
     written: int
     unchanged: int
     deleted: int
+    fenced: int = 0  # documents refused because the store holds a newer version
 
 
 class VectorStore(ABC):
@@ -73,8 +88,13 @@ class VectorStore(ABC):
     backend: str
 
     @abstractmethod
-    def replace_documents(self, documents: Mapping[str, Sequence[ChunkRecord]]) -> WriteResult:
+    def replace_documents(
+        self, documents: Mapping[str, Sequence[ChunkRecord]], versions: Mapping[str, DocVersion] | None = None
+    ) -> WriteResult:
         """Make each doc_id's chunks exactly the given ones, in one transaction, durable on return.
+
+        `versions` (optional, per doc_id): a document whose stored version is newer (`is_stale`) is left
+        as it is and counted in `fenced`; otherwise the version is stored with it.
 
         Same `(doc_id, chunk_index)` with the same content hash -> unchanged (not written); new or changed
         -> written; the document's old chunks whose index is not among the new ones -> deleted. Replaying
@@ -82,8 +102,12 @@ class VectorStore(ABC):
         """
 
     @abstractmethod
-    def delete_documents(self, doc_ids: Sequence[str]) -> int:
-        """Remove these documents; returns the number of chunks removed (unknown ids count 0)."""
+    def delete_documents(
+        self, doc_ids: Sequence[str], versions: Mapping[str, DocVersion] | None = None
+    ) -> int:
+        """Remove these documents; returns the number of chunks removed (unknown ids count 0). Fenced by
+        `versions` like `replace_documents`; the delete's version is kept, so an older upsert replayed
+        later cannot bring the document back."""
 
     @abstractmethod
     def search(self, embedding: Sequence[float], top_k: int, where: Where | None = None) -> list[SearchHit]:

@@ -31,11 +31,13 @@ import numpy as np
 from deployments.settings import EmbeddedStoreSettings
 from deployments.vector_store.base import (
     ChunkRecord,
+    DocVersion,
     SearchHit,
     VectorStore,
     Where,
     WriteResult,
     as_unit_vector,
+    is_stale,
     normalise_where,
     register_backend,
     validate_documents,
@@ -76,6 +78,11 @@ CREATE TABLE IF NOT EXISTS chunk_meta (
 );
 CREATE INDEX IF NOT EXISTS chunk_meta_lookup ON chunk_meta (key, kind, value);
 CREATE INDEX IF NOT EXISTS chunk_meta_chunk ON chunk_meta (chunk_id);
+CREATE TABLE IF NOT EXISTS doc_versions (
+    doc_id TEXT PRIMARY KEY,
+    source_partition INTEGER NOT NULL,
+    source_offset INTEGER NOT NULL
+);
 """
 
 
@@ -257,12 +264,33 @@ class EmbeddedVectorStore(VectorStore):
                 "INSERT OR REPLACE INTO store_settings (key, value) VALUES ('pruned_through', ?)", (str(cut),)
             )
 
-    def replace_documents(self, documents: Mapping[str, Sequence[ChunkRecord]]) -> WriteResult:
+    def _fenced(self, doc_id: str, versions: Mapping[str, DocVersion] | None) -> bool:
+        """True if the store holds a newer version of the document; else records the incoming one."""
+        incoming = (versions or {}).get(doc_id)
+        if incoming is None:
+            return False
+        row = self._conn.execute(
+            "SELECT source_partition, source_offset FROM doc_versions WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        if is_stale(None if row is None else (int(row[0]), int(row[1])), incoming):
+            return True
+        self._conn.execute(
+            "INSERT OR REPLACE INTO doc_versions (doc_id, source_partition, source_offset) VALUES (?, ?, ?)",
+            (doc_id, incoming[0], incoming[1]),
+        )
+        return False
+
+    def replace_documents(
+        self, documents: Mapping[str, Sequence[ChunkRecord]], versions: Mapping[str, DocVersion] | None = None
+    ) -> WriteResult:
         validate_documents(documents, self.dimensions)
-        written = unchanged = deleted = 0
+        written = unchanged = deleted = fenced = 0
         with self._lock:
             with self._write_txn():
                 for doc_id, chunks in documents.items():
+                    if self._fenced(doc_id, versions):
+                        fenced += 1
+                        continue
                     existing = {
                         index: (chunk_id, content_hash)
                         for chunk_id, index, content_hash in self._conn.execute(
@@ -286,13 +314,17 @@ class EmbeddedVectorStore(VectorStore):
                 self._prune_log()
             with self._read_txn():
                 self._refresh()
-        return WriteResult(written=written, unchanged=unchanged, deleted=deleted)
+        return WriteResult(written=written, unchanged=unchanged, deleted=deleted, fenced=fenced)
 
-    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+    def delete_documents(
+        self, doc_ids: Sequence[str], versions: Mapping[str, DocVersion] | None = None
+    ) -> int:
         removed = 0
         with self._lock:
             with self._write_txn():
                 for doc_id in doc_ids:
+                    if self._fenced(doc_id, versions):
+                        continue
                     ids = [
                         int(row[0])
                         for row in self._conn.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))

@@ -30,11 +30,13 @@ from psycopg.types.json import Jsonb
 from deployments.settings import PgVectorStoreSettings
 from deployments.vector_store.base import (
     ChunkRecord,
+    DocVersion,
     SearchHit,
     VectorStore,
     Where,
     WriteResult,
     as_unit_vector,
+    is_stale,
     normalise_where,
     register_backend,
     validate_documents,
@@ -140,6 +142,7 @@ class PgVectorStore(VectorStore):
         self.exact = settings.index == "exact"
         self.ef_search = settings.ef_search
         self._t = sql.Identifier(settings.table)
+        self._versions = sql.Identifier(f"{settings.table}_versions")
         self._connections = _open_connections(dsn, settings.pool_size)
         try:
             self._iterative_scan = self._create_schema()
@@ -176,6 +179,12 @@ class PgVectorStore(VectorStore):
                     f"table {self.table!r} holds {stored}-dimensional embeddings, but {self.dimensions} were "
                     "asked for: use another store.table to change the embedding model"
                 )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {v} (doc_id text PRIMARY KEY,"
+                    " source_partition integer NOT NULL, source_offset bigint NOT NULL)"
+                ).format(v=self._versions)
+            )
             if not self.exact:
                 conn.execute(
                     sql.SQL(
@@ -195,7 +204,44 @@ class PgVectorStore(VectorStore):
 
     # ------------------------------------------------------------------------------------------ writes
 
-    def replace_documents(self, documents: Mapping[str, Sequence[ChunkRecord]]) -> WriteResult:
+    def _lock_documents(self, conn: psycopg.Connection[Any], doc_ids: Sequence[str]) -> None:
+        """Transaction-scoped advisory lock per document, in sorted order (writers never deadlock)."""
+        for doc_id in sorted(set(doc_ids)):
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.table}:{doc_id}",))
+
+    def _unfenced(
+        self, conn: psycopg.Connection[Any], doc_ids: Sequence[str], versions: Mapping[str, DocVersion] | None
+    ) -> list[str]:
+        """The doc_ids whose incoming version is not older than the stored one (under the document locks),
+        recording the incoming versions of those."""
+        if not versions:
+            return list(doc_ids)
+        stored = {
+            doc_id: (int(partition), int(offset))
+            for doc_id, partition, offset in conn.execute(
+                sql.SQL(
+                    "SELECT doc_id, source_partition, source_offset FROM {v} WHERE doc_id = ANY(%s)"
+                ).format(v=self._versions),
+                (list(doc_ids),),
+            )
+        }
+        keep = [d for d in doc_ids if not is_stale(stored.get(d), versions.get(d))]
+        rows = [(d, *versions[d]) for d in keep if d in versions]
+        if rows:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    sql.SQL(
+                        "INSERT INTO {v} (doc_id, source_partition, source_offset) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (doc_id) DO UPDATE SET source_partition = EXCLUDED.source_partition,"
+                        " source_offset = EXCLUDED.source_offset"
+                    ).format(v=self._versions),
+                    rows,
+                )
+        return keep
+
+    def replace_documents(
+        self, documents: Mapping[str, Sequence[ChunkRecord]], versions: Mapping[str, DocVersion] | None = None
+    ) -> WriteResult:
         validate_documents(documents, self.dimensions)
         if not documents:
             return WriteResult(written=0, unchanged=0, deleted=0)
@@ -203,10 +249,10 @@ class PgVectorStore(VectorStore):
         stale: dict[str, list[int]] = {}
         unchanged = 0
         with self._connections.transaction() as conn:
-            for doc_id in sorted(documents):
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{self.table}:{doc_id}",)
-                )
+            self._lock_documents(conn, list(documents))
+            keep = set(self._unfenced(conn, list(documents), versions))
+            fenced = len(documents) - len(keep)
+            documents = {d: chunks for d, chunks in documents.items() if d in keep}
             existing: dict[tuple[str, int], str] = {
                 (doc_id, int(index)): content_hash
                 for doc_id, index, content_hash in conn.execute(
@@ -257,14 +303,22 @@ class PgVectorStore(VectorStore):
                     (doc_id, indexes),
                 )
                 deleted += cursor.rowcount
-        return WriteResult(written=len(written_rows), unchanged=unchanged, deleted=deleted)
+        return WriteResult(written=len(written_rows), unchanged=unchanged, deleted=deleted, fenced=fenced)
 
-    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+    def delete_documents(
+        self, doc_ids: Sequence[str], versions: Mapping[str, DocVersion] | None = None
+    ) -> int:
         if not doc_ids:
             return 0
         with self._connections.transaction() as conn:
+            # The same per-document locks as replace_documents: a delete and an upsert of one document
+            # are serialised, and the written/deleted counts stay exact.
+            self._lock_documents(conn, doc_ids)
+            keep = self._unfenced(conn, list(doc_ids), versions)
+            if not keep:
+                return 0
             cursor = conn.execute(
-                sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t), (list(doc_ids),)
+                sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t), (keep,)
             )
             return int(cursor.rowcount)
 

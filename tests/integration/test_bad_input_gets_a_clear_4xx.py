@@ -113,3 +113,27 @@ def test_document_errors_are_400(surge_app: SurgeApp) -> None:
     bad_id = post(surge_app, "/v1/documents", json={"documents": [{"id": "../etc", "text": "x"}]})
     assert bad_id.status_code == 400
     assert "documents.0.id" in str(error_of(bad_id)["param"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"documents": [{"id": "a", "text": "x", "metadata": {"n": 2**63}}]},
+        {"documents": [{"id": "a", "text": "nul \u0000 byte"}]},
+        {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]},
+    ],
+    ids=["integer over 2^63", "NUL byte", "duplicate ids"],
+)
+def test_values_the_store_cannot_hold_are_400_not_500(surge_app: SurgeApp, body: dict[str, object]) -> None:
+    response = post(surge_app, "/v1/documents", json=body)
+    assert response.status_code == 400, response.text
+
+
+def test_a_filter_too_large_for_the_store_is_400_not_500(surge_app: SurgeApp) -> None:
+    body = {
+        "model": "tiny-llama",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 1,
+        "retrieval": {"filter": {"lang": [f"v{i}" for i in range(5000)]}},
+    }
+    assert post(surge_app, CHAT, json=body).status_code == 400

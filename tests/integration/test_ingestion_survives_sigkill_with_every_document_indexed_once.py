@@ -2,6 +2,12 @@
 
 10,000 short documents go through the real path: producer (acks=all, idempotent) -> broker -> the
 ingestion consumer as a real subprocess (direct sink: MiniLM embeddings + the embedded index) -> disk.
+
+The kill is placed where it hurts: the broker is stopped so the consumer's last write reaches the index
+but its commit cannot, then the consumer is SIGKILLed and the broker started again. Records in the index beyond the committed
+offset are then certain to be delivered again; the test counts them (index vs. committed offsets, and the
+restarted process's processed-records metric) and checks that the replay wrote nothing twice (the index's
+insert log), not just that the final count is right (the unique key would hide duplicates).
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import pytest
 from deployments.settings import EmbeddedStoreSettings
 from deployments.vector_store import open_vector_store
 from pipelines.admin import ensure_topics
+from pipelines.broker import LocalBroker, free_port
 from pipelines.producer import open_sender, produce_records
 from pipelines.records import DocumentUpsert
 from pipelines.settings import KafkaSettings
 from pipelines.topics import DOCUMENTS
-from tests.kafka_helpers import IngestionProcess, group_committed, wait_for
+from tests.kafka_helpers import IngestionProcess, group_committed, index_counts, metric_value, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +44,12 @@ def _document(i: int) -> DocumentUpsert:
 
 @pytest.mark.timeout(420)
 def test_sigkill_mid_ingestion_then_restart_indexes_every_document_exactly_once(
-    kafka_settings: KafkaSettings,
+    private_kafka_broker: LocalBroker,
     topic_prefix: str,
     tmp_path: Path,
     spawn_ingestion: Callable[..., IngestionProcess],
 ) -> None:
+    kafka_settings = KafkaSettings(bootstrap_servers=private_kafka_broker.bootstrap_servers)
     spec = DOCUMENTS.with_prefix(topic_prefix)
     ensure_topics(kafka_settings, [spec])
     sender = open_sender(kafka_settings, "confluent")
@@ -69,19 +77,36 @@ def test_sigkill_mid_ingestion_then_restart_indexes_every_document_exactly_once(
     first = spawn_ingestion("first", *args)
     started = time.monotonic()
     wait_for(lambda: first.assert_running() and committed() >= 3000, 240, "3,000 committed records")
-    time.sleep(random.uniform(0.0, 0.5))  # land anywhere inside the next batch: write done or not
-    first.kill()
+    before_outage = committed()
+    private_kafka_broker.stop()  # the write in hand (or the next, from fetched records) lands, its commit cannot
+    try:
+        wait_for(lambda: index_counts(index)[0] > before_outage, 60, "a write the broker never saw committed")
+        time.sleep(random.uniform(0.5, 2.0))
+        first.kill()
+    finally:
+        private_kafka_broker.start()
     at_kill = committed()
+    in_index_at_kill, _ = index_counts(index)
     assert at_kill < DOCUMENTS_TOTAL, "the consumer finished before it could be killed"
+    redelivered = in_index_at_kill - at_kill
+    assert redelivered > 0, "the kill did not land between a write and its commit"
 
-    second = spawn_ingestion("second", *args)
+    port = free_port()
+    second = spawn_ingestion("second", *args, "--metrics-port", str(port))
     restarted = time.monotonic()
     wait_for(lambda: second.assert_running() and committed() == DOCUMENTS_TOTAL, 300, "all records committed")
     done = time.monotonic()
+    delivered_again = metric_value(port, "surge_consumer_records_processed_total", group=group)
     assert second.terminate() == 0, second.log()[-3000:]
+    # The restart read everything from the committed offset, the already-indexed records included ...
+    assert delivered_again == DOCUMENTS_TOTAL - at_kill
+    documents, inserts = index_counts(index)
+    # ... and the replay of those wrote nothing: one insert per document, ever.
+    assert (documents, inserts) == (DOCUMENTS_TOTAL, DOCUMENTS_TOTAL)
 
     print(
-        f"ingest: killed at {at_kill} committed; end to end {DOCUMENTS_TOTAL / (done - started):.0f} docs/s "
+        f"ingest: killed at {at_kill} committed with {in_index_at_kill} indexed: {redelivered} records "
+        f"delivered twice, 0 written twice ({inserts} inserts); end to end {DOCUMENTS_TOTAL / (done - started):.0f} docs/s "
         f"over {done - started:.1f} s (two model loads included); after restart "
         f"{(DOCUMENTS_TOTAL - at_kill) / (done - restarted):.0f} docs/s"
     )

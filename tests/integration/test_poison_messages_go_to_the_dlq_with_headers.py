@@ -30,7 +30,7 @@ LONG_SENTENCES = " ".join(f"Sentence number {i} of a document that is far too lo
 POISON: list[tuple[str, bytes | None, bytes, str, int]] = [
     ("not json", b"p-1", b"{this is not json", "not_json", 0),
     ("not utf-8", b"p-2", b"\xff\xfe\xfa", "not_json", 0),
-    ("tombstone", b"p-3", b"", "not_json", 0),
+    ("empty value", b"p-3", b"", "not_json", 0),  # (a None value is a tombstone: a delete)
     ("missing text", b"p-4", json.dumps({"op": "upsert", "doc_id": "p-4"}).encode(), "schema_invalid", 0),
     (
         "unknown field",
@@ -41,7 +41,7 @@ POISON: list[tuple[str, bytes | None, bytes, str, int]] = [
     ),
     (
         "bad doc_id",
-        None,
+        b"../x",  # documents is compacted: the broker refuses records without a key
         json.dumps({"op": "upsert", "doc_id": "../x", "text": "x"}).encode(),
         "schema_invalid",
         0,

@@ -86,7 +86,7 @@ def test_retriever_serves_writes_searches_and_clear_errors(
         assert replicas == settings.autoscaling.min_replicas
 
         written = handle.replace_documents.remote(DOCS).result(timeout_s=60)
-        assert written == {"written": 3, "unchanged": 0, "deleted": 0}
+        assert written == {"written": 3, "unchanged": 0, "deleted": 0, "fenced": 0}
         assert handle.replace_documents.remote(DOCS).result(timeout_s=60)["unchanged"] == 3
 
         # Calls in concurrent rounds until every replica has answered (the router picks at random): each

@@ -60,6 +60,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     if isinstance(settings, PgVectorStoreSettings):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {settings.table}")
+            conn.execute(f"DROP TABLE IF EXISTS {settings.table}_versions")
 
 
 def chunk(
@@ -160,6 +161,33 @@ def test_delete_counts_removed_chunks_and_ignores_unknown_ids(open_store: StoreF
     assert store.delete_documents(["a"]) == 0
     assert store.count_chunks() == 3
     assert all(hit.doc_id != "a" for hit in store.search(QUERY, 10))
+
+
+def test_an_older_version_never_overwrites_a_newer_one(open_store: StoreFactory) -> None:
+    store = open_store()
+    docs = corpus()
+    newer = [chunk("a", 0, "newest text", [1, 0, 0, 0])]
+    assert store.replace_documents({"a": newer}, {"a": (2, 50)}).written == 1
+    # A zombie consumer (or a replay) writes the document as it was at offset 40 of the same partition.
+    result = store.replace_documents({"a": docs["a"]}, {"a": (2, 40)})
+    assert result.fenced == 1 and result.written == 0
+    assert [h.text for h in store.document_chunks("a")] == ["newest text"]
+    # The same version again (a replay after a crash) and a newer one are applied.
+    assert store.replace_documents({"a": newer}, {"a": (2, 50)}).fenced == 0
+    assert store.replace_documents({"a": docs["a"]}, {"a": (2, 60)}).fenced == 0
+    assert len(store.document_chunks("a")) == len(docs["a"])
+
+
+def test_a_delete_is_fenced_too_and_an_older_upsert_cannot_resurrect_the_document(
+    open_store: StoreFactory,
+) -> None:
+    store = open_store()
+    store.replace_documents(corpus(), {"a": (1, 10), "b": (1, 11)})
+    assert store.delete_documents(["a"], {"a": (1, 5)}) == 0  # older than the stored upsert
+    assert store.document_chunks("a") != []
+    assert store.delete_documents(["a"], {"a": (1, 20)}) > 0
+    assert store.replace_documents({"a": corpus()["a"]}, {"a": (1, 10)}).fenced == 1
+    assert store.document_chunks("a") == []
 
 
 def test_document_chunks_are_ordered_by_index_with_score_one(open_store: StoreFactory) -> None:
@@ -351,3 +379,31 @@ def test_a_second_client_sees_the_first_ones_writes_and_deletes(open_store: Stor
     assert hits[0].text == "gamma moved"
     assert all(hit.doc_id != "a" for hit in hits)
     assert reader.count_chunks() == 3
+
+
+@pytest.mark.integration
+def test_pgvector_delete_waits_for_the_per_document_lock_an_upsert_holds(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.setenv(DSN_ENV, pg_dsn)
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    store = open_vector_store(PgVectorStoreSettings(dsn_env=DSN_ENV, table=table, index="exact"), DIMS)
+    try:
+        store.replace_documents(corpus())
+        deleted = threading.Event()
+        with psycopg.connect(pg_dsn) as holder:  # a writer of document "a" mid-transaction
+            holder.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{table}:a",))
+            worker = threading.Thread(target=lambda: (store.delete_documents(["a"]), deleted.set()))
+            worker.start()
+            assert not deleted.wait(1.5), "delete_documents did not wait for the document's lock"
+            holder.commit()
+        assert deleted.wait(15)
+        worker.join(15)
+        assert store.document_chunks("a") == []
+    finally:
+        store.close()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}_versions")

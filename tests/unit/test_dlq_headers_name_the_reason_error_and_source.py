@@ -58,3 +58,40 @@ def test_header_values_are_utf8_bytes() -> None:
     headers = build_dlq_headers(_letter(error="caf\u00e9 \u2603"))
     assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
     assert parse_dlq_headers(headers)["error"] == "caf\u00e9 \u2603"
+
+
+def test_a_truncated_letter_keeps_the_reason_and_records_the_original_size_and_sha256() -> None:
+    import hashlib
+
+    original = b"x" * 100_000
+    cut = _letter(value=original, key=b"k" * 5000).truncated(1000)
+    headers = parse_dlq_headers(cut.headers())
+    assert cut.value == original[:1000]
+    assert cut.key is not None and len(cut.key) == 1024
+    assert headers["reason"] == "not_json" and headers["source-offset"] == "1234"
+    assert headers["truncated"] == "true"
+    assert headers["original-size"] == "100000"
+    assert headers["original-sha256"] == hashlib.sha256(original).hexdigest()
+    assert ("trace-id", b"abc") not in cut.headers()  # the original headers may be what was too large
+    # Cutting again keeps the digest of the original, not of the already-cut value.
+    dropped = cut.truncated(0)
+    assert dropped.value is None
+    assert parse_dlq_headers(dropped.headers())["original-sha256"] == headers["original-sha256"]
+
+
+def test_an_untruncated_letter_has_no_truncation_headers() -> None:
+    assert "truncated" not in parse_dlq_headers(_letter().headers())
+
+
+def test_dlq_topics_get_room_for_big_letters_and_min_insync_only_with_three_replicas() -> None:
+    from pipelines.admin import DLQ_MAX_MESSAGE_BYTES, wanted_topics
+    from pipelines.topics import DOCUMENTS
+
+    def configs(factor: int) -> dict[str, dict[str, str]]:
+        return {t.name: t.topic_configs for t in wanted_topics([DOCUMENTS], factor)}
+
+    assert configs(-1)["documents.dlq"] == {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+    assert configs(1)["documents.dlq"] == {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+    assert configs(3)["documents.dlq"]["min.insync.replicas"] == "2"
+    assert configs(5)["documents.dlq"]["min.insync.replicas"] == "4"
+    assert configs(3)["documents"] == {"cleanup.policy": "compact"}

@@ -21,7 +21,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.writes: list[Sequence[DocumentOp]] = []
 
-    def write(self, ops: Sequence[DocumentOp]) -> None:
+    def write(self, ops: Sequence[DocumentOp], versions: Any = None) -> None:
         self.writes.append(ops)
 
     def close(self) -> None:

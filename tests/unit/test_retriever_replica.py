@@ -43,8 +43,18 @@ DOCS = {
 
 def test_replace_documents_takes_chunk_dicts_and_reports_counts(tmp_path: Path) -> None:
     replica = make_replica(tmp_path)
-    assert asyncio.run(replica.replace_documents(DOCS)) == {"written": 3, "unchanged": 0, "deleted": 0}
-    assert asyncio.run(replica.replace_documents(DOCS)) == {"written": 0, "unchanged": 3, "deleted": 0}
+    assert asyncio.run(replica.replace_documents(DOCS)) == {
+        "written": 3,
+        "unchanged": 0,
+        "deleted": 0,
+        "fenced": 0,
+    }
+    assert asyncio.run(replica.replace_documents(DOCS)) == {
+        "written": 0,
+        "unchanged": 3,
+        "deleted": 0,
+        "fenced": 0,
+    }
 
 
 def test_search_returns_hits_as_plain_dicts_best_first(tmp_path: Path) -> None:

@@ -1,0 +1,109 @@
+"""Sink failures are sorted into "the sink is unavailable" (wait, keep the offset, dead-letter nothing)
+and "this record failed" (bounded retries, then the DLQ), from real HTTP answers and real SQLite/OS
+errors; and the HTTP sink sends exactly one API key."""
+
+from __future__ import annotations
+
+import errno
+import http.server
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.consumer import SinkUnavailable
+from pipelines.records import DocumentUpsert
+from pipelines.sinks import DocumentRejected, HttpSink, HttpSinkSettings, sink_unavailable_reason
+
+
+class _App(http.server.BaseHTTPRequestHandler):
+    status = 200
+    authorizations: list[str | None] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).authorizations.append(self.headers.get("authorization"))
+        self.send_response(type(self).status)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def app() -> Iterator[tuple[type[_App], str]]:
+    handler = type("App", (_App,), {"status": 200, "authorizations": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+DOC = [DocumentUpsert(doc_id="d1", text="hello")]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 408, 429, 502, 503, 504])
+def test_auth_routing_and_overload_answers_mean_the_sink_is_unavailable(
+    app: tuple[type[_App], str], status: int
+) -> None:
+    handler, url = app
+    handler.status = status
+    sink = HttpSink(HttpSinkSettings(url=url))
+    with pytest.raises(SinkUnavailable):
+        sink.write(DOC)
+
+
+@pytest.mark.parametrize("status", [400, 413, 422, 500])
+def test_other_errors_including_500_are_failures_of_the_record(
+    app: tuple[type[_App], str], status: int
+) -> None:
+    handler, url = app
+    handler.status = status
+    with pytest.raises(DocumentRejected):
+        HttpSink(HttpSinkSettings(url=url)).write(DOC)
+
+
+def test_the_http_sink_sends_one_key_when_the_variable_holds_the_gateways_list(
+    app: tuple[type[_App], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, url = app
+    monkeypatch.setenv("SURGE_API_KEY", " k1 , k2,k3")
+    HttpSink(HttpSinkSettings(url=url)).write(DOC)
+    assert handler.authorizations == ["Bearer k1"]
+
+
+def test_sqlite_busy_and_full_mean_unavailable_but_a_constraint_error_does_not(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x UNIQUE)")
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        other.execute("BEGIN IMMEDIATE")
+    assert sink_unavailable_reason(busy.value) is not None
+    holder.execute("ROLLBACK")
+
+    full = sqlite3.connect(tmp_path / "full.sqlite3", isolation_level=None)
+    full.execute("CREATE TABLE t (x)")
+    full.execute("PRAGMA max_page_count = 3")
+    with pytest.raises(sqlite3.OperationalError) as disk_full:
+        full.execute("INSERT INTO t SELECT zeroblob(100000)")
+    assert "SQLITE_FULL" in (sink_unavailable_reason(disk_full.value) or "")
+
+    holder.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError) as constraint:
+        holder.execute("INSERT INTO t VALUES (1)")
+    assert sink_unavailable_reason(constraint.value) is None
+
+
+def test_enospc_means_unavailable_and_other_os_errors_do_not() -> None:
+    assert sink_unavailable_reason(OSError(errno.ENOSPC, "No space left on device")) is not None
+    assert sink_unavailable_reason(OSError(errno.ENOENT, "No such file")) is None
