@@ -472,11 +472,11 @@ class ServeTarget:
 def init_local_ray(num_cpus: int) -> bool:
     """Start a Ray instance on loopback unless one is already running here; True if this call started it.
 
-    The auth token comes from the checkout's .run/ (deployments.local_ray), never from ~/.ray.
+    The auth token comes from the checkout's .run/ (surge_core.local_ray), never from ~/.ray.
     """
     import ray
 
-    from deployments.local_ray import ensure_auth_token
+    from surge_core.local_ray import ensure_auth_token
 
     if ray.is_initialized():
         return False

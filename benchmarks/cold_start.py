@@ -37,7 +37,7 @@ import asyncio, json, sys, time
 t0 = time.perf_counter()
 from deployments.settings import LLMSettings, EmbedderSettings
 from deployments.engines.base import build_engine, SamplingSettings
-from deployments.embedding import TextEmbedder
+from surge_core.embedding import TextEmbedder
 t_import = time.perf_counter()
 settings = LLMSettings.model_validate_json(sys.argv[1])
 async def run():

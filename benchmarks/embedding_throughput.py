@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> Path:
     machine = h.machine_info()
     texts = _surge.sentences(count, args.seed)
 
-    from deployments.embedding import TextEmbedder
     from deployments.settings import EmbedderSettings
+    from surge_core.embedding import TextEmbedder
 
     settings = EmbedderSettings(torch_threads=args.torch_threads)
     local = TextEmbedder(settings)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def make_events(count: int, seed: int) -> list[Any]:
-    from pipelines.records import EventRecord
+    from surge_core.records import EventRecord
 
     rng = random.Random(seed)
     base = datetime(2026, 1, 1, tzinfo=UTC)
@@ -101,7 +101,7 @@ def make_events(count: int, seed: int) -> list[Any]:
 
 def make_logs(count: int, seed: int) -> list[Any]:
     """Inference-log records; the second half drifts (longer prompts, slower answers)."""
-    from pipelines.records import InferenceLogRecord
+    from surge_core.records import InferenceLogRecord
 
     rng = random.Random(seed)
     records = []
@@ -146,15 +146,15 @@ def pandas_baseline(events: list[Any]) -> dict[str, float]:
 
 def feature_job_round(servers: str, events: list[Any], workdir: Path) -> dict[str, float]:
     from pipelines.feature_job import FeatureJobSettings, run_feature_job
-    from pipelines.feature_store import SqliteOnlineStoreSettings
     from pipelines.producer import open_producer, produce_records
-    from pipelines.settings import KafkaSettings
-    from pipelines.topics import EVENTS
+    from surge_core.feature_store import SqliteOnlineStoreSettings
+    from surge_core.kafka_settings import KafkaSettings
+    from surge_core.topics import EVENTS
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     kafka = KafkaSettings(bootstrap_servers=servers)
     topic = EVENTS.with_prefix(prefix)
-    from pipelines.admin import ensure_topics
+    from surge_core.kafka_admin import ensure_topics
 
     ensure_topics(kafka, [topic])
     producer = open_producer(kafka)
@@ -217,10 +217,10 @@ def monitor_in_memory(logs: list[Any]) -> dict[str, float]:
 
 
 def produce_logs(servers: str, logs: list[Any]) -> str:
-    from pipelines.admin import ensure_topics
     from pipelines.producer import open_producer, produce_records
-    from pipelines.settings import KafkaSettings
-    from pipelines.topics import topic_specs
+    from surge_core.kafka_admin import ensure_topics
+    from surge_core.kafka_settings import KafkaSettings
+    from surge_core.topics import topic_specs
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     kafka = KafkaSettings(bootstrap_servers=servers)
@@ -235,9 +235,9 @@ def produce_logs(servers: str, logs: list[Any]) -> str:
 def plain_consume(servers: str, prefix: str, expected: int) -> dict[str, float]:
     from kafka import KafkaConsumer
 
-    from pipelines.records import InferenceLogRecord
-    from pipelines.settings import KafkaSettings
-    from pipelines.topics import topic_specs
+    from surge_core.kafka_settings import KafkaSettings
+    from surge_core.records import InferenceLogRecord
+    from surge_core.topics import topic_specs
 
     kafka = KafkaSettings(bootstrap_servers=servers)
     consumer = KafkaConsumer(
@@ -271,8 +271,8 @@ def monitor_via_kafka(servers: str, prefix: str, expected: int) -> dict[str, flo
     t0 = time.perf_counter()
     thread.start()
     from benchmarks.kafka_ingestion import group_lag
-    from pipelines.settings import KafkaSettings
-    from pipelines.topics import topic_specs
+    from surge_core.kafka_settings import KafkaSettings
+    from surge_core.topics import topic_specs
 
     kafka = KafkaSettings(bootstrap_servers=servers)
     topic = topic_specs(prefix)["inference-log"].name

@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def embedding_ceiling(docs: list[dict[str, Any]]) -> dict[str, float]:
-    from deployments.chunking import chunk_text
-    from deployments.embedding import TextEmbedder
     from deployments.settings import EmbedderSettings
     from pipelines.ingestion import DirectSinkSettings
+    from surge_core.chunking import chunk_text
+    from surge_core.embedding import TextEmbedder
 
     sink = DirectSinkSettings()
     embedder = TextEmbedder(EmbedderSettings())
@@ -80,9 +80,9 @@ def embedding_ceiling(docs: list[dict[str, Any]]) -> dict[str, float]:
 
 def ingest_round(servers: str, docs: list[dict[str, Any]], workdir: Path, batch_size: int) -> dict[str, Any]:
     from pipelines.producer import open_producer, produce_records
-    from pipelines.records import DocumentUpsert
-    from pipelines.settings import KafkaSettings
-    from pipelines.topics import DOCUMENTS
+    from surge_core.kafka_settings import KafkaSettings
+    from surge_core.records import DocumentUpsert
+    from surge_core.topics import DOCUMENTS
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     group = f"{prefix}ingestion"
@@ -178,8 +178,8 @@ def group_lag(kafka: Any, group: str, topic: str) -> int:
 
 
 def count_documents(index: Path) -> int:
-    from deployments.settings import EmbeddedStoreSettings
-    from deployments.vector_store import open_vector_store
+    from surge_core.store_settings import EmbeddedStoreSettings
+    from surge_core.vector_store import open_vector_store
 
     with open_vector_store(EmbeddedStoreSettings(path=index), 384) as store:
         return store.count_documents()

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> Path:
     output_len = args.output_len or (8 if args.quick else 32)
     started = time.time()
     machine = h.machine_info()
-    from deployments.model_assets import resolve_llm_model
+    from surge_core.model_assets import resolve_llm_model
 
     model_dir = resolve_llm_model(_surge.llm_model(args))
     results: dict[str, list[dict[str, Any]]] = {}

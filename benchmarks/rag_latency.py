@@ -93,11 +93,11 @@ class InProcessRag:
         self.engine: Any = None
 
     async def start(self) -> None:
-        from deployments.chunking import chunk_text
-        from deployments.embedding import TextEmbedder
         from deployments.engines.base import build_engine
-        from deployments.settings import EmbeddedStoreSettings
-        from deployments.vector_store import ChunkRecord, open_vector_store
+        from surge_core.chunking import chunk_text
+        from surge_core.embedding import TextEmbedder
+        from surge_core.store_settings import EmbeddedStoreSettings
+        from surge_core.vector_store import ChunkRecord, open_vector_store
 
         self.embedder = TextEmbedder(self.settings.embedder)
         self.store = open_vector_store(

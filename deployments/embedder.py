@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.embedding import TextEmbedder
 from deployments.observability import record_replica_ready
 from deployments.settings import EmbedderSettings
+from surge_core.embedding import TextEmbedder
 
 
 @serve.deployment

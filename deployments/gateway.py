@@ -45,7 +45,7 @@ from deployments.stage_client import (
     StageStatusBoard,
     serve_app_status,
 )
-from pipelines.feature_store import open_online_store
+from surge_core.feature_store import open_online_store
 
 api = FastAPI(title="surge", version="0.1.0", docs_url=None, redoc_url=None)
 install_error_handlers(api)

@@ -1,6 +1,6 @@
 """Turns a finished gateway request into an `inference-log` record and hands it to the publisher.
 
-The publisher (pipelines.inference_log) never blocks and never raises: a broker outage costs a warning,
+The publisher (surge_core.inference_log) never blocks and never raises: a broker outage costs a warning,
 not a failed or slower request. Raw prompts are left out unless `include_prompt` is on; the prompt's
 embedding (when the request computed one, i.e. RAG) travels as a small fixed random projection.
 """
@@ -14,8 +14,8 @@ from functools import cache
 
 import numpy as np
 
-from deployments.settings import InferenceLogSettings
-from pipelines.records import InferenceLogRecord
+from surge_core.inference_log import InferenceLogSettings
+from surge_core.records import InferenceLogRecord
 
 SKETCH_DIMENSIONS = 16
 
@@ -42,7 +42,7 @@ class InferenceLogger:
         self.model = model
         self._publisher = None
         if settings.enabled:
-            from pipelines.inference_log import build_inference_log_publisher
+            from surge_core.inference_log import build_inference_log_publisher
 
             self._publisher = build_inference_log_publisher(settings)
 

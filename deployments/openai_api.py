@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployments.settings import GatewaySettings
-from pipelines.records import DOC_ID_PATTERN, MAX_DOCUMENT_CHARS, MetadataValue
+from surge_core.records import DOC_ID_PATTERN, MAX_DOCUMENT_CHARS, MetadataValue
 
 RAG_MODEL_PREFIX = "rag/"
 

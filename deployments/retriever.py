@@ -1,4 +1,4 @@
-"""The Retriever deployment: a vector index (`deployments.vector_store`) behind a DeploymentHandle.
+"""The Retriever deployment: a vector index (`surge_core.vector_store`) behind a DeploymentHandle.
 
 Store calls block (SQLite, FAISS, PostgreSQL), so each runs in a worker thread (`asyncio.to_thread`): the
 replica's event loop keeps answering health checks and other requests meanwhile. The embedded store
@@ -18,7 +18,7 @@ from ray.serve.exceptions import RayServeException
 
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
-from deployments.vector_store import ChunkRecord, VectorStore, WriteResult, open_vector_store
+from surge_core.vector_store import ChunkRecord, VectorStore, WriteResult, open_vector_store
 
 CHUNK_FIELDS = frozenset({"doc_id", "chunk_index", "text", "embedding", "metadata"})
 

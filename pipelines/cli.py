@@ -22,11 +22,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.admin import BrokerUnreachable, describe_topics, ensure_topics
 from pipelines.broker import BrokerError, LocalBroker
 from pipelines.producer import SENDERS, InputError, ProduceFailed, open_sender, produce_records, read_records
-from pipelines.settings import KafkaSettings
-from pipelines.topics import topic_specs
+from surge_core.kafka_admin import BrokerUnreachable, describe_topics, ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.topics import topic_specs
 
 # Sub-commands other modules add through `register_cli(subparsers)`, by command name. A module is imported
 # only when its command (or the full help) is asked for: they pull in Ray / scipy, which would make every

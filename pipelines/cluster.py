@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.settings import KafkaSettings
+from surge_core.kafka_settings import KafkaSettings
 
 GROUP, VERSION, RAYJOB_PLURAL, RAYSERVICE_PLURAL = "ray.io", "v1", "rayjobs", "rayservices"
 COMPONENT_LABEL = "app.kubernetes.io/component"

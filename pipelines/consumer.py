@@ -46,7 +46,7 @@ from pipelines.consumer_contract import BatchHandler, ConsumerSettings, LoopStat
 from pipelines.decoding import undecodable
 from pipelines.dlq import DeadLetter, PoisonKind, PoisonRecord, send_dead_letters
 from pipelines.metrics import ConsumerMetrics
-from pipelines.retry import RetriesExhausted, call_with_retry
+from surge_core.retry import RetriesExhausted, call_with_retry
 
 logger = logging.getLogger(__name__)
 

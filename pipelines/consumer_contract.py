@@ -11,8 +11,8 @@ from typing import Protocol, TypeVar
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.retry import RetryPolicy
-from pipelines.settings import KafkaSettings
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.retry import RetryPolicy
 
 T = TypeVar("T")
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
-from pipelines.topics import dead_letter_topic
+from surge_core.topics import dead_letter_topic
 
 logger = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from pipelines.drift_windows import (  # re-exported: they used to live here
     Sample,
     WindowResult,
 )
-from pipelines.records import DriftAlertRecord, InferenceLogRecord
-from pipelines.settings import KafkaSettings
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import DriftAlertRecord, InferenceLogRecord
 
 logger = logging.getLogger(__name__)
 
@@ -387,9 +387,9 @@ class DriftHandler:
 
 def build_monitor_loop(settings: DriftMonitorSettings) -> tuple[AtLeastOnceConsumer[InferenceLogRecord], Any]:
     """The consumer loop of the monitor and the publisher to close after it (for `run` and tests)."""
-    from pipelines.admin import ensure_topics
     from pipelines.metrics import ConsumerMetrics
-    from pipelines.topics import topic_specs
+    from surge_core.kafka_admin import ensure_topics
+    from surge_core.topics import topic_specs
 
     specs = topic_specs(settings.topic_prefix)
     ensure_topics(settings.kafka, [specs["inference-log"], specs["drift-alerts"]])

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipelines.records import DriftAlertRecord, InferenceLogRecord
+from surge_core.records import DriftAlertRecord, InferenceLogRecord
 
 EMBEDDING_FEATURE = "prompt_embedding"
 

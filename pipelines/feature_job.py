@@ -14,7 +14,7 @@ One run:
    event) and the mean text embedding.
 5. **Write** the offline store (Parquet, one file per range and date partition, named by the range, so a
    re-run rewrites identical files), then apply the rows to the online store and record the range in the
-   ledger in one transaction (see `pipelines.feature_store`).
+   ledger in one transaction (see `surge_core.feature_store`).
 
 Run as a script (`python -m pipelines.feature_job run ...`, or `surge feature-job run ...`) it starts Ray
 itself (`ray.init()`, which honours `RAY_ADDRESS`) once it has records to compute, so no-op runs (nothing
@@ -50,7 +50,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.settings import EmbedderSettings
 from pipelines import feature_recovery
 from pipelines.feature_reading import (  # re-exported: they used to live here
     DLQ_GROUP,
@@ -62,7 +61,8 @@ from pipelines.feature_reading import (  # re-exported: they used to live here
     read_range,
     topic_offsets,
 )
-from pipelines.feature_store import (
+from surge_core.embedding import EmbeddingModelSettings
+from surge_core.feature_store import (
     FeatureRow,
     OfflineFeatureStore,
     OffsetRange,
@@ -71,7 +71,7 @@ from pipelines.feature_store import (
     SqliteOnlineStoreSettings,
     open_online_store,
 )
-from pipelines.settings import KafkaSettings
+from surge_core.kafka_settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ class FeatureJobSettings(BaseModel):
         default_factory=SqliteOnlineStoreSettings, description="Online store backend (sqlite | postgres)."
     )
     embed_text: bool = Field(True, description="Embed the events' text field (mean embedding per window).")
-    embedder: EmbedderSettings = Field(
-        default_factory=EmbedderSettings, description="Embedding model used for text fields."
+    embedder: EmbeddingModelSettings = Field(
+        default_factory=EmbeddingModelSettings, description="Embedding model used for text fields."
     )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Rows per batch sent to the embedding UDF.")
     embed_actors: int = Field(1, ge=1, le=64, description="Embedding actors (each loads the model once).")
@@ -141,9 +141,9 @@ class EmbedTexts:
     """Ray Data class UDF: loads the embedding model once per actor, adds an `embedding` column."""
 
     def __init__(self, embedder_json: str) -> None:
-        from deployments.embedding import TextEmbedder
+        from surge_core.embedding import TextEmbedder
 
-        self.embedder = TextEmbedder(EmbedderSettings.model_validate_json(embedder_json))
+        self.embedder = TextEmbedder(EmbeddingModelSettings.model_validate_json(embedder_json))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = batch["text"].fillna("")

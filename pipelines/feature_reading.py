@@ -13,9 +13,9 @@ from pydantic import TypeAdapter
 
 from pipelines.decoding import decode_object, undecodable, validate
 from pipelines.dlq import DeadLetter, PoisonRecord, send_dead_letters
-from pipelines.feature_store import OffsetRange, PartitionRange
-from pipelines.records import EventRecord
-from pipelines.settings import KafkaSettings
+from surge_core.feature_store import OffsetRange, PartitionRange
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import EventRecord
 
 DLQ_GROUP = "surge-feature-job"
 EVENT_RECORD = TypeAdapter(EventRecord)

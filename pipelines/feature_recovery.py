@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path
 
-from pipelines.feature_store import OffsetRange, OnlineFeatureStore, PartitionRange
+from surge_core.feature_store import OffsetRange, OnlineFeatureStore, PartitionRange
 
 logger = logging.getLogger(__name__)
 

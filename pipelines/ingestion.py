@@ -39,12 +39,10 @@ import yaml
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import Field, ValidationError
 
-from pipelines.admin import BrokerUnreachable, ensure_topics
 from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings
 from pipelines.decoding import json_record_decoder
 from pipelines.dlq import PoisonKind, PoisonRecord
 from pipelines.metrics import ConsumerMetrics
-from pipelines.records import DOCUMENT_RECORD, DocumentDelete
 from pipelines.reindex import ReplayStats, committed_offsets, replay
 from pipelines.sinks import (  # re-exported: the sinks used to live here
     DirectSinkSettings,
@@ -56,7 +54,9 @@ from pipelines.sinks import (  # re-exported: the sinks used to live here
     build_sink,
     last_op_per_document,
 )
-from pipelines.topics import DOCUMENTS
+from surge_core.kafka_admin import BrokerUnreachable, ensure_topics
+from surge_core.records import DOCUMENT_RECORD, DocumentDelete
+from surge_core.topics import DOCUMENTS
 
 logger = logging.getLogger("surge.ingestion")
 

@@ -9,7 +9,7 @@ without leaving half a file in the topic.
 Inputs:
 - `documents` from a folder: every `.txt` / `.md` file below it is one document; its id is the path
   relative to the folder (characters a doc_id may not hold become `_`), metadata `{"path": ...}`.
-- `documents` / `events` from a `.jsonl` file: one record (`pipelines.records`) per line.
+- `documents` / `events` from a `.jsonl` file: one record (`surge_core.records`) per line.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from pipelines.admin import BrokerUnreachable
-from pipelines.records import DOC_ID_PATTERN, DocumentUpsert
-from pipelines.settings import KafkaSettings
-from pipelines.topics import TopicSpec
+from surge_core.kafka_admin import BrokerUnreachable
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import DOC_ID_PATTERN, DocumentUpsert
+from surge_core.topics import TopicSpec
 
 DOCUMENT_SUFFIXES = (".txt", ".md")
 _DOC_ID_CHAR = re.compile(r"[^A-Za-z0-9._:/@-]")

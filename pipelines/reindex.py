@@ -1,6 +1,6 @@
 """Rebuilding the index from `documents`: the recovery path when an index is lost.
 
-`documents` is compacted by doc_id (`pipelines.topics`), so it always holds the latest record of every
+`documents` is compacted by doc_id (`surge_core.topics`), so it always holds the latest record of every
 document (an upsert, a delete record, or for a while a tombstone). Replaying it from the beginning through
 the ingestion handler and sink rebuilds the index exactly:
 
@@ -27,8 +27,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from pipelines.consumer_contract import BatchHandler, SinkUnavailable
 from pipelines.dlq import PoisonRecord
-from pipelines.retry import RetryPolicy
-from pipelines.settings import KafkaSettings
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 

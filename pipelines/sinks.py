@@ -26,10 +26,11 @@ from typing import Annotated, Any, Literal, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deployments.settings import EmbeddedStoreSettings, EmbedderSettings, VectorStoreSettings
-from deployments.vector_store.base import DocVersion
 from pipelines.consumer import SinkUnavailable
-from pipelines.records import DocumentDelete, DocumentUpsert
+from surge_core.embedding import EmbeddingModelSettings
+from surge_core.records import DocumentDelete, DocumentUpsert
+from surge_core.store_settings import EmbeddedStoreSettings, VectorStoreSettings
+from surge_core.vector_store.base import DocVersion
 
 logger = logging.getLogger("surge.ingestion")
 
@@ -54,7 +55,9 @@ class DirectSinkSettings(_Strict):
     store: VectorStoreSettings = Field(
         default_factory=EmbeddedStoreSettings, description="The vector index written to."
     )
-    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="Embedding model.")
+    embedder: EmbeddingModelSettings = Field(
+        default_factory=EmbeddingModelSettings, description="Embedding model."
+    )
     chunk_chars: int = Field(800, ge=50, le=100_000, description="Target chunk size (characters).")
     chunk_overlap_chars: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")
     max_chunks_per_document: int = Field(
@@ -169,9 +172,9 @@ class DirectSink:
     """TextEmbedder + vector store in this process."""
 
     def __init__(self, settings: DirectSinkSettings) -> None:
-        from deployments.chunking import chunk_text
-        from deployments.embedding import TextEmbedder
-        from deployments.vector_store import open_vector_store
+        from surge_core.chunking import chunk_text
+        from surge_core.embedding import TextEmbedder
+        from surge_core.vector_store import open_vector_store
 
         self.settings = settings
         self._chunk_text = chunk_text
@@ -180,7 +183,7 @@ class DirectSink:
         self._transient = _transient_errors()
 
     def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
-        from deployments.vector_store import ChunkRecord
+        from surge_core.vector_store import ChunkRecord
 
         upserts, deletes = last_op_per_document(ops)
         s = self.settings

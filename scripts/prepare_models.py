@@ -18,7 +18,7 @@ from pathlib import Path
 # Runs as a script from anywhere in the checkout: make `deployments` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deployments.model_assets import SMOLLM2_ALIAS, TINY_LLAMA_ALIAS, resolve_llm_model
+from surge_core.model_assets import SMOLLM2_ALIAS, TINY_LLAMA_ALIAS, resolve_llm_model
 
 
 def main(argv: list[str] | None = None) -> int:

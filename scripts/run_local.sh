@@ -108,8 +108,8 @@ if [[ -z "${SURGE_API_KEYS:-}" ]]; then
   SURGE_API_KEYS="$(cat "$RUN_DIR/api-key")"
 fi
 export SURGE_API_KEYS SURGE_API_KEY="${SURGE_API_KEYS%%,*}"
-# Ray's auth token, per checkout (deployments/local_ray.py): nothing is read from or written to ~/.ray.
-RAY_AUTH_TOKEN_PATH="$(python -m deployments.local_ray token --run-dir "$RUN_DIR")"
+# Ray's auth token, per checkout (surge_core/local_ray.py): nothing is read from or written to ~/.ray.
+RAY_AUTH_TOKEN_PATH="$(python -m surge_core.local_ray token --run-dir "$RUN_DIR")"
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH
 
 echo $$ >"$RUN_DIR/run.pid"

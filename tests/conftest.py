@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.local_ray import ensure_auth_token
+from surge_core.local_ray import ensure_auth_token
 
 # Keep Ray and all traffic on loopback, torch single-threaded, and nothing reaching for a model hub.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

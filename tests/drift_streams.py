@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from pipelines.records import InferenceLogRecord
+from surge_core.records import InferenceLogRecord
 
 DIMS = 32
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

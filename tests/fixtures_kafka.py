@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.broker import LocalBroker, free_port
-from pipelines.settings import KafkaSettings
+from surge_core.kafka_settings import KafkaSettings
 from tests.kafka_helpers import IngestionProcess
 
 

@@ -118,7 +118,7 @@ def app_settings_for_tests(data_dir: Path, llm_model_dir: Path, bootstrap_server
 
 @pytest.fixture(scope="session")
 def tiny_llm_dir() -> Path:
-    from deployments.model_assets import build_tiny_llama, cache_dir
+    from surge_core.model_assets import build_tiny_llama, cache_dir
 
     return build_tiny_llama(cache_dir() / "models" / "tiny-llama")
 

@@ -126,7 +126,7 @@ ENGINES: dict[str, str] = {
 
 def build_engine(settings: LLMSettings, model_path: Path | None = None) -> LLMEngine:
     """The engine `settings.engine` names, for `model_path` (default: `settings.model` resolved locally)."""
-    from deployments.model_assets import resolve_llm_model
+    from surge_core.model_assets import resolve_llm_model
 
     try:
         target = ENGINES[settings.engine]

@@ -20,7 +20,7 @@ from deployments.openai_api import ApiError, ChatCompletionRequest, check_limits
 from deployments.request_timeline import Timeline
 from deployments.settings import AppSettings
 from deployments.stage_client import EmbedderClient, RetrieverClient
-from pipelines.feature_store import OnlineFeatureStore
+from surge_core.feature_store import OnlineFeatureStore
 
 ROUTE = "/v1/chat/completions"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployments.chunking import chunk_text
 from deployments.openai_api import ApiError, DocumentsRequest
 from deployments.request_timeline import Timeline
 from deployments.settings import GatewaySettings
 from deployments.stage_client import EmbedderClient, RetrieverClient
+from surge_core.chunking import chunk_text
 
 
 class DocumentFlow:

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from deployments.settings import EmbeddedStoreSettings
-from pipelines.admin import ensure_topics
 from pipelines.consumer import AtLeastOnceConsumer, SinkUnavailable
 from pipelines.ingestion import DocumentHandler, IngestionSettings
-from pipelines.retry import RetryPolicy
-from pipelines.settings import KafkaSettings
 from pipelines.sinks import DirectSink, DirectSinkSettings
-from pipelines.topics import DOCUMENTS
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.retry import RetryPolicy
+from surge_core.store_settings import EmbeddedStoreSettings
+from surge_core.topics import DOCUMENTS
 from tests.kafka_helpers import LoopInThread, read_topic, wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,13 +12,13 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from pipelines.admin import ensure_topics
 from pipelines.consumer import AtLeastOnceConsumer
 from pipelines.dlq import TRUNCATED_VALUE_BYTES, parse_dlq_headers
 from pipelines.ingestion import DocumentHandler, IngestionSettings
-from pipelines.retry import RetryPolicy
-from pipelines.settings import KafkaSettings
-from pipelines.topics import DOCUMENTS
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.retry import RetryPolicy
+from surge_core.topics import DOCUMENTS
 from tests.kafka_helpers import LoopInThread
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from deployments.settings import EmbeddedStoreSettings
-from deployments.vector_store import open_vector_store
-from pipelines.admin import ensure_topics
-from pipelines.settings import KafkaSettings
-from pipelines.topics import DOCUMENTS
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.store_settings import EmbeddedStoreSettings
+from surge_core.topics import DOCUMENTS
+from surge_core.vector_store import open_vector_store
 from tests.kafka_helpers import REPO_ROOT, IngestionProcess, group_committed, wait_for
 
 pytestmark = pytest.mark.integration

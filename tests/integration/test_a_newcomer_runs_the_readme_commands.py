@@ -186,7 +186,7 @@ def test_a_document_produced_with_kafka_python_is_cited_by_rag(client: Any) -> N
 def test_an_event_reaches_the_online_feature_store(stack: Stack) -> None:
     from kafka import KafkaProducer
 
-    from pipelines.feature_store import SqliteOnlineStoreSettings, open_online_store
+    from surge_core.feature_store import SqliteOnlineStoreSettings, open_online_store
 
     entity = f"user-{uuid.uuid4().hex[:8]}"
     event = {
@@ -219,7 +219,7 @@ def test_an_event_reaches_the_online_feature_store(stack: Stack) -> None:
 
 
 def test_the_drift_monitor_consumes_the_inference_log() -> None:
-    from pipelines.settings import KafkaSettings
+    from surge_core.kafka_settings import KafkaSettings
     from tests.kafka_helpers import group_committed
 
     kafka = KafkaSettings(bootstrap_servers=BOOTSTRAP)

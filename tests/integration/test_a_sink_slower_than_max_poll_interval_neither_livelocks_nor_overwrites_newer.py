@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from deployments.settings import EmbeddedStoreSettings
-from deployments.vector_store import ChunkRecord, open_vector_store
-from pipelines.admin import ensure_topics
 from pipelines.consumer import AtLeastOnceConsumer
 from pipelines.ingestion import DocumentHandler, IngestionSettings, last_op_per_document
-from pipelines.retry import RetryPolicy
-from pipelines.settings import KafkaSettings
-from pipelines.topics import DOCUMENTS
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.retry import RetryPolicy
+from surge_core.store_settings import EmbeddedStoreSettings
+from surge_core.topics import DOCUMENTS
+from surge_core.vector_store import ChunkRecord, open_vector_store
 from tests.kafka_helpers import LoopInThread, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import openai
 import pytest
 
-from pipelines.feature_store import OffsetRange, PartitionRange, open_online_store
+from surge_core.feature_store import OffsetRange, PartitionRange, open_online_store
 from tests.fixtures_serve import SurgeApp
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from pipelines.broker import free_port
 from pipelines.dlq import parse_dlq_headers
 from pipelines.drift import DriftHandler, DriftMonitorSettings, build_monitor_loop
 from pipelines.producer import open_producer, produce_records
-from pipelines.records import DriftAlertRecord
-from pipelines.settings import KafkaSettings
-from pipelines.topics import topic_specs
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import DriftAlertRecord
+from surge_core.topics import topic_specs
 from tests.drift_streams import inference_logs
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def test_drift_monitor_is_quiet_then_alerts_on_the_shifted_window_across_a_resta
     rng = np.random.default_rng(11)
     producer = open_producer(kafka_settings)
     # Phase 1: reference + 3 unchanged windows.
-    from pipelines.admin import ensure_topics
+    from surge_core.kafka_admin import ensure_topics
 
     ensure_topics(kafka_settings, [specs["inference-log"], specs["drift-alerts"]])
     produce_records(producer, specs["inference-log"], inference_logs(rng, 1000 + 3 * WINDOW))

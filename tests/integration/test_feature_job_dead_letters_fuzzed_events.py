@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
-from pipelines.admin import ensure_topics
 from pipelines.decoding import decode_object, validate
 from pipelines.dlq import PoisonKind, PoisonRecord, parse_dlq_headers
 from pipelines.feature_job import EVENT_RECORD, publish_dead_letters, read_range
-from pipelines.feature_store import OffsetRange, PartitionRange
-from pipelines.settings import KafkaSettings
-from pipelines.topics import EVENTS
+from surge_core.feature_store import OffsetRange, PartitionRange
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.topics import EVENTS
 from tests.kafka_helpers import read_topic
 from tests.poison_values import EVENT, KINDS, bad_values
 

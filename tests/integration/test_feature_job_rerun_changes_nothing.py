@@ -20,21 +20,21 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from pipelines.admin import ensure_topics
 from pipelines.cli import build_parser
 from pipelines.cluster import feature_job_lag
 from pipelines.dlq import parse_dlq_headers
 from pipelines.feature_job import FeatureJobSettings, run_feature_job, topic_offsets
-from pipelines.feature_store import (
+from pipelines.producer import open_producer, produce_records
+from surge_core.feature_store import (
     OfflineFeatureStore,
     PartitionRange,
     SqliteOnlineStoreSettings,
     open_online_store,
 )
-from pipelines.producer import open_producer, produce_records
-from pipelines.records import EventRecord
-from pipelines.settings import KafkaSettings
-from pipelines.topics import topic_specs
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import EventRecord
+from surge_core.topics import topic_specs
 
 pytestmark = pytest.mark.integration
 

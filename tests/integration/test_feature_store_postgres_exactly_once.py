@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.feature_store import (
+from surge_core.feature_store import (
     OffsetRange,
     OnlineFeatureStore,
     PartitionRange,

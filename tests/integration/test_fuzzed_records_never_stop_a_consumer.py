@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
-from pipelines.admin import ensure_topics
 from pipelines.consumer import AtLeastOnceConsumer
 from pipelines.dlq import PoisonKind, PoisonRecord, parse_dlq_headers
 from pipelines.drift import DriftHandler, DriftMonitor, DriftMonitorSettings
 from pipelines.ingestion import DocumentHandler, IngestionSettings
-from pipelines.retry import RetryPolicy
-from pipelines.settings import KafkaSettings
-from pipelines.topics import DOCUMENTS, INFERENCE_LOG
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.retry import RetryPolicy
+from surge_core.topics import DOCUMENTS, INFERENCE_LOG
 from tests.kafka_helpers import LoopInThread
 from tests.poison_values import DOCUMENT, INFERENCE, KINDS, bad_values
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from kafka import KafkaConsumer
 
-from pipelines.topics import INFERENCE_LOG
+from surge_core.topics import INFERENCE_LOG
 from tests.fixtures_serve import SurgeApp
 
 pytestmark = pytest.mark.integration

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from deployments.vector_store import open_vector_store
-from pipelines.admin import ensure_topics
 from pipelines.broker import free_port
 from pipelines.producer import open_producer, produce_records
-from pipelines.records import DocumentDelete, DocumentUpsert
-from pipelines.settings import KafkaSettings
-from pipelines.topics import DOCUMENTS
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import DocumentDelete, DocumentUpsert
+from surge_core.topics import DOCUMENTS
+from surge_core.vector_store import open_vector_store
 from tests.kafka_helpers import IngestionProcess, group_committed, read_topic, wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,11 +8,14 @@ import time
 
 import pytest
 
-from deployments.settings import InferenceLogSettings
 from pipelines.broker import LocalBroker
-from pipelines.inference_log import KafkaInferenceLogPublisher, build_inference_log_publisher
-from pipelines.records import InferenceLogRecord
-from pipelines.settings import KafkaSettings
+from surge_core.inference_log import (
+    InferenceLogSettings,
+    KafkaInferenceLogPublisher,
+    build_inference_log_publisher,
+)
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import InferenceLogRecord
 from tests.kafka_helpers import read_topic, wait_for
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from deployments.settings import PgVectorStoreSettings
-from deployments.vector_store import ChunkRecord, open_vector_store
+from surge_core.store_settings import PgVectorStoreSettings
+from surge_core.vector_store import ChunkRecord, open_vector_store
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,8 @@ import psycopg
 import pytest
 
 from deployments.retriever import Retriever
-from deployments.settings import (
-    AutoscalingSettings,
-    EmbeddedStoreSettings,
-    PgVectorStoreSettings,
-    RetrieverSettings,
-)
+from deployments.settings import AutoscalingSettings, RetrieverSettings
+from surge_core.store_settings import EmbeddedStoreSettings, PgVectorStoreSettings
 
 pytestmark = pytest.mark.integration
 

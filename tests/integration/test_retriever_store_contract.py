@@ -16,8 +16,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from deployments.settings import EmbeddedStoreSettings, PgVectorStoreSettings
-from deployments.vector_store import ChunkRecord, VectorStore, open_vector_store
+from surge_core.store_settings import EmbeddedStoreSettings, PgVectorStoreSettings
+from surge_core.vector_store import ChunkRecord, VectorStore, open_vector_store
 
 DSN_ENV = "SURGE_TEST_PG_DSN"
 DIMS = 4

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.records import DOCUMENT_RECORD, DocumentUpsert, EventRecord
-from pipelines.settings import KafkaSettings
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import DOCUMENT_RECORD, DocumentUpsert, EventRecord
 from tests.kafka_helpers import REPO_ROOT, read_topic
 
 pytestmark = pytest.mark.integration

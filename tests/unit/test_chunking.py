@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from deployments.chunking import chunk_records, chunk_text
+from surge_core.chunking import chunk_records, chunk_text
 
 PROSE = (
     "Ray Serve composes deployments. Each one scales on its own! Does it scale to zero? It does.\n\n"

@@ -11,8 +11,8 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.producer import doc_id_for, read_records
-from pipelines.records import DocumentUpsert
-from pipelines.topics import DOCUMENTS, EVENTS
+from surge_core.records import DocumentUpsert
+from surge_core.topics import DOCUMENTS, EVENTS
 
 UNREACHABLE = ["--bootstrap-servers", "127.0.0.1:1", "--connect-timeout", "1"]
 

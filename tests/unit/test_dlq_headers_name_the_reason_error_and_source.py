@@ -84,8 +84,8 @@ def test_an_untruncated_letter_has_no_truncation_headers() -> None:
 
 
 def test_dlq_topics_get_room_for_big_letters_and_min_insync_only_with_three_replicas() -> None:
-    from pipelines.admin import DLQ_MAX_MESSAGE_BYTES, wanted_topics
-    from pipelines.topics import DOCUMENTS
+    from surge_core.kafka_admin import DLQ_MAX_MESSAGE_BYTES, wanted_topics
+    from surge_core.topics import DOCUMENTS
 
     def configs(factor: int) -> dict[str, dict[str, str]]:
         return {t.name: t.topic_configs for t in wanted_topics([DOCUMENTS], factor)}

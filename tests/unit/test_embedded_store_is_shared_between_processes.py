@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-import deployments.vector_store.embedded as embedded
-from deployments.settings import EmbeddedStoreSettings
-from deployments.vector_store import ChunkRecord, open_vector_store
+import surge_core.vector_store.embedded as embedded
+from surge_core.store_settings import EmbeddedStoreSettings
+from surge_core.vector_store import ChunkRecord, open_vector_store
 
 REPO = Path(__file__).resolve().parents[2]
 DIMS = 4
 
 WRITER = """
 import sys
-from deployments.settings import EmbeddedStoreSettings
-from deployments.vector_store import ChunkRecord, open_vector_store
+from surge_core.store_settings import EmbeddedStoreSettings
+from surge_core.vector_store import ChunkRecord, open_vector_store
 
 path, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = open_vector_store(EmbeddedStoreSettings(path=path), 4)

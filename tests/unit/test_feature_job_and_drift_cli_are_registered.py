@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.cli import build_parser
 from pipelines.feature_job import FeatureJobSettings, load_settings
-from pipelines.feature_store import PartitionRange
+from surge_core.feature_store import PartitionRange
 
 
 def test_feature_job_run_parses_ranges_and_min_lag() -> None:

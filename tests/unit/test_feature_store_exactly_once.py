@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.feature_store import (
+from surge_core.feature_store import (
     OffsetRange,
     PartitionRange,
     RangeConflictError,

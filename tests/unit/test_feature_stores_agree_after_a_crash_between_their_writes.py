@@ -11,14 +11,14 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines import feature_recovery
-from pipelines.feature_store import (
+from surge_core.feature_store import (
     OfflineFeatureStore,
     OffsetRange,
     PartitionRange,
     SqliteOnlineStoreSettings,
     open_online_store,
 )
-from pipelines.records import EventRecord
+from surge_core.records import EventRecord
 from tests.unit.test_feature_store_exactly_once import T0, row
 
 

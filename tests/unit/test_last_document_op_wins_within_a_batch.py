@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipelines.ingestion import DocumentOp, last_op_per_document
-from pipelines.records import DocumentDelete, DocumentUpsert
+from surge_core.records import DocumentDelete, DocumentUpsert
 
 
 def test_a_later_delete_cancels_an_earlier_upsert() -> None:

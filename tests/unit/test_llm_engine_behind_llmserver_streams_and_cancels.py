@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from deployments.model_assets import TINY_LLAMA_ALIAS
 from deployments.settings import LLMSettings
+from surge_core.model_assets import TINY_LLAMA_ALIAS
 
 
 @pytest.fixture(scope="module")

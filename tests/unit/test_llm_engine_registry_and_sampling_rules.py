@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from deployments.engines import ENGINES, GenerationDelta, SamplingSettings, build_engine
 from deployments.engines.transformers_engine import TransformersEngine
 from deployments.llm import GenerateRequest
-from deployments.model_assets import TINY_LLAMA_ALIAS
 from deployments.settings import LLMSettings
+from surge_core.model_assets import TINY_LLAMA_ALIAS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,8 +22,8 @@ from deployments.engines import (
     SamplingSettings,
     build_engine,
 )
-from deployments.model_assets import TINY_LLAMA_ALIAS, resolve_llm_model
 from deployments.settings import LLMSettings
+from surge_core.model_assets import TINY_LLAMA_ALIAS, resolve_llm_model
 
 T = TypeVar("T")
 ENGINES = ["vllm", "transformers"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.model_assets import (
+from surge_core.model_assets import (
     SMOLLM2_ALIAS,
     TINY_LLAMA_ALIAS,
     build_tiny_llama,
@@ -53,7 +53,7 @@ def test_the_tiny_llama_loads_in_transformers_and_ends_prompts_in_chatml(tmp_pat
 def test_concurrent_first_uses_build_the_model_exactly_once(tmp_path: Path) -> None:
     """Two processes resolving the alias at once: one builds, the other waits on the lock and reuses it."""
     code = (
-        "import deployments.model_assets as m, time;"
+        "import surge_core.model_assets as m, time;"
         "real = m.build_tiny_llama;"
         "m.build_tiny_llama = lambda d: (open(m.cache_dir() / 'builds.log', 'a').write('built\\n'), real(d))[1];"
         f"print(m.resolve_llm_model('{TINY_LLAMA_ALIAS}'))"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines.feature_job import aggregate_partition, partition_by_entity
-from pipelines.feature_store import OfflineFeatureStore, OffsetRange, PartitionRange
+from surge_core.feature_store import OfflineFeatureStore, OffsetRange, PartitionRange
 
 T0 = datetime(2026, 11, 1, 23, 0, tzinfo=UTC)
 

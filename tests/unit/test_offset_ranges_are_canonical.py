@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.feature_job import plan_range
-from pipelines.feature_store import OffsetRange, PartitionRange
+from surge_core.feature_store import OffsetRange, PartitionRange
 
 
 def test_cli_form_parses_into_a_partition_range() -> None:

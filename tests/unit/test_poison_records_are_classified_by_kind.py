@@ -12,7 +12,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from pipelines.consumer import AtLeastOnceConsumer
 from pipelines.dlq import PoisonKind, PoisonRecord
 from pipelines.ingestion import DocumentHandler, DocumentOp, IngestionSettings
-from pipelines.records import DocumentDelete, DocumentUpsert
+from surge_core.records import DocumentDelete, DocumentUpsert
 
 
 class RecordingSink:

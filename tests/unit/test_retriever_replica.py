@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from deployments.retriever import Retriever
-from deployments.settings import EmbeddedStoreSettings, PgVectorStoreSettings, RetrieverSettings
+from deployments.settings import RetrieverSettings
+from surge_core.store_settings import EmbeddedStoreSettings, PgVectorStoreSettings
 
 
 def make_replica(tmp_path: Path, **overrides: Any) -> Any:

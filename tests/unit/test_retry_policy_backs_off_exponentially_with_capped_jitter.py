@@ -7,7 +7,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from pipelines.retry import RetriesExhausted, RetryPolicy, call_with_retry
+from surge_core.retry import RetriesExhausted, RetryPolicy, call_with_retry
 
 
 def test_nominal_delay_doubles_from_the_base_until_the_cap() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.consumer import SinkUnavailable
-from pipelines.records import DocumentUpsert
 from pipelines.sinks import DocumentRejected, HttpSink, HttpSinkSettings, sink_unavailable_reason
+from surge_core.records import DocumentUpsert
 
 
 class _App(http.server.BaseHTTPRequestHandler):

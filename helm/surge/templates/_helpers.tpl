@@ -153,7 +153,7 @@ seccompProfile:
 {{- end }}
 
 {{/*
-Kafka SASL credentials, only from the Secret: pipelines.settings.KafkaSettings reads the env vars named by
+Kafka SASL credentials, only from the Secret: surge_core.kafka_settings.KafkaSettings reads the env vars named by
 sasl_username_env / sasl_password_env (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD by default).
 */}}
 {{- define "surge.kafkaSaslEnv" -}}
@@ -171,7 +171,7 @@ sasl_username_env / sasl_password_env (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD
 {{- end }}
 {{- end }}
 
-{{/* KafkaSettings (pipelines/settings.py) as a dict, for the settings files the pipelines read. */}}
+{{/* KafkaSettings (surge_core/kafka_settings.py) as a dict, for the settings files the pipelines read. */}}
 {{- define "surge.kafkaSettings" -}}
 bootstrap_servers: {{ .Values.kafka.bootstrapServers | quote }}
 security_protocol: {{ .Values.kafka.securityProtocol }}

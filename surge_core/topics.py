@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from pipelines.records import (
+from surge_core.records import (
     DOCUMENT_RECORD,
     DriftAlertRecord,
     EventRecord,

@@ -8,7 +8,7 @@ authentication token was found"). A machine where the tests ran once therefore h
 to Ray through `RAY_AUTH_TOKEN_PATH`, a variable Ray reads before `~/.ray/auth_token` and that child processes
 inherit. A token the user set on purpose (`RAY_AUTH_TOKEN` or `RAY_AUTH_TOKEN_PATH`) is kept.
 
-    python -m deployments.local_ray token [--run-dir DIR]     # prints the token file's path
+    python -m surge_core.local_ray token [--run-dir DIR]     # prints the token file's path
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def ensure_auth_token(run_dir: Path | None = None) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deployments.local_ray")
+    parser = argparse.ArgumentParser(prog="python -m surge_core.local_ray")
     commands = parser.add_subparsers(dest="command", required=True)
     token = commands.add_parser(
         "token", help="Create the checkout's Ray auth token if missing; print its path."

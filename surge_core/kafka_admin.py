@@ -1,4 +1,4 @@
-"""Topic creation at start-up: idempotent, from the one definition in `pipelines.topics`.
+"""Topic creation at start-up: idempotent, from the one definition in `surge_core.topics`.
 
 Every consumer and producer command calls `ensure_topics` before it starts; creating a topic that exists
 is not an error, so any number of processes may race to do it. Each consumed topic gets its dead-letter
@@ -16,8 +16,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from pipelines.settings import KafkaSettings
-from pipelines.topics import TopicSpec, topic_specs
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.topics import TopicSpec, topic_specs
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def ensure_topics(
     replication_factor: int = -1,
     timeout_s: float = 10.0,
 ) -> list[str]:
-    """Create the topics (all of `pipelines.topics` by default) that do not exist; returns those created."""
+    """Create the topics (all of `surge_core.topics` by default) that do not exist; returns those created."""
     chosen = list(specs) if specs is not None else list(topic_specs(prefix).values())
     wanted = wanted_topics(chosen, replication_factor)
     client = admin_client(kafka, timeout_s)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from deployments.vector_store.base import ChunkRecord
-from pipelines.records import MetadataValue
+from surge_core.records import MetadataValue
+from surge_core.vector_store.base import ChunkRecord
 
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
 # Sentence end: terminal punctuation, optional closing quotes/brackets, then whitespace; CJK full stops

@@ -4,9 +4,9 @@ Importing this package registers the built-in backends: `embedded` (SQLite + FAI
 `pgvector` (PostgreSQL + pgvector).
 """
 
-from deployments.vector_store import embedded as _embedded  # noqa: F401  (registers "embedded")
-from deployments.vector_store import pgvector as _pgvector  # noqa: F401  (registers "pgvector")
-from deployments.vector_store.base import (
+from surge_core.vector_store import embedded as _embedded  # noqa: F401  (registers "embedded")
+from surge_core.vector_store import pgvector as _pgvector  # noqa: F401  (registers "pgvector")
+from surge_core.vector_store.base import (
     ChunkRecord,
     SearchHit,
     VectorStore,

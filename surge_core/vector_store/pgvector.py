@@ -27,8 +27,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from deployments.settings import PgVectorStoreSettings
-from deployments.vector_store.base import (
+from surge_core.records import MetadataValue
+from surge_core.store_settings import PgVectorStoreSettings
+from surge_core.vector_store.base import (
     ChunkRecord,
     DocVersion,
     SearchHit,
@@ -42,7 +43,6 @@ from deployments.vector_store.base import (
     validate_documents,
     validate_top_k,
 )
-from pipelines.records import MetadataValue
 
 # pgvector's HNSW index covers `vector` columns up to 2,000 dimensions.
 HNSW_MAX_DIMENSIONS = 2000

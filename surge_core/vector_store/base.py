@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from deployments.settings import EmbeddedStoreSettings, PgVectorStoreSettings
-from pipelines.records import MetadataValue
+from surge_core.records import MetadataValue
+from surge_core.store_settings import EmbeddedStoreSettings, PgVectorStoreSettings
 
 Where = Mapping[str, MetadataValue | Sequence[MetadataValue]]
 # A document's version: the (partition, offset) of the Kafka record that wrote it.

@@ -28,8 +28,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from deployments.settings import EmbeddedStoreSettings
-from deployments.vector_store.base import (
+from surge_core.records import MetadataValue
+from surge_core.store_settings import EmbeddedStoreSettings
+from surge_core.vector_store.base import (
     ChunkRecord,
     DocVersion,
     SearchHit,
@@ -43,7 +44,6 @@ from deployments.vector_store.base import (
     validate_documents,
     validate_top_k,
 )
-from pipelines.records import MetadataValue
 
 DB_FILE = "index.sqlite3"
 # Change-log entries kept after each write; a reader further behind than this rebuilds from the table.

