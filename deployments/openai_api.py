@@ -211,13 +211,31 @@ class DocumentIn(BaseModel):
         return value
 
 
+class DocumentVersion(BaseModel):
+    """Where a document's latest write came from: the Kafka partition and offset of its record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partition: int = Field(ge=0, le=2**31 - 1)
+    offset: int = Field(ge=0, le=2**63 - 1)
+
+
 class DocumentsRequest(BaseModel):
-    """`POST /v1/documents`: upsert `documents` (chunked + embedded) and/or remove the ids in `delete`."""
+    """`POST /v1/documents`: upsert `documents` (chunked + embedded) and/or remove the ids in `delete`.
+
+    `versions` (optional, per id of either list) fences writes: the index refuses a version older than the
+    one it holds (same partition, lower offset), so a replayed older record never overwrites a newer one.
+    The ingestion consumer's HTTP sink sends them; other callers may leave them out.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     documents: list[DocumentIn] = Field(default_factory=list)
     delete: list[Annotated[str, Field(pattern=DOC_ID_PATTERN)]] = Field(default_factory=list)
+    versions: dict[str, DocumentVersion] = Field(default_factory=dict)
+
+    def store_versions(self) -> dict[str, tuple[int, int]]:
+        return {doc_id: (v.partition, v.offset) for doc_id, v in self.versions.items()}
 
     @model_validator(mode="after")
     def _each_id_once(self) -> DocumentsRequest:
@@ -231,6 +249,9 @@ class DocumentsRequest(BaseModel):
         both = sorted(seen.intersection(self.delete))
         if both:
             raise ValueError(f"ids both upserted and deleted in one request: {both[:5]}")
+        unknown = sorted(set(self.versions) - seen - set(self.delete))
+        if unknown:
+            raise ValueError(f"versions name ids that are neither upserted nor deleted: {unknown[:5]}")
         return self
 
 

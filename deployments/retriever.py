@@ -19,6 +19,7 @@ from ray.serve.exceptions import RayServeException
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
 from surge_core.vector_store import ChunkRecord, VectorStore, WriteResult, open_vector_store
+from surge_core.vector_store.base import DocVersion
 
 CHUNK_FIELDS = frozenset({"doc_id", "chunk_index", "text", "embedding", "metadata"})
 
@@ -40,6 +41,11 @@ def chunk_from_dict(doc_id: str, chunk: Mapping[str, Any]) -> ChunkRecord:
         embedding=chunk["embedding"],
         metadata=dict(chunk.get("metadata") or {}),
     )
+
+
+def _versions(versions: dict[str, Any] | None) -> dict[str, DocVersion] | None:
+    """Versions as the stores take them (a handle call may deliver tuples as lists)."""
+    return {doc_id: (int(v[0]), int(v[1])) for doc_id, v in versions.items()} if versions else None
 
 
 def replica_id() -> str | None:
@@ -75,18 +81,27 @@ class Retriever:
         hits = await asyncio.to_thread(self.store.search, embedding, top_k, where)
         return [asdict(hit) for hit in hits]
 
-    async def replace_documents(self, documents: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
-        """Make each document's chunks exactly the given ones; returns written/unchanged/deleted counts."""
+    async def replace_documents(
+        self,
+        documents: dict[str, list[dict[str, Any]]],
+        versions: dict[str, tuple[int, int]] | None = None,
+    ) -> dict[str, int]:
+        """Make each document's chunks exactly the given ones; returns written/unchanged/deleted/fenced
+        counts. `versions` fences older writes (see `surge_core.vector_store.base.is_stale`)."""
         records = {
             doc_id: [chunk_from_dict(doc_id, chunk) for chunk in chunks]
             for doc_id, chunks in documents.items()
         }
-        result: WriteResult = await asyncio.to_thread(self.store.replace_documents, records)
+        result: WriteResult = await asyncio.to_thread(
+            self.store.replace_documents, records, _versions(versions)
+        )
         return asdict(result)
 
-    async def delete_documents(self, doc_ids: list[str]) -> int:
+    async def delete_documents(
+        self, doc_ids: list[str], versions: dict[str, tuple[int, int]] | None = None
+    ) -> int:
         """Remove these documents; returns the number of chunks removed."""
-        return await asyncio.to_thread(self.store.delete_documents, list(doc_ids))
+        return await asyncio.to_thread(self.store.delete_documents, list(doc_ids), _versions(versions))
 
     async def stats(self) -> dict[str, Any]:
         chunks = await asyncio.to_thread(self.store.count_chunks)

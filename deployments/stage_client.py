@@ -201,12 +201,14 @@ class RetrieverClient(StageClient):
         timeline.mark("retrieved")
         return hits
 
-    async def replace_documents(self, grouped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
-        result: dict[str, int] = await self.call("replace_documents", grouped)
+    async def replace_documents(
+        self, grouped: dict[str, list[dict[str, Any]]], versions: dict[str, tuple[int, int]]
+    ) -> dict[str, int]:
+        result: dict[str, int] = await self.call("replace_documents", grouped, versions)
         return result
 
-    async def delete_documents(self, doc_ids: list[str]) -> int:
-        return int(await self.call("delete_documents", doc_ids))
+    async def delete_documents(self, doc_ids: list[str], versions: dict[str, tuple[int, int]]) -> int:
+        return int(await self.call("delete_documents", doc_ids, versions))
 
 
 def idle_to_zero_seconds(scaling: AutoscalingSettings) -> float:

@@ -270,16 +270,25 @@ class HttpSink:
             raise DocumentRejected(f"/v1/documents answered {response.status_code}: {response.text[:300]}")
 
     def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
-        # Not fenced: /v1/documents takes no versions (yet), so replays rely on per-document ordering.
+        # Fenced like the direct sink: each document's (partition, offset) travels with it, and the index
+        # refuses a version older than the one it holds.
         upserts, deletes = last_op_per_document(ops)
+        versions = versions or {}
+
+        def versions_of(ids: Sequence[str]) -> dict[str, dict[str, int]]:
+            return {i: {"partition": versions[i][0], "offset": versions[i][1]} for i in ids if i in versions}
+
         size = self.settings.max_documents_per_request
         for start in range(0, len(upserts), size):
             docs = upserts[start : start + size]
             self._post(
-                {"documents": [{"id": d.doc_id, "text": d.text, "metadata": d.metadata} for d in docs]}
+                {
+                    "documents": [{"id": d.doc_id, "text": d.text, "metadata": d.metadata} for d in docs],
+                    "versions": versions_of([d.doc_id for d in docs]),
+                }
             )
         if deletes:
-            self._post({"delete": deletes})
+            self._post({"delete": deletes, "versions": versions_of(deletes)})
 
     def close(self) -> None:
         self.client.close()

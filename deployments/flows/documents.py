@@ -30,16 +30,18 @@ class DocumentFlow:
                 f"{total} documents in one request; at most {self.settings.max_documents_per_request}",
                 param="documents",
             )
-        upserted: dict[str, Any] = {"written": 0, "unchanged": 0, "deleted": 0}
+        versions = body.store_versions()
+        upserted: dict[str, Any] = {"written": 0, "unchanged": 0, "deleted": 0, "fenced": 0}
         if body.documents:
-            upserted = await self.retriever.replace_documents(await self._embedded_chunks(body))
-        deleted = await self.retriever.delete_documents(body.delete) if body.delete else 0
+            upserted = await self.retriever.replace_documents(await self._embedded_chunks(body), versions)
+        deleted = await self.retriever.delete_documents(body.delete, versions) if body.delete else 0
         return {
             "object": "documents.result",
             "upserted_documents": len(body.documents),
             "chunks_written": upserted["written"],
             "chunks_unchanged": upserted["unchanged"],
             "chunks_deleted": upserted["deleted"] + deleted,
+            "documents_fenced": upserted.get("fenced", 0),
         }
 
     async def _embedded_chunks(self, body: DocumentsRequest) -> dict[str, list[dict[str, Any]]]:

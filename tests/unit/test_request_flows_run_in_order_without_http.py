@@ -48,12 +48,14 @@ class FakeRetriever:
         self.calls.append(f"search:{top_k}")
         return [{"doc_id": "kb/etna", "chunk_index": 0, "text": "Etna is in Sicily.", "score": 0.9}]
 
-    async def replace_documents(self, grouped: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
-        self.calls.append(f"replace:{sorted(grouped)}")
-        return {"written": sum(len(v) for v in grouped.values()), "unchanged": 0, "deleted": 0}
+    async def replace_documents(
+        self, grouped: dict[str, list[dict[str, Any]]], versions: Any
+    ) -> dict[str, int]:
+        self.calls.append(f"replace:{sorted(grouped)}:{versions}")
+        return {"written": sum(len(v) for v in grouped.values()), "unchanged": 0, "deleted": 0, "fenced": 0}
 
-    async def delete_documents(self, ids: list[str]) -> int:
-        self.calls.append(f"delete:{ids}")
+    async def delete_documents(self, ids: list[str], versions: Any) -> int:
+        self.calls.append(f"delete:{ids}:{versions}")
         return len(ids)
 
 
@@ -180,12 +182,27 @@ def test_embeddings_check_inputs_before_calling_the_embedder() -> None:
     assert result.vectors.shape == (1, 4) and result.tokens == 3
 
 
-def test_documents_are_chunked_embedded_once_and_replaced_then_deletes_follow() -> None:
+def test_documents_are_chunked_embedded_once_and_replaced_then_deletes_follow_with_their_versions() -> None:
     calls = Calls()
     flow = DocumentFlow(SETTINGS.gateway, FakeEmbedder(calls), FakeRetriever(calls))  # type: ignore[arg-type]
     body = DocumentsRequest.model_validate(
-        {"documents": [{"id": "a", "text": "x " * 600}, {"id": "b", "text": "short"}], "delete": ["c"]}
+        {
+            "documents": [{"id": "a", "text": "x " * 600}, {"id": "b", "text": "short"}],
+            "delete": ["c"],
+            "versions": {"a": {"partition": 1, "offset": 7}, "c": {"partition": 0, "offset": 3}},
+        }
     )
     result = asyncio.run(flow.run(body))
-    assert calls[0].startswith("embed:") and calls[1:] == ["replace:['a', 'b']", "delete:['c']"]
+    versions = "{'a': (1, 7), 'c': (0, 3)}"
+    assert calls[0].startswith("embed:") and calls[1:] == [
+        f"replace:['a', 'b']:{versions}",
+        f"delete:['c']:{versions}",
+    ]
     assert result["upserted_documents"] == 2 and result["chunks_deleted"] == 1
+
+
+def test_versions_must_name_ids_of_the_request() -> None:
+    with pytest.raises(ValueError, match="neither upserted nor deleted"):
+        DocumentsRequest.model_validate(
+            {"documents": [{"id": "a", "text": "t"}], "versions": {"z": {"partition": 0, "offset": 1}}}
+        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import http.server
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -15,16 +16,18 @@ import pytest
 
 from pipelines.consumer import SinkUnavailable
 from pipelines.sinks import DocumentRejected, HttpSink, HttpSinkSettings, sink_unavailable_reason
-from surge_core.records import DocumentUpsert
+from surge_core.records import DocumentDelete, DocumentUpsert
 
 
 class _App(http.server.BaseHTTPRequestHandler):
     status = 200
     authorizations: list[str | None] = []
+    bodies: list[dict[str, object]] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
         type(self).authorizations.append(self.headers.get("authorization"))
+        type(self).bodies.append(json.loads(body))
         self.send_response(type(self).status)
         self.send_header("content-type", "application/json")
         self.end_headers()
@@ -36,7 +39,7 @@ class _App(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def app() -> Iterator[tuple[type[_App], str]]:
-    handler = type("App", (_App,), {"status": 200, "authorizations": []})
+    handler = type("App", (_App,), {"status": 200, "authorizations": [], "bodies": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -107,3 +110,18 @@ def test_sqlite_busy_and_full_mean_unavailable_but_a_constraint_error_does_not(t
 def test_enospc_means_unavailable_and_other_os_errors_do_not() -> None:
     assert sink_unavailable_reason(OSError(errno.ENOSPC, "No space left on device")) is not None
     assert sink_unavailable_reason(OSError(errno.ENOENT, "No such file")) is None
+
+
+def test_the_http_sink_sends_each_documents_version_so_the_index_can_fence_it(
+    app: tuple[type[_App], str],
+) -> None:
+    handler, url = app
+    ops = [DocumentUpsert(doc_id="d1", text="hello"), DocumentDelete(doc_id="d2")]
+    HttpSink(HttpSinkSettings(url=url)).write(ops, {"d1": (3, 41), "d2": (1, 7)})
+    assert handler.bodies == [
+        {
+            "documents": [{"id": "d1", "text": "hello", "metadata": {}}],
+            "versions": {"d1": {"partition": 3, "offset": 41}},
+        },
+        {"delete": ["d2"], "versions": {"d2": {"partition": 1, "offset": 7}}},
+    ]
