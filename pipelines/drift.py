@@ -436,6 +436,7 @@ def register_cli(subparsers: Any) -> None:
     run.add_argument("--topic-prefix", help="Prefix of every topic name.")
     run.add_argument("--metrics-port", type=int, help="Port of /metrics (0: none).")
     run.add_argument("--state-path", help="File where window state is saved before each commit.")
+    run.add_argument("--group-instance-id", help="Static group membership id (e.g. the pod's name).")
     run.set_defaults(handler=_run_command)
 
 
@@ -444,7 +445,7 @@ def _run_command(args: argparse.Namespace) -> int:
     servers = args.bootstrap_servers or os.environ.get("SURGE_BOOTSTRAP_SERVERS")
     if servers:
         data["kafka"] = {**data.get("kafka", {}), "bootstrap_servers": servers}
-    for key in ("topic_prefix", "metrics_port", "state_path"):
+    for key in ("topic_prefix", "metrics_port", "state_path", "group_instance_id"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

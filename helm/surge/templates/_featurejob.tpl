@@ -34,11 +34,8 @@ and the CronJob's trigger deletes the RayJob ttlSecondsAfterFinished later; "del
 {{- end }}
 {{- $storageMounts := "- {name: settings, mountPath: /etc/surge, readOnly: true}\n- {name: features, mountPath: /var/lib/surge/features}" }}
 {{- $storageVolumes := printf "- name: settings\n  configMap:\n    name: %s\n    items:\n      - {key: feature-job.json, path: feature-job.json}" $name }}
-{{- if $fj.existingClaim }}
-{{- $storageVolumes = printf "%s\n- name: features\n  persistentVolumeClaim:\n    claimName: %s" $storageVolumes $fj.existingClaim }}
-{{- else }}
-{{- $storageVolumes = printf "%s\n- {name: features, emptyDir: {}}" $storageVolumes }}
-{{- end }}
+{{- $claim := default (include "surge.componentName" (list . "features")) $fj.existingClaim }}
+{{- $storageVolumes = printf "%s\n- name: features\n  persistentVolumeClaim:\n    claimName: %s" $storageVolumes $claim }}
 {{- $head := dict "resources" $fj.headResources "shmSizeLimit" $fj.shmSizeLimit }}
 {{- $worker := dict "resources" $fj.workers.resources "shmSizeLimit" $fj.shmSizeLimit }}
 apiVersion: ray.io/v1
