@@ -5,6 +5,8 @@
 - `kafka_settings`: `KafkaSettings` pointing at it.
 - `topic_prefix`: a fresh prefix per test.
 - `private_kafka_broker`: a broker of the test's own, for tests that stop and restart the broker.
+- `kafka_topic`: creates a topic under the test's prefix (`kafka_topic(DOCUMENTS)` -> the prefixed spec).
+- `kafka_producer`: the project's kafka-python producer (acks=all, idempotent), closed at teardown.
 - `spawn_ingestion`: starts `python -m pipelines.ingestion ...` subprocesses, killed at teardown.
 
 Every broker is stopped by PID with SIGTERM at teardown.
@@ -17,9 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from pipelines.broker import LocalBroker, free_port
+from pipelines.producer import open_producer
+from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
+from surge_core.topics import TopicSpec
 from tests.kafka_helpers import IngestionProcess
 
 
@@ -54,6 +60,28 @@ def kafka_settings(kafka_broker: LocalBroker) -> KafkaSettings:
 @pytest.fixture
 def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def kafka_topic(kafka_settings: KafkaSettings, topic_prefix: str) -> Callable[[TopicSpec], TopicSpec]:
+    """Create `spec` (and its dead-letter topic) under this test's prefix; returns the prefixed spec."""
+
+    def create(spec: TopicSpec) -> TopicSpec:
+        prefixed = spec.with_prefix(topic_prefix)
+        ensure_topics(kafka_settings, [prefixed])
+        return prefixed
+
+    return create
+
+
+@pytest.fixture
+def kafka_producer(kafka_settings: KafkaSettings) -> Iterator[KafkaProducer]:
+    """The project's producer (`pipelines.producer.open_producer`: acks=all, idempotent)."""
+    producer = open_producer(kafka_settings)
+    try:
+        yield producer
+    finally:
+        producer.close()
 
 
 @pytest.fixture

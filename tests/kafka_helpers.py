@@ -57,6 +57,22 @@ def group_committed(kafka: KafkaSettings, group_id: str, topic: str) -> tuple[in
         consumer.close(autocommit=False)
 
 
+def ingestion_args(kafka: KafkaSettings, topic_prefix: str, group: str, **flags: object) -> list[str]:
+    """`python -m pipelines.ingestion` arguments: the broker, the test's topic prefix and group, then each
+    keyword as a flag (`index_path=p` -> `--index-path p`)."""
+    args = [
+        "--bootstrap-servers",
+        kafka.bootstrap_servers,
+        "--topic-prefix",
+        topic_prefix,
+        "--group-id",
+        group,
+    ]
+    for name, value in flags.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2) -> float:
     """Poll `condition` until true; returns the seconds waited, or fails the test naming `what`."""
     started = time.monotonic()

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,10 @@ from kafka import KafkaProducer
 from pipelines.consumer import AtLeastOnceConsumer, SinkUnavailable
 from pipelines.ingestion import DocumentHandler, IngestionSettings
 from pipelines.sinks import DirectSink, DirectSinkSettings
-from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.retry import RetryPolicy
 from surge_core.store_settings import EmbeddedStoreSettings
-from surge_core.topics import DOCUMENTS
+from surge_core.topics import DOCUMENTS, TopicSpec
 from tests.kafka_helpers import LoopInThread, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -65,10 +64,13 @@ class CountingSink:
 
 @pytest.mark.timeout(300)
 def test_a_full_index_disk_keeps_offsets_dead_letters_nothing_and_catches_up_when_space_returns(
-    kafka_settings: KafkaSettings, topic_prefix: str, small_disk: Path
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    small_disk: Path,
+    kafka_topic: Callable[[TopicSpec], TopicSpec],
+    kafka_producer: KafkaProducer,
 ) -> None:
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
+    spec = kafka_topic(DOCUMENTS)
     sink = CountingSink(
         DirectSink(DirectSinkSettings(store=EmbeddedStoreSettings(path=small_disk), chunk_chars=400))
     )
@@ -77,15 +79,11 @@ def test_a_full_index_disk_keeps_offsets_dead_letters_nothing_and_catches_up_whe
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * max(0, free - 150 * 1024))
 
-    producer = KafkaProducer(**kafka_settings.kafka_python_config(), acks="all")
-    try:
-        for i in range(DOCUMENTS_SENT):
-            text = " ".join(f"Document {i} sentence {j} about disks that fill up." for j in range(30))
-            value = json.dumps({"op": "upsert", "doc_id": f"d{i}", "text": text}).encode()
-            producer.send(spec.name, key=f"d{i}".encode(), value=value)
-        producer.flush()
-    finally:
-        producer.close()
+    for i in range(DOCUMENTS_SENT):
+        text = " ".join(f"Document {i} sentence {j} about disks that fill up." for j in range(30))
+        value = json.dumps({"op": "upsert", "doc_id": f"d{i}", "text": text}).encode()
+        kafka_producer.send(spec.name, key=f"d{i}".encode(), value=value)
+    kafka_producer.flush()
 
     settings = IngestionSettings(
         kafka=kafka_settings,

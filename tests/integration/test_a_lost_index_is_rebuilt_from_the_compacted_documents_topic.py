@@ -16,12 +16,11 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.store_settings import EmbeddedStoreSettings
-from surge_core.topics import DOCUMENTS
+from surge_core.topics import DOCUMENTS, TopicSpec
 from surge_core.vector_store import open_vector_store
-from tests.kafka_helpers import REPO_ROOT, IngestionProcess, group_committed, wait_for
+from tests.kafka_helpers import REPO_ROOT, IngestionProcess, group_committed, ingestion_args, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +46,9 @@ def test_an_index_deleted_under_committed_offsets_is_rebuilt_by_replay(
     topic_prefix: str,
     tmp_path: Path,
     spawn_ingestion: Callable[..., IngestionProcess],
+    kafka_topic: Callable[[TopicSpec], TopicSpec],
 ) -> None:
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
+    spec = kafka_topic(DOCUMENTS)
     admin = KafkaAdminClient(**kafka_settings.kafka_python_config())
     try:
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])
@@ -74,12 +73,7 @@ def test_an_index_deleted_under_committed_offsets_is_rebuilt_by_replay(
 
     index = tmp_path / "index"
     group = f"{topic_prefix}ingestion"
-    args = [
-        "--bootstrap-servers", kafka_settings.bootstrap_servers,
-        "--topic-prefix", topic_prefix,
-        "--group-id", group,
-        "--index-path", str(index),
-    ]  # fmt: skip
+    args = ingestion_args(kafka_settings, topic_prefix, group, index_path=index)
     committed = lambda: group_committed(kafka_settings, group, spec.name)[0]  # noqa: E731
     first = spawn_ingestion("first", *args)
     wait_for(lambda: first.assert_running() and committed() == total, 180, "every record committed")

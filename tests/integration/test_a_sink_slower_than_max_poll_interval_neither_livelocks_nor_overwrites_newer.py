@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,10 @@ from kafka import KafkaProducer
 
 from pipelines.consumer import AtLeastOnceConsumer
 from pipelines.ingestion import DocumentHandler, IngestionSettings, last_op_per_document
-from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.retry import RetryPolicy
 from surge_core.store_settings import EmbeddedStoreSettings
-from surge_core.topics import DOCUMENTS
+from surge_core.topics import DOCUMENTS, TopicSpec
 from surge_core.vector_store import ChunkRecord, open_vector_store
 from tests.kafka_helpers import LoopInThread, wait_for
 
@@ -65,19 +64,18 @@ class SlowIndexSink:
 
 @pytest.mark.timeout(300)
 def test_two_consumers_with_a_sink_slower_than_max_poll_interval_finish_with_every_latest_version(
-    kafka_settings: KafkaSettings, topic_prefix: str, tmp_path: Path
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    tmp_path: Path,
+    kafka_topic: Callable[[TopicSpec], TopicSpec],
+    kafka_producer: KafkaProducer,
 ) -> None:
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
-    producer = KafkaProducer(**kafka_settings.kafka_python_config(), acks="all")
-    try:
-        for version in range(1, VERSIONS + 1):
-            for i in range(DOCS):
-                value = {"op": "upsert", "doc_id": f"d{i}", "text": f"d{i} version {version}"}
-                producer.send(spec.name, key=f"d{i}".encode(), value=json.dumps(value).encode())
-        producer.flush()
-    finally:
-        producer.close()
+    spec = kafka_topic(DOCUMENTS)
+    for version in range(1, VERSIONS + 1):
+        for i in range(DOCS):
+            value = {"op": "upsert", "doc_id": f"d{i}", "text": f"d{i} version {version}"}
+            kafka_producer.send(spec.name, key=f"d{i}".encode(), value=json.dumps(value).encode())
+    kafka_producer.flush()
     total = DOCS * VERSIONS
 
     settings = IngestionSettings(

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from pipelines.broker import free_port
-from pipelines.producer import open_producer, produce_records
-from surge_core.kafka_admin import ensure_topics
+from pipelines.producer import produce_records
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import DocumentUpsert
 from surge_core.store_settings import EmbeddedStoreSettings
-from surge_core.topics import DOCUMENTS
+from surge_core.topics import DOCUMENTS, TopicSpec
 from surge_core.vector_store import open_vector_store
-from tests.kafka_helpers import IngestionProcess, group_committed, metric_value, wait_for
+from tests.kafka_helpers import IngestionProcess, group_committed, ingestion_args, metric_value, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,29 +29,26 @@ def test_two_consumers_share_the_partitions_and_one_leaving_loses_nothing(
     topic_prefix: str,
     tmp_path: Path,
     spawn_ingestion: Callable[..., IngestionProcess],
+    kafka_topic: Callable[[TopicSpec], TopicSpec],
+    kafka_producer: KafkaProducer,
 ) -> None:
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
-    producer = open_producer(kafka_settings)
-    try:
-        docs = [DocumentUpsert(doc_id=f"d-{i}", text=f"Shared partition note {i}.") for i in range(TOTAL)]
-        produce_records(producer, spec, docs)
-    finally:
-        producer.close()
+    spec = kafka_topic(DOCUMENTS)
+    docs = [DocumentUpsert(doc_id=f"d-{i}", text=f"Shared partition note {i}.") for i in range(TOTAL)]
+    produce_records(kafka_producer, spec, docs)
 
     group = f"{topic_prefix}ingestion"
     ports = {"a": free_port(), "b": free_port()}
 
     def args(name: str) -> list[str]:
-        return [
-            "--bootstrap-servers", kafka_settings.bootstrap_servers,
-            "--topic-prefix", topic_prefix,
-            "--group-id", group,
-            "--index-path", str(tmp_path / f"index-{name}"),
-            "--metrics-port", str(ports[name]),
-            "--batch-size", "32",
-            "--session-timeout-s", "6",
-        ]  # fmt: skip
+        return ingestion_args(
+            kafka_settings,
+            topic_prefix,
+            group,
+            index_path=tmp_path / f"index-{name}",
+            metrics_port=ports[name],
+            batch_size=32,
+            session_timeout_s=6,
+        )
 
     consumers = {name: spawn_ingestion(name, *args(name)) for name in ports}
     labels = {"topic": spec.name, "group": group}

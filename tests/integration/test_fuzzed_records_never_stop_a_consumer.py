@@ -13,7 +13,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,12 +24,13 @@ from pipelines.consumer import AtLeastOnceConsumer
 from pipelines.dlq import PoisonKind, PoisonRecord, parse_dlq_headers
 from pipelines.drift import DriftHandler, DriftMonitor, DriftMonitorSettings
 from pipelines.ingestion import DocumentHandler, IngestionSettings
-from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.retry import RetryPolicy
-from surge_core.topics import DOCUMENTS, INFERENCE_LOG
+from surge_core.topics import DOCUMENTS, INFERENCE_LOG, TopicSpec
 from tests.kafka_helpers import LoopInThread
 from tests.poison_values import DOCUMENT, INFERENCE, KINDS, bad_values
+
+T = TypeVar("T", IngestionSettings, DriftMonitorSettings)
 
 pytestmark = pytest.mark.integration
 
@@ -108,13 +109,9 @@ def _fuzz_loop(
     return tried
 
 
-@pytest.mark.timeout(600)
-def test_ingestion_loop_survives_every_fuzzed_record_and_commits_past_it(
-    kafka_settings: KafkaSettings, topic_prefix: str
-) -> None:
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
-    settings_ = IngestionSettings(
+def _fast_loop_settings(model: type[T], kafka_settings: KafkaSettings, topic_prefix: str) -> T:
+    """A consumer loop's settings for fuzzing: its own group, short polls, small batches, fast retries."""
+    return model(
         kafka=kafka_settings,
         topic_prefix=topic_prefix,
         group_id=f"fuzz-{uuid.uuid4().hex[:8]}",
@@ -122,24 +119,24 @@ def test_ingestion_loop_survives_every_fuzzed_record_and_commits_past_it(
         batch_size=8,
         retry=FAST_RETRY,
     )
+
+
+@pytest.mark.timeout(600)
+def test_ingestion_loop_survives_every_fuzzed_record_and_commits_past_it(
+    kafka_settings: KafkaSettings, topic_prefix: str, kafka_topic: Callable[[TopicSpec], TopicSpec]
+) -> None:
+    spec = kafka_topic(DOCUMENTS)
+    settings_ = _fast_loop_settings(IngestionSettings, kafka_settings, topic_prefix)
     loop = AtLeastOnceConsumer(settings_, spec.name, DocumentHandler(RecordingSink()))
     _fuzz_loop(kafka_settings, spec.name, loop, DOCUMENT, b"doc-1", "ingestion")
 
 
 @pytest.mark.timeout(600)
 def test_drift_monitor_loop_survives_every_fuzzed_record_and_commits_past_it(
-    kafka_settings: KafkaSettings, topic_prefix: str
+    kafka_settings: KafkaSettings, topic_prefix: str, kafka_topic: Callable[[TopicSpec], TopicSpec]
 ) -> None:
-    spec = INFERENCE_LOG.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
-    settings_ = DriftMonitorSettings(
-        kafka=kafka_settings,
-        topic_prefix=topic_prefix,
-        group_id=f"fuzz-{uuid.uuid4().hex[:8]}",
-        poll_timeout_s=0.05,
-        batch_size=8,
-        retry=FAST_RETRY,
-    )
+    spec = kafka_topic(INFERENCE_LOG)
+    settings_ = _fast_loop_settings(DriftMonitorSettings, kafka_settings, topic_prefix)
     publish: Callable[[Any], None] = lambda alerts: None  # noqa: E731
     loop = AtLeastOnceConsumer(settings_, spec.name, DriftHandler(DriftMonitor(settings_), publish))
     _fuzz_loop(kafka_settings, spec.name, loop, INFERENCE, b"m", "drift")

@@ -12,12 +12,11 @@ import pytest
 
 from pipelines.broker import free_port
 from pipelines.producer import open_producer, produce_records
-from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import DocumentDelete, DocumentUpsert
-from surge_core.topics import DOCUMENTS
+from surge_core.topics import DOCUMENTS, TopicSpec
 from surge_core.vector_store import open_vector_store
-from tests.kafka_helpers import IngestionProcess, group_committed, read_topic, wait_for
+from tests.kafka_helpers import IngestionProcess, group_committed, ingestion_args, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +28,9 @@ def test_unreachable_app_is_waited_out_then_documents_are_indexed_through_the_ap
     tmp_path: Path,
     spawn_ingestion: Callable[..., IngestionProcess],
     surge_app: Any,
+    kafka_topic: Callable[[TopicSpec], TopicSpec],
 ) -> None:
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
+    spec = kafka_topic(DOCUMENTS)
     ids = [f"{topic_prefix}http-{i}" for i in range(40)]
     records: list[DocumentUpsert | DocumentDelete] = [
         DocumentUpsert(
@@ -47,12 +46,7 @@ def test_unreachable_app_is_waited_out_then_documents_are_indexed_through_the_ap
         producer.close()
 
     group = f"{topic_prefix}http-ingestion"
-    common = [
-        "--bootstrap-servers", kafka_settings.bootstrap_servers,
-        "--topic-prefix", topic_prefix,
-        "--group-id", group,
-        "--max-attempts", "2",
-    ]  # fmt: skip
+    common = ingestion_args(kafka_settings, topic_prefix, group, max_attempts=2)
     env = {"SURGE_API_KEY": surge_app.api_key}
 
     down = spawn_ingestion("down", *common, "--sink-url", f"http://127.0.0.1:{free_port()}", env=env)

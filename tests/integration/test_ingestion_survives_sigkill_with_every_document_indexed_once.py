@@ -21,13 +21,19 @@ import pytest
 
 from pipelines.broker import LocalBroker, free_port
 from pipelines.producer import open_sender, produce_records
-from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import DocumentUpsert
 from surge_core.store_settings import EmbeddedStoreSettings
-from surge_core.topics import DOCUMENTS
+from surge_core.topics import DOCUMENTS, TopicSpec
 from surge_core.vector_store import open_vector_store
-from tests.kafka_helpers import IngestionProcess, group_committed, index_counts, metric_value, wait_for
+from tests.kafka_helpers import (
+    IngestionProcess,
+    group_committed,
+    index_counts,
+    ingestion_args,
+    metric_value,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +54,10 @@ def test_sigkill_mid_ingestion_then_restart_indexes_every_document_exactly_once(
     topic_prefix: str,
     tmp_path: Path,
     spawn_ingestion: Callable[..., IngestionProcess],
+    kafka_topic: Callable[[TopicSpec], TopicSpec],
 ) -> None:
     kafka_settings = KafkaSettings(bootstrap_servers=private_kafka_broker.bootstrap_servers)
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
+    spec = kafka_topic(DOCUMENTS)
     sender = open_sender(kafka_settings, "confluent")
     try:
         produced = produce_records(sender, spec, (_document(i) for i in range(DOCUMENTS_TOTAL)))
@@ -63,15 +69,15 @@ def test_sigkill_mid_ingestion_then_restart_indexes_every_document_exactly_once(
 
     index = tmp_path / "index"
     group = f"{topic_prefix}ingestion"
-    args = [
-        "--bootstrap-servers", kafka_settings.bootstrap_servers,
-        "--topic-prefix", topic_prefix,
-        "--group-id", group,
-        # A restarted pod keeps its name: with static membership it takes its partitions back at once.
-        "--group-instance-id", "ingestion-0",
-        "--index-path", str(index),
-        "--session-timeout-s", "6",
-    ]  # fmt: skip
+    # A restarted pod keeps its name: with static membership it takes its partitions back at once.
+    args = ingestion_args(
+        kafka_settings,
+        topic_prefix,
+        group,
+        group_instance_id="ingestion-0",
+        index_path=index,
+        session_timeout_s=6,
+    )
     committed = lambda: group_committed(kafka_settings, group, spec.name)[0]  # noqa: E731
 
     first = spawn_ingestion("first", *args)

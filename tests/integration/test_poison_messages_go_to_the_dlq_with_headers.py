@@ -9,16 +9,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kafka import KafkaProducer
 
 from pipelines.broker import free_port
 from pipelines.dlq import parse_dlq_headers
-from pipelines.producer import open_producer
-from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.store_settings import EmbeddedStoreSettings
-from surge_core.topics import DOCUMENTS
+from surge_core.topics import DOCUMENTS, TopicSpec
 from surge_core.vector_store import open_vector_store
-from tests.kafka_helpers import IngestionProcess, group_committed, metric_value, read_topic, wait_for
+from tests.kafka_helpers import (
+    IngestionProcess,
+    group_committed,
+    ingestion_args,
+    metric_value,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,25 +88,22 @@ def test_each_poison_kind_is_dead_lettered_with_headers_and_good_records_around_
     topic_prefix: str,
     tmp_path: Path,
     spawn_ingestion: Callable[..., IngestionProcess],
+    kafka_topic: Callable[[TopicSpec], TopicSpec],
+    kafka_producer: KafkaProducer,
 ) -> None:
-    spec = DOCUMENTS.with_prefix(topic_prefix)
-    ensure_topics(kafka_settings, [spec])
-    producer = open_producer(kafka_settings)
+    spec = kafka_topic(DOCUMENTS)
     sent: dict[str, tuple[int, int]] = {}  # poison name -> (partition, offset)
     good_ids: list[str] = []
-    try:
-        for round_ in range(3):
-            for i in range(10):
-                n = round_ * 10 + i
-                producer.send(spec.name, key=f"good-{n}".encode(), value=_good(n))
-                good_ids.append(f"good-{n}")
-            if round_ == 1:  # poison in the middle of the stream, good records before and after
-                for name, key, value, _, _ in POISON:
-                    metadata = producer.send(spec.name, key=key, value=value).get(timeout=30)
-                    sent[name] = (metadata.partition, metadata.offset)
-        producer.flush()
-    finally:
-        producer.close()
+    for round_ in range(3):
+        for i in range(10):
+            n = round_ * 10 + i
+            kafka_producer.send(spec.name, key=f"good-{n}".encode(), value=_good(n))
+            good_ids.append(f"good-{n}")
+        if round_ == 1:  # poison in the middle of the stream, good records before and after
+            for name, key, value, _, _ in POISON:
+                metadata = kafka_producer.send(spec.name, key=key, value=value).get(timeout=30)
+                sent[name] = (metadata.partition, metadata.offset)
+    kafka_producer.flush()
 
     config = tmp_path / "ingestion.yaml"
     config.write_text(
@@ -122,13 +125,12 @@ def test_each_poison_kind_is_dead_lettered_with_headers_and_good_records_around_
     metrics_port = free_port()
     consumer = spawn_ingestion(
         "poison",
-        "--config", str(config),
-        "--bootstrap-servers", kafka_settings.bootstrap_servers,
-        "--topic-prefix", topic_prefix,
-        "--group-id", group,
-        "--index-path", str(tmp_path / "index"),
-        "--metrics-port", str(metrics_port),
-    )  # fmt: skip
+        "--config",
+        str(config),
+        *ingestion_args(
+            kafka_settings, topic_prefix, group, index_path=tmp_path / "index", metrics_port=metrics_port
+        ),
+    )
     total = 30 + len(POISON)
     wait_for(
         lambda: (
