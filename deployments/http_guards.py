@@ -15,7 +15,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.openai_api import ApiError
@@ -152,7 +151,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error as OpenAI's error object with the right status."""
+    """Render every error as OpenAI's error object with the right status.
+
+    Serve installs its own handlers for BackPressureError and DeploymentUnavailableError on the ingress app
+    (plain-text 503s, replacing any registered here), so the stage clients translate those two themselves
+    (`deployments.stage_client.wait_for_stage`)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -167,18 +170,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         error = ApiError(exc.status_code, str(exc.detail), error_type="invalid_request_error")
         return JSONResponse(error.body(), status_code=exc.status_code)
-
-    @app.exception_handler(BackPressureError)
-    async def _overloaded(_: Request, exc: BackPressureError) -> JSONResponse:
-        return overloaded(exc.retry_after_s or 1.0, "a stage is at its queue limit; retry shortly")
-
-    @app.exception_handler(DeploymentUnavailableError)
-    async def _unavailable(_: Request, exc: DeploymentUnavailableError) -> JSONResponse:
-        return overloaded(5.0, "a stage is unavailable; retry shortly")
-
-
-def overloaded(retry_after_s: float, message: str) -> JSONResponse:
-    error = ApiError(503, message, error_type="overloaded_error")
-    return JSONResponse(
-        error.body(), status_code=503, headers={"Retry-After": str(max(1, round(retry_after_s)))}
-    )

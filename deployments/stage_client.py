@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ray.serve.exceptions import DeploymentUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.engines.base import InvalidRequestError
@@ -149,6 +149,14 @@ async def wait_for_stage(
         # Serve gave up starting it (DEPLOY_FAILED): new calls fail here at once, without waiting.
         reason = await board.failure(deployment)
         raise stage_failed(stage, reason or error.message) from error
+    except BackPressureError as error:
+        # The stage's queue is full: a fast 503 the client can retry (OpenAI's error object, not Serve's text).
+        raise ApiError(
+            503,
+            f"the {stage} stage is at its queue limit; retry shortly",
+            error_type="overloaded_error",
+            headers={"Retry-After": str(max(1, round(error.retry_after_s or 1)))},
+        ) from error
     finally:
         if task is not None and not task.done():
             task.cancel()

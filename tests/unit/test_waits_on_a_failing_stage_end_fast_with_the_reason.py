@@ -111,3 +111,15 @@ def test_a_call_that_raises_unavailable_at_once_gets_the_stage_reason() -> None:
     with pytest.raises(ApiError, match=r"llm stage cannot start: DEPLOY_FAILED") as caught:
         asyncio.run(_wait(unavailable, board, timeout_s=60))
     assert caught.value.status_code == 503
+
+
+def test_a_stage_at_its_queue_limit_gets_a_fast_503_with_retry_after() -> None:
+    from ray.serve.exceptions import BackPressureError
+
+    def full() -> Any:
+        raise BackPressureError(num_queued_requests=4, max_queued_requests=4, retry_after_s=2.0)
+
+    board = StageStatusBoard(Statuses("HEALTHY"), max_age_s=0)
+    with pytest.raises(ApiError, match="the llm stage is at its queue limit") as caught:
+        asyncio.run(_wait(full, board, timeout_s=60))
+    assert caught.value.status_code == 503 and caught.value.headers["Retry-After"] == "2"
