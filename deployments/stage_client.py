@@ -78,11 +78,19 @@ class StageStatusBoard:
             return result
 
     async def failure(self, deployment: str) -> str | None:
-        """Why `deployment` cannot serve (its status and last error), or None while it is fine or starting."""
+        """Why `deployment` cannot serve (its status and last error), or None while it is fine or starting.
+
+        Failing means Serve gave up starting it: DEPLOY_FAILED, or UNHEALTHY because its replicas "failed to
+        start" (a stage at zero whose first replica fails turns UNHEALTHY, not DEPLOY_FAILED). An UNHEALTHY
+        caused by a failed health check is Serve replacing a replica: requests keep waiting for it.
+        """
         info = (await self.snapshot()).get("deployments", {}).get(deployment)
         if info is None or info.get("status") not in FAILED_STATUSES:
             return None
-        return f"{info['status']}: {summarize_failure(info.get('message') or '')}"
+        message = info.get("message") or ""
+        if info["status"] == "UNHEALTHY" and "failed to start" not in message:
+            return None
+        return f"{info['status']}: {summarize_failure(message)}"
 
 
 def serve_app_status(app_name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from tests.fixtures_serve import SurgeApp
 pytestmark = pytest.mark.integration
 
 
-async def one_slow_request(client: httpx.AsyncClient, app: SurgeApp) -> tuple[int, float, str | None]:
+async def one_slow_request(client: httpx.AsyncClient, app: SurgeApp) -> tuple[int, float, str | None, str]:
     started = time.perf_counter()
     body = {
         "model": "tiny-llama",
@@ -25,9 +25,13 @@ async def one_slow_request(client: httpx.AsyncClient, app: SurgeApp) -> tuple[in
     async with client.stream(
         "POST", f"{app.base_url}/v1/completions", json=body, headers=app.headers()
     ) as response:
-        async for _ in response.aiter_bytes():
-            pass
-        return response.status_code, time.perf_counter() - started, response.headers.get("retry-after")
+        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+        return (
+            response.status_code,
+            time.perf_counter() - started,
+            response.headers.get("retry-after"),
+            body[:200].decode(errors="replace") if response.status_code != 200 else "",
+        )
 
 
 def test_excess_concurrent_requests_are_rejected_fast_and_the_rest_succeed(surge_app: SurgeApp) -> None:
@@ -41,14 +45,15 @@ def test_excess_concurrent_requests_are_rejected_fast_and_the_rest_succeed(surge
     gateway = surge_app.settings.gateway
     capacity = gateway.max_ongoing_requests + gateway.max_queued_requests
 
-    async def burst() -> list[tuple[int, float, str | None]]:
+    async def burst() -> list[tuple[int, float, str | None, str]]:
         async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=100)) as client:
             return await asyncio.gather(*(one_slow_request(client, surge_app) for _ in range(capacity * 3)))
 
     results = asyncio.run(burst())
-    statuses = [status for status, _, _ in results]
-    rejected = [(seconds, retry) for status, seconds, retry in results if status == 503]
-    assert statuses.count(200) >= gateway.max_ongoing_requests, statuses
+    statuses = [status for status, _, _, _ in results]
+    rejected = [(seconds, retry) for status, seconds, retry, _ in results if status == 503]
+    reasons = sorted({body for _, _, _, body in results if body})
+    assert statuses.count(200) >= gateway.max_ongoing_requests, (statuses, reasons)
     assert rejected, f"no request was rejected: {statuses}"
     assert set(statuses) <= {200, 503}, statuses
     assert all(retry is not None and int(retry) >= 1 for _, retry in rejected)

@@ -21,6 +21,14 @@ SERVE_MESSAGE = (
 )
 
 
+MESSAGES = {
+    "DEPLOY_FAILED": SERVE_MESSAGE,
+    "UNHEALTHY": SERVE_MESSAGE.replace("1 times", "3 times"),
+    # Serve replacing a replica whose health check failed: not a failure to start.
+    "UNHEALTHY_CHECK": "Replica 'abc' failed the health check 3 times; replacing it.",
+}
+
+
 class Statuses:
     """A scripted sequence of Serve statuses for the LLM deployment (the last one repeats)."""
 
@@ -31,8 +39,9 @@ class Statuses:
     def __call__(self) -> dict[str, Any]:
         self.calls += 1
         status = self.statuses[min(self.calls - 1, len(self.statuses) - 1)]
-        message = SERVE_MESSAGE if status == "DEPLOY_FAILED" else "Upscaling from 0 to 1 replicas."
-        return {"status": "RUNNING", "deployments": {"LLMServer": {"status": status, "message": message}}}
+        message = MESSAGES.get(status, "Upscaling from 0 to 1 replicas.")
+        shown = "UNHEALTHY" if status == "UNHEALTHY_CHECK" else status
+        return {"status": "RUNNING", "deployments": {"LLMServer": {"status": shown, "message": message}}}
 
 
 async def _never() -> None:
@@ -123,3 +132,22 @@ def test_a_stage_at_its_queue_limit_gets_a_fast_503_with_retry_after() -> None:
     with pytest.raises(ApiError, match="the llm stage is at its queue limit") as caught:
         asyncio.run(_wait(full, board, timeout_s=60))
     assert caught.value.status_code == 503 and caught.value.headers["Retry-After"] == "2"
+
+
+def test_a_stage_whose_replicas_failed_to_start_from_zero_is_failing_too() -> None:
+    board = StageStatusBoard(Statuses("UNHEALTHY"), max_age_s=0)
+    with pytest.raises(
+        ApiError, match=r"llm stage cannot start: UNHEALTHY: The deployment failed to start 3"
+    ):
+        asyncio.run(_wait(_never, board, timeout_s=60))
+
+
+def test_a_replica_being_replaced_after_a_failed_health_check_keeps_requests_waiting() -> None:
+    async def answer_after_a_while() -> str:
+        await asyncio.sleep(0.3)
+        return "served by the replacement"
+
+    statuses = Statuses("UNHEALTHY_CHECK")
+    board = StageStatusBoard(statuses, max_age_s=0)
+    assert asyncio.run(_wait(answer_after_a_while, board, timeout_s=5)) == "served by the replacement"
+    assert statuses.calls >= 2
