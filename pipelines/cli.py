@@ -26,6 +26,7 @@ from pipelines.broker import BrokerError, LocalBroker
 from pipelines.producer import SENDERS, InputError, ProduceFailed, open_sender, produce_records, read_records
 from surge_core.kafka_admin import BrokerUnreachable, describe_topics, ensure_topics
 from surge_core.kafka_settings import KafkaSettings
+from surge_core.model_assets import cache_dir
 from surge_core.topics import topic_specs
 
 # Sub-commands other modules add through `register_cli(subparsers)`, by command name. A module is imported
@@ -36,7 +37,7 @@ PLUGIN_MODULES = {
     "drift-monitor": "pipelines.drift",
     "rayservice": "pipelines.cluster",
 }
-DEFAULT_BROKER_DIR = Path("~/.cache/surge/broker")
+DEFAULT_BROKER_DIR = cache_dir() / "broker"  # $SURGE_CACHE_DIR/broker
 PROGRESS_THRESHOLD = 1000
 
 

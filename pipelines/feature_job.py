@@ -72,6 +72,7 @@ from surge_core.feature_store import (
     open_online_store,
 )
 from surge_core.kafka_settings import KafkaSettings
+from surge_core.model_assets import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ class FeatureJobSettings(BaseModel):
     topic: str = Field("events", min_length=1, description="Topic holding EventRecord values.")
     window_s: int = Field(3600, ge=1, le=31 * 86400, description="Tumbling window length in seconds.")
     offline_path: Path = Field(
-        Path("~/.cache/surge/features/offline"), description="Root folder of the offline Parquet store."
+        default_factory=lambda: cache_dir() / "features" / "offline",
+        description="Root folder of the offline Parquet store (default: $SURGE_CACHE_DIR/features/offline).",
     )
     online: OnlineStoreSettings = Field(
         default_factory=SqliteOnlineStoreSettings, description="Online store backend (sqlite | postgres)."
