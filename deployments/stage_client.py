@@ -80,17 +80,17 @@ class StageStatusBoard:
     async def failure(self, deployment: str) -> str | None:
         """Why `deployment` cannot serve (its status and last error), or None while it is fine or starting.
 
-        Failing means Serve gave up starting it: DEPLOY_FAILED, or UNHEALTHY because its replicas "failed to
-        start" (a stage at zero whose first replica fails turns UNHEALTHY, not DEPLOY_FAILED). An UNHEALTHY
-        caused by a failed health check is Serve replacing a replica: requests keep waiting for it.
+        Failing means Serve gave up starting it: DEPLOY_FAILED, or UNHEALTHY because its replicas failed to
+        start (trigger REPLICA_STARTUP_FAILED: a stage at zero whose first replica fails turns UNHEALTHY, not
+        DEPLOY_FAILED). An UNHEALTHY with another trigger (a failed health check) is Serve replacing a
+        replica: requests keep waiting for it.
         """
         info = (await self.snapshot()).get("deployments", {}).get(deployment)
         if info is None or info.get("status") not in FAILED_STATUSES:
             return None
-        message = info.get("message") or ""
-        if info["status"] == "UNHEALTHY" and "failed to start" not in message:
+        if info["status"] == "UNHEALTHY" and info.get("trigger") != "REPLICA_STARTUP_FAILED":
             return None
-        return f"{info['status']}: {summarize_failure(message)}"
+        return f"{info['status']}: {summarize_failure(info.get('message') or '')}"
 
 
 def serve_app_status(app_name: str) -> dict[str, Any]:
@@ -105,6 +105,7 @@ def serve_app_status(app_name: str) -> dict[str, Any]:
         "deployments": {
             name: {
                 "status": str(getattr(d.status, "value", d.status)),
+                "trigger": str(getattr(d.status_trigger, "value", d.status_trigger)),
                 "replicas": {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()},
                 "message": d.message,
             }

@@ -41,7 +41,9 @@ class Statuses:
         status = self.statuses[min(self.calls - 1, len(self.statuses) - 1)]
         message = MESSAGES.get(status, "Upscaling from 0 to 1 replicas.")
         shown = "UNHEALTHY" if status == "UNHEALTHY_CHECK" else status
-        return {"status": "RUNNING", "deployments": {"LLMServer": {"status": shown, "message": message}}}
+        trigger = "HEALTH_CHECK_FAILED" if status == "UNHEALTHY_CHECK" else "REPLICA_STARTUP_FAILED"
+        info = {"status": shown, "trigger": trigger, "message": message}
+        return {"status": "RUNNING", "deployments": {"LLMServer": info}}
 
 
 async def _never() -> None:
