@@ -5,6 +5,7 @@ from __future__ import annotations
 from deployments.flows.generation import Generation, OutcomeRecorder, llm_request
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, CompletionRequest, check_limits
+from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
 from deployments.settings import GatewaySettings
 
@@ -17,7 +18,7 @@ class CompletionFlow:
         self.router = router
         self.outcomes = outcomes
 
-    async def start(self, body: CompletionRequest) -> Generation:
+    async def start(self, body: CompletionRequest, caller: Caller = ANONYMOUS) -> Generation:
         route = self.router.llm_route(body.model)
         if route.rag or body.retrieval is not None:
             raise ApiError(400, "RAG is available on /v1/chat/completions", param="model")
@@ -25,5 +26,7 @@ class CompletionFlow:
         timeline = Timeline()
         wake = route.llm.maybe_wake(timeline)
         deltas = await route.llm.generate(llm_request(body, max_tokens, prompt=body.prompt), wake, timeline)
-        recorded = self.outcomes.recorded(deltas, route=ROUTE, prompt=body.prompt, timeline=timeline, hits=[])
+        recorded = self.outcomes.recorded(
+            deltas, route=ROUTE, prompt=body.prompt, timeline=timeline, hits=[], caller=caller
+        )
         return Generation(model=body.model, deltas=recorded, timeline=timeline)

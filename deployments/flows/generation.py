@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployments.inference_logging import InferenceLogger
-from deployments.openai_api import new_id
+from deployments.openai_api import ApiError, new_id
+from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
 
 # Status recorded for a stream the client stopped reading (nginx's "client closed request").
@@ -53,8 +54,10 @@ class OutcomeRecorder:
         prompt: str,
         timeline: Timeline,
         hits: list[dict[str, Any]],
+        caller: Caller = ANONYMOUS,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome."""
+        """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome,
+        named by the caller's principal, and charge its tokens to the principal's token bucket."""
         last: dict[str, Any] = {}
         status = 500
         try:
@@ -66,7 +69,11 @@ class OutcomeRecorder:
         except GeneratorExit:
             status = CLIENT_CLOSED
             raise
+        except ApiError as error:
+            status = error.status_code  # e.g. 502 (replica failed) or 504 (replica went quiet)
+            raise
         finally:
+            caller.spend_tokens(last.get("prompt_tokens", 0) + last.get("completion_tokens", 0))
             self.inference_log.record(
                 route=route,
                 status_code=status,
@@ -77,6 +84,8 @@ class OutcomeRecorder:
                 retrieval_scores=[float(h["score"]) for h in hits],
                 prompt=prompt,
                 prompt_embedding=timeline.query_embedding,
+                principal=caller.principal.name,
+                tenant=caller.principal.tenant,
             )
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
 

@@ -118,10 +118,12 @@ def test_the_http_sink_sends_each_documents_version_so_the_index_can_fence_it(
     handler, url = app
     ops = [DocumentUpsert(doc_id="d1", text="hello"), DocumentDelete(doc_id="d2")]
     HttpSink(HttpSinkSettings(url=url)).write(ops, {"d1": (3, 41), "d2": (1, 7)})
+    # Each request names the records' tenant: the app refuses it unless it is the sink key's tenant.
     assert handler.bodies == [
         {
+            "tenant": "default",
             "documents": [{"id": "d1", "text": "hello", "metadata": {}}],
             "versions": {"d1": {"partition": 3, "offset": 41}},
         },
-        {"delete": ["d2"], "versions": {"d2": {"partition": 1, "offset": 7}}},
+        {"tenant": "default", "delete": ["d2"], "versions": {"d2": {"partition": 1, "offset": 7}}},
     ]
