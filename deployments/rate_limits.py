@@ -57,8 +57,9 @@ class TokenBucket:
         self.level = self.policy.capacity
 
     def _refill(self, now: float) -> None:
-        self.level = min(self.policy.capacity, self.level + (now - self.updated) * self.policy.rate_per_s)
-        self.updated = now
+        elapsed = max(0.0, now - self.updated)
+        self.level = min(self.policy.capacity, self.level + elapsed * self.policy.rate_per_s)
+        self.updated = max(now, self.updated)
 
     def try_take(self, cost: float, now: float) -> bool:
         self._refill(now)
@@ -122,9 +123,9 @@ class RateLimiter:
 
     def admit(self, principal: Principal) -> Admission:
         """Take one request (and check the token bucket is not in debt), or raise a 429."""
-        now = time.monotonic()
         with self._lock:
             state = self._state(principal)
+            now = time.monotonic()
             headers = self._headers(state)
             refusal: tuple[str, float] | None = None
             if state.max_concurrent is not None and state.in_flight >= state.max_concurrent:
