@@ -21,6 +21,7 @@ scale-from-zero ("chain wake") and cold-start accounting.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -198,13 +199,14 @@ class LLMServer:
         return self.engine_prompt(GenerateRequest.model_validate(request))
 
     async def wake(self) -> dict[str, Any]:
-        """Cheap readiness answer: when this replica started, when its model was ready, its model name, and
-        how many generations it is running now."""
+        """Cheap readiness answer: when this replica started, when its model was ready, its model name, how
+        many generations it is running now, and its process id (operators and fault-injection tests)."""
         return {
             "replica_started_at": self._started_at,
             "ready_at": self._ready_at,
             "model": self.settings.served_model_name,
             "running_requests": self._engine.running_requests(),
+            "pid": os.getpid(),
         }
 
     async def check_health(self) -> None:

@@ -18,10 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 def llm_replica_pids() -> list[int]:
-    from ray.util.state import list_actors
+    """The LLM replica's process (the test app runs at most one LLM replica)."""
+    from ray import serve
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return [int(a.pid) for a in actors if "LLMServer" in (a.class_name or "") and a.pid]
+    info = serve.get_deployment_handle("LLMServer", app_name="surge").wake.remote().result(timeout_s=300)
+    return [int(info["pid"])]
 
 
 def test_a_sigstopped_llm_replica_gives_an_error_event_and_done_within_the_idle_timeout(

@@ -102,7 +102,8 @@ def test_user_features_are_read_only_within_the_callers_tenant(two_tenants: Surg
     store.close()
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     mine = call(two_tenants, ACME, "POST", "/v1/chat/completions", {**body, "user": "alice"})
-    assert mine.status_code == 200 and mine.json()["features"]["event_count"] == 7
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["features"]["event_count"] == 7
     other = call(two_tenants, GLOBEX, "POST", "/v1/chat/completions", {**body, "user": "alice"})
     assert other.status_code == 200 and "features" not in other.json()
     escape = call(

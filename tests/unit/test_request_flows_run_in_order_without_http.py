@@ -138,7 +138,7 @@ def test_a_rag_chat_wakes_then_reads_features_then_retrieves_then_generates_with
     # Passages and features travel in a delimited block of the user's message, never in the system role.
     assert [m["role"] for m in prompt] == ["user"]
     assert "Etna is in Sicily." in prompt[0]["content"] and '"purchases": 3' in prompt[0]["content"]
-    assert prompt[0]["content"].endswith("Question: Where is Etna?")
+    assert prompt[0]["content"].endswith("\n\nWhere is Etna?")
     assert len(recorded.records) == 1 and recorded.records[0]["status_code"] == 200
     assert recorded.records[0]["retrieval_scores"] == [0.9]
     assert recorded.tokens == [("m", 7, 2)]
