@@ -10,8 +10,9 @@ The classification decides between two very different outcomes, so it is spelled
   408/429/502/503/504, and 401/403/404, which mean a wrong key or URL (logged as an error: someone must
   fix the configuration; dead-lettering the stream would not).
 - **This record failed** (`DocumentRejected` or any other exception): retried `retry.max_attempts` times
-  with backoff, then dead-lettered. HTTP sink: any other 4xx, and 500 (a deterministic server error for
-  this document; the app answers 503 when its stages are down).
+  with backoff, then dead-lettered. HTTP sink: any other 4xx, a 403 naming the `tenant` (the record's
+  tenant is not the sink key's: a producer wrote another tenant's document), and 500 (a deterministic
+  server error for this document; the app answers 503 when its stages are down).
 """
 
 from __future__ import annotations
@@ -260,6 +261,10 @@ class HttpSink:
             raise SinkUnavailable(f"{self.settings.url} unreachable: {error}") from error
         if response.status_code in self.RETRYABLE_STATUS:
             raise SinkUnavailable(f"{self.settings.url} answered {response.status_code}")
+        if response.status_code == 403 and _error_param(response) == "tenant":
+            # The record names a tenant the sink's key does not act for: this record is at fault (a
+            # producer wrote another tenant's document), so it is dead-lettered, not waited on.
+            raise DocumentRejected(f"/v1/documents refused the record's tenant: {response.text[:300]}")
         if response.status_code in self.MISCONFIGURED_STATUS:
             logger.error(
                 "ALERT: %s/v1/documents answered %d: check the sink's url and the key in $%s; "
@@ -310,6 +315,13 @@ class HttpSink:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _error_param(response: httpx.Response) -> object:
+    try:
+        return response.json()["error"]["param"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 register_sink("direct")(DirectSink)
