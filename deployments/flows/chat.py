@@ -18,7 +18,7 @@ from typing import Any
 
 from deployments import rag
 from deployments.flows.embeddings import check_texts
-from deployments.flows.generation import Generation, OutcomeRecorder, llm_request
+from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, ChatCompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
@@ -71,10 +71,15 @@ class ChatFlow:
             context_budget = max(400, (self.settings.llm.max_model_len - max_tokens) * 2)
             context = rag.context_block(hits if wants_rag else None, features, body.user, context_budget)
             messages = rag.with_context(messages, context)
-        deltas = await route.llm.generate(llm_request(body, max_tokens, messages=messages), wake, timeline)
         prompt = "\n".join(m.text() for m in body.messages)
-        recorded = self.outcomes.recorded(
-            deltas, route=ROUTE, prompt=prompt, timeline=timeline, hits=hits, caller=caller
+        recorded = await started(
+            route.llm.generate(llm_request(body, max_tokens, messages=messages), wake, timeline),
+            self.outcomes,
+            route=ROUTE,
+            prompt=prompt,
+            timeline=timeline,
+            hits=hits,
+            caller=caller,
         )
         return Generation(model=body.model, deltas=recorded, timeline=timeline, extra=extra)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployments.flows.generation import Generation, OutcomeRecorder, llm_request
+from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, CompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
@@ -25,8 +25,13 @@ class CompletionFlow:
         max_tokens = check_limits(body, self.settings)
         timeline = Timeline()
         wake = route.llm.maybe_wake(timeline)
-        deltas = await route.llm.generate(llm_request(body, max_tokens, prompt=body.prompt), wake, timeline)
-        recorded = self.outcomes.recorded(
-            deltas, route=ROUTE, prompt=body.prompt, timeline=timeline, hits=[], caller=caller
+        recorded = await started(
+            route.llm.generate(llm_request(body, max_tokens, prompt=body.prompt), wake, timeline),
+            self.outcomes,
+            route=ROUTE,
+            prompt=body.prompt,
+            timeline=timeline,
+            hits=[],
+            caller=caller,
         )
         return Generation(model=body.model, deltas=recorded, timeline=timeline)

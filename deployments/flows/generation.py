@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,35 @@ class OutcomeRecorder:
                 tenant=caller.principal.tenant,
             )
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
+
+
+async def started(
+    start: Awaitable[AsyncIterator[dict[str, Any]]],
+    outcomes: OutcomeRecorder,
+    *,
+    route: str,
+    prompt: str,
+    timeline: Timeline,
+    hits: list[dict[str, Any]],
+    caller: Caller,
+) -> AsyncIterator[dict[str, Any]]:
+    """Await the start of a generation (its first delta); a failure before it (the replica died, the
+    prompt does not fit) is recorded like one during the stream, then raised: every request is logged."""
+    try:
+        deltas = await start
+    except ApiError as error:
+        empty = _failing(error)
+        async for _ in outcomes.recorded(
+            empty, route=route, prompt=prompt, timeline=timeline, hits=hits, caller=caller
+        ):
+            pass
+        raise
+    return outcomes.recorded(deltas, route=route, prompt=prompt, timeline=timeline, hits=hits, caller=caller)
+
+
+async def _failing(error: ApiError) -> AsyncIterator[dict[str, Any]]:
+    raise error
+    yield {}  # pragma: no cover - makes this an async generator
 
 
 def llm_request(body: Any, max_tokens: int, **prompt: Any) -> dict[str, Any]:

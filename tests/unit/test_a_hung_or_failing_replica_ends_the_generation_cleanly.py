@@ -105,3 +105,24 @@ def test_a_slow_feature_read_is_dropped_and_the_chat_goes_on_without_features() 
 
     features, waited = asyncio.run(timed())  # (asyncio.run itself then joins the abandoned thread)
     assert features is None and waited < 0.8
+
+
+def test_a_generation_that_fails_before_its_first_token_is_logged_too() -> None:
+    from deployments.flows.generation import started
+    from deployments.principal import Caller, Principal
+
+    log = Log()
+    metrics = type("M", (), {"tokens": lambda self, *a: None})()
+    recorder = OutcomeRecorder(log, metrics, "m")  # type: ignore[arg-type]
+
+    async def dies() -> Any:
+        raise ApiError(502, "the model failed to generate a response", error_type="server_error")
+
+    caller = Caller(Principal("acme-app", "acme"))
+    with pytest.raises(ApiError):
+        asyncio.run(
+            started(dies(), recorder, route="/r", prompt="p", timeline=Timeline(), hits=[], caller=caller)
+        )
+    assert [(r["status_code"], r["principal"], r["tenant"]) for r in log.records] == [
+        (502, "acme-app", "acme")
+    ]
