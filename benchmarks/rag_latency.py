@@ -130,7 +130,8 @@ class InProcessRag:
         ]
         t_retrieve = time.perf_counter()
         budget = max(400, (self.settings.llm.max_model_len - max_tokens) * 2)
-        messages = [rag.context_message(hits, budget), {"role": "user", "content": question}]
+        context = rag.context_block(hits, None, None, budget)
+        messages = rag.with_context([{"role": "user", "content": question}], context)
         prompt = self.engine.render_chat(messages)
         arrivals: list[float] = []
         async for delta in self.engine.generate(

@@ -6,7 +6,9 @@ POST /v1/completions, POST /v1/documents, GET /healthz, GET /readyz.
 The edge only parses, delegates and renders: each route hands its validated body to a flow
 (`deployments.flows`), which calls the stages through the model router and the stage clients, and the
 result is rendered by `deployments.openai_render`. Auth, the body limit and error mapping sit in front of
-every route (`deployments.http_guards`).
+every route (`deployments.http_guards`): each API key is a principal (name, tenant, scopes,
+`deployments.api_keys`) with per-principal limits (`deployments.rate_limits`), and the flows act within the
+principal's tenant.
 
 Scale to zero: a request to a stage with no replica waits (up to `cold_start_timeout_s`) while Serve starts
 one, and gets a 503 naming the stage and its error at once if it cannot start (`deployments.stage_client`).
@@ -16,7 +18,9 @@ a stage, so probes don't keep scaled-to-zero stages awake.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,9 +29,17 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments import openai_render
+from deployments.api_keys import ApiKeyAuth
 from deployments.flows import ChatFlow, CompletionFlow, DocumentFlow, EmbeddingFlow, OutcomeRecorder
 from deployments.gateway_metrics import GatewayMetrics
-from deployments.http_guards import PUBLIC_PATHS, ApiKeyAuth, BodySizeLimit, app_path, install_error_handlers
+from deployments.http_guards import (
+    PUBLIC_PATHS,
+    Admitted,
+    BodySizeLimit,
+    admit,
+    app_path,
+    install_error_handlers,
+)
 from deployments.inference_logging import InferenceLogger
 from deployments.model_router import ModelRouter
 from deployments.openai_api import (
@@ -37,15 +49,20 @@ from deployments.openai_api import (
     DocumentsRequest,
     EmbeddingRequest,
 )
+from deployments.principal import ANONYMOUS, Caller
+from deployments.rate_limits import RateLimiter
 from deployments.settings import AppSettings
 from deployments.stage_client import (
     EmbedderClient,
     LLMClient,
     RetrieverClient,
     StageStatusBoard,
+    StageWaits,
     serve_app_status,
 )
 from surge_core.feature_store import open_online_store
+
+logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="surge", version="0.1.0", docs_url=None, redoc_url=None)
 install_error_handlers(api)
@@ -55,18 +72,47 @@ FAILED_STATUSES = ("DEPLOY_FAILED", "UNHEALTHY")
 
 @api.middleware("http")
 async def _guard(request: Request, call_next: Any) -> Any:
-    """Auth and per-request metrics for every route (health routes are public)."""
+    """Auth, scopes, per-principal limits and per-request metrics for every route (health is public)."""
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
     route = app_path(request.scope)
+    admitted: Admitted | None = None
     try:
         if route not in PUBLIC_PATHS:
-            gateway.auth.check(request.headers.get("authorization"))
+            admitted = admit(gateway.auth, gateway.limiter, route, request.headers.get("authorization"))
+            request.state.caller = admitted.caller
         response = await call_next(request)
     except ApiError as error:
+        if error.status_code in (403, 429):
+            # Name the principal, never the key.
+            logger.info("%s %s -> %d: %s", request.method, route, error.status_code, error.message)
         response = JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+    except BaseException:
+        if admitted is not None:
+            admitted.limits.release()
+        raise
+    if admitted is not None:
+        response.headers.update(admitted.limits.headers)
+        body = getattr(response, "body_iterator", None)
+        if body is None:
+            admitted.limits.release()
+        else:
+            # A stream is still running when call_next returns: the concurrency slot is freed at its end.
+            response.body_iterator = _released_at_end(body, admitted.limits.release)
     gateway.metrics.observe(route, response.status_code, time.perf_counter() - started)
     return response
+
+
+async def _released_at_end(body: AsyncIterator[Any], release: Callable[[], None]) -> AsyncIterator[Any]:
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        release()
+
+
+def caller(request: Request) -> Caller:
+    return getattr(request.state, "caller", ANONYMOUS)
 
 
 @serve.deployment
@@ -81,20 +127,23 @@ class Gateway:
     ) -> None:
         gateway = settings.gateway
         self.auth = ApiKeyAuth(gateway)
+        self.limiter = RateLimiter(gateway.rate_limits)
         self.metrics = GatewayMetrics()
         app_name = serve.get_replica_context().app_name
         self.stage_status = StageStatusBoard(lambda: serve_app_status(app_name))
-        board, timeout_s = self.stage_status, gateway.cold_start_timeout_s
-        embedder_client = EmbedderClient("embedder", "Embedder", embedder, board, timeout_s)
-        retriever_client = RetrieverClient("retriever", "Retriever", retriever, board, timeout_s)
+        board = self.stage_status
+        waits = StageWaits(warm_s=gateway.stage_timeout_s, cold_s=gateway.cold_start_timeout_s)
+        embedder_client = EmbedderClient("embedder", "Embedder", embedder, board, waits)
+        retriever_client = RetrieverClient("retriever", "Retriever", retriever, board, waits)
         llm_client = LLMClient(
             "llm",
             "LLMServer",
             llm,
             board,
-            timeout_s,
+            waits,
             autoscaling=settings.llm.autoscaling,
             chain_wake=gateway.chain_wake,
+            idle_timeout_s=gateway.stream_idle_timeout_s,
         )
         llm_name = settings.llm.served_model_name
         self.router = ModelRouter(llm_name, llm_client, settings.embedder.model)
@@ -114,16 +163,21 @@ class Gateway:
         return {"status": "ok"}
 
     @api.get("/readyz")
-    async def readyz(self) -> JSONResponse:
+    async def readyz(self, request: Request) -> JSONResponse:
         """Ready when every deployment of the app is healthy; reads Serve's status, never calls a stage.
 
-        A stage that cannot start (DEPLOY_FAILED, UNHEALTHY) makes the app not ready, and its entry says why.
+        Anyone gets `{"status": "ready" | "not_ready"}`; a valid API key also gets the per-stage detail (a
+        stage that cannot start, DEPLOY_FAILED or UNHEALTHY, says why). Concurrent probes share one status
+        call (`StageStatusBoard`).
         """
         status = await self.stage_status.snapshot()
         ready = status.get("status") == "RUNNING" and not any(
             d["status"] in FAILED_STATUSES for d in status.get("deployments", {}).values()
         )
-        return JSONResponse(status, status_code=200 if ready else 503)
+        body: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+        if self.auth.principal(request.headers.get("authorization")) is not None:
+            body.update(app_status=status.get("status"), deployments=status.get("deployments", {}))
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     # ---------------------------------------------------------------- API
 
@@ -139,26 +193,27 @@ class Gateway:
         }
 
     @api.post("/v1/embeddings")
-    async def embeddings(self, body: EmbeddingRequest) -> dict[str, Any]:
-        result = await self.embedding.run(body)
+    async def embeddings(self, body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+        result = await self.embedding.run(body, caller(request))
         return openai_render.embeddings_response(result, body.model, body.encoding_format)
 
     @api.post("/v1/documents")
-    async def documents(self, body: DocumentsRequest) -> dict[str, Any]:
-        """Synchronous upsert (chunk, embed, index) and delete; returns what changed."""
-        return await self.documents_flow.run(body)
+    async def documents(self, body: DocumentsRequest, request: Request) -> dict[str, Any]:
+        """Synchronous upsert (chunk, embed, index) and delete within the caller's tenant; returns what
+        changed."""
+        return await self.documents_flow.run(body, caller(request))
 
     @api.post("/v1/chat/completions")
-    async def chat_completions(self, body: ChatCompletionRequest) -> Any:
-        generation = await self.chat.start(body)
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
+        generation = await self.chat.start(body, caller(request))
         if body.stream:
             events = openai_render.chat_events(generation, body.include_usage_in_stream)
             return StreamingResponse(events, media_type="text/event-stream")
         return await openai_render.chat_response(generation)
 
     @api.post("/v1/completions")
-    async def completions(self, body: CompletionRequest) -> Any:
-        generation = await self.completion.start(body)
+    async def completions(self, body: CompletionRequest, request: Request) -> Any:
+        generation = await self.completion.start(body, caller(request))
         if body.stream:
             events = openai_render.completion_events(generation, body.include_usage_in_stream)
             return StreamingResponse(events, media_type="text/event-stream")

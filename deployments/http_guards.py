@@ -5,11 +5,10 @@ Bad input always gets a 4xx with OpenAI's error object and a message naming the 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.api_keys import ApiKeyAuth
 from deployments.openai_api import ApiError
-from deployments.settings import GatewaySettings
+from deployments.principal import Caller
+from deployments.rate_limits import Admission, RateLimiter
 
 logger = logging.getLogger("ray.serve")
 
@@ -30,6 +31,14 @@ Send = Callable[[Message], Awaitable[None]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """An admitted request: the caller the flows are given, and its limiter admission (headers, release)."""
+
+    caller: Caller
+    limits: Admission
+
+
 def app_path(scope: Scope) -> str:
     """The request path inside the app: without the route prefix Serve mounts it under (`root_path`)."""
     path: str = scope.get("path", "/")
@@ -39,43 +48,26 @@ def app_path(scope: Scope) -> str:
     return path
 
 
-class ApiKeyAuth:
-    """Bearer API keys from an environment variable (a Secret on Kubernetes), compared in constant time.
+# The scope each route needs (a valid key is needed by every route outside PUBLIC_PATHS); RAG also needs
+# `documents:read`, checked by the chat flow since it depends on the body.
+ROUTE_SCOPES: dict[str, str | None] = {
+    "/v1/models": None,
+    "/openapi.json": None,
+    "/v1/embeddings": "embeddings",
+    "/v1/chat/completions": "inference",
+    "/v1/completions": "inference",
+    "/v1/documents": "documents:write",
+}
 
-    Refuses to construct without keys unless `allow_unauthenticated` is set, which is logged loudly.
-    Keys are never logged.
-    """
 
-    def __init__(self, settings: GatewaySettings) -> None:
-        raw = os.environ.get(settings.api_keys_env, "")
-        self._keys = tuple(k.strip().encode() for k in raw.split(",") if k.strip())
-        self.enabled = bool(self._keys)
-        if not self._keys:
-            if not settings.allow_unauthenticated:
-                raise RuntimeError(
-                    f"no API keys: set the environment variable {settings.api_keys_env} (comma-separated) "
-                    "or, for local development only, gateway.allow_unauthenticated: true"
-                )
-            logger.warning(
-                "!!! gateway.allow_unauthenticated is set: the API accepts requests WITHOUT an API key. "
-                "Never use this outside local development. !!!"
-            )
-
-    def check(self, authorization: str | None) -> None:
-        if not self.enabled:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
-        presented = token.strip().encode()
-        # Compare against every key (no early exit) so timing says nothing about which key matched.
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(presented, key)
-        if scheme.lower() != "bearer" or not matched:
-            raise ApiError(
-                401,
-                "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                error_type="authentication_error",
-            )
+def admit(auth: ApiKeyAuth, limiter: RateLimiter, route: str, authorization: str | None) -> Admitted:
+    """Who is calling (401), may they call this route (403), is it within their limits (429)."""
+    principal = auth.check(authorization)
+    scope = ROUTE_SCOPES.get(route)
+    if scope is not None:
+        principal.require(scope)
+    admission = limiter.admit(principal)
+    return Admitted(Caller(principal, admission.spend_tokens), admission)
 
 
 class BodySizeLimit:

@@ -1,7 +1,9 @@
 """Turns a finished gateway request into an `inference-log` record and hands it to the publisher.
 
 The publisher (surge_core.inference_log) never blocks and never raises: a broker outage costs a warning,
-not a failed or slower request. Raw prompts are left out unless `include_prompt` is on; the prompt's
+not a failed or slower request. Raw prompts are left out unless `include_prompt` is on, and then redacted
+(emails, phone numbers, keys: `surge_core.redaction`) unless `redact_prompt` is off; records name the
+caller's principal and tenant, never its key. The prompt's
 embedding (when the request computed one, i.e. RAG) travels as a small fixed random projection.
 """
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from surge_core.inference_log import InferenceLogSettings
 from surge_core.records import InferenceLogRecord
+from surge_core.redaction import PROMPT_REDACTION
 
 SKETCH_DIMENSIONS = 16
 
@@ -58,6 +61,8 @@ class InferenceLogger:
         retrieval_scores: list[float],
         prompt: str,
         prompt_embedding: Sequence[float] | None = None,
+        principal: str | None = None,
+        tenant: str | None = None,
     ) -> None:
         if self._publisher is None:
             return
@@ -72,9 +77,16 @@ class InferenceLogger:
             completion_tokens=completion_tokens,
             retrieval_scores=retrieval_scores,
             prompt_embedding=embedding_sketch(prompt_embedding) if prompt_embedding is not None else None,
-            prompt=prompt if self.settings.include_prompt else None,
+            prompt=self._prompt(prompt),
+            principal=principal,
+            tenant=tenant,
         )
         self._publisher.publish(record)
+
+    def _prompt(self, prompt: str) -> str | None:
+        if not self.settings.include_prompt:
+            return None
+        return PROMPT_REDACTION.apply(prompt) if self.settings.redact_prompt else prompt
 
     def close(self) -> None:
         if self._publisher is not None:

@@ -21,6 +21,7 @@ scale-from-zero ("chain wake") and cold-start accounting.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -160,10 +161,7 @@ class LLMServer:
         """Stream `{"text", "finish_reason", "prompt_tokens", "completion_tokens"}` dicts (see the engines)."""
         arrived = time.monotonic()
         parsed = GenerateRequest.model_validate(request)
-        if parsed.messages is not None:
-            prompt = self._engine.render_chat([m.model_dump() for m in parsed.messages])
-        else:
-            prompt = parsed.prompt or ""
+        prompt = self.engine_prompt(parsed)
         last: GenerationDelta | None = None
         outcome = "error"
         try:
@@ -185,14 +183,30 @@ class LLMServer:
             requests_total().inc(1, tags={**self._model_tag, "finish_reason": outcome})
             generation_seconds().observe(time.monotonic() - arrived, tags=self._model_tag)
 
+    def engine_prompt(self, parsed: GenerateRequest) -> str:
+        """The prompt string the engine tokenises. Every message (and a raw prompt) has the model's special
+        tokens neutralised first, so only the chat template itself produces control tokens: a document or
+        user text containing `<|im_start|>system` stays text."""
+        neutralise = self._engine.neutralise
+        if parsed.messages is not None:
+            return self._engine.render_chat(
+                [{"role": m.role, "content": neutralise(m.content)} for m in parsed.messages]
+            )
+        return neutralise(parsed.prompt or "")
+
+    async def render(self, request: dict[str, Any]) -> str:
+        """The exact prompt `generate` would send the engine for `request` (inspection and tests)."""
+        return self.engine_prompt(GenerateRequest.model_validate(request))
+
     async def wake(self) -> dict[str, Any]:
-        """Cheap readiness answer: when this replica started, when its model was ready, its model name, and
-        how many generations it is running now."""
+        """Cheap readiness answer: when this replica started, when its model was ready, its model name, how
+        many generations it is running now, and its process id (operators and fault-injection tests)."""
         return {
             "replica_started_at": self._started_at,
             "ready_at": self._ready_at,
             "model": self.settings.served_model_name,
             "running_requests": self._engine.running_requests(),
+            "pid": os.getpid(),
         }
 
     async def check_health(self) -> None:

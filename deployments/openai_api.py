@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from deployments.settings import GatewaySettings
 from surge_core.records import DOC_ID_PATTERN, MAX_DOCUMENT_CHARS, MetadataValue
+from surge_core.tenancy import TENANT_PATTERN
 
 RAG_MODEL_PREFIX = "rag/"
 
@@ -230,6 +231,12 @@ class DocumentsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    tenant: str | None = Field(
+        None,
+        pattern=TENANT_PATTERN,
+        description="The caller's tenant, optional: when given it must be the key's (403 otherwise). The "
+        "HTTP sink sends the Kafka record's tenant, so a record of another tenant is refused.",
+    )
     documents: list[DocumentIn] = Field(default_factory=list)
     delete: list[Annotated[str, Field(pattern=DOC_ID_PATTERN)]] = Field(default_factory=list)
     versions: dict[str, DocumentVersion] = Field(default_factory=dict)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from ray import serve
@@ -18,6 +18,7 @@ from ray.serve.exceptions import RayServeException
 
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
+from surge_core.tenancy import DEFAULT_TENANT, split_stored_id, stored_doc_id
 from surge_core.vector_store import ChunkRecord, VectorStore, WriteResult, open_vector_store
 from surge_core.vector_store.base import DocVersion
 
@@ -43,9 +44,16 @@ def chunk_from_dict(doc_id: str, chunk: Mapping[str, Any]) -> ChunkRecord:
     )
 
 
-def _versions(versions: dict[str, Any] | None) -> dict[str, DocVersion] | None:
-    """Versions as the stores take them (a handle call may deliver tuples as lists)."""
-    return {doc_id: (int(v[0]), int(v[1])) for doc_id, v in versions.items()} if versions else None
+def _stored_chunk(tenant: str, doc_id: str, chunk: Mapping[str, Any]) -> ChunkRecord:
+    record = chunk_from_dict(doc_id, chunk)
+    return replace(record, doc_id=stored_doc_id(tenant, record.doc_id))
+
+
+def _versions(versions: dict[str, Any] | None, tenant: str) -> dict[str, DocVersion] | None:
+    """Versions as the stores take them, keyed by stored id (a handle call may deliver tuples as lists)."""
+    if not versions:
+        return None
+    return {stored_doc_id(tenant, doc_id): (int(v[0]), int(v[1])) for doc_id, v in versions.items()}
 
 
 def replica_id() -> str | None:
@@ -74,34 +82,45 @@ class Retriever:
             raise ValueError(f"top_k {top_k} exceeds retriever.max_top_k ({self.settings.max_top_k})")
 
     async def search(
-        self, embedding: Sequence[float], top_k: int, where: dict[str, Any] | None = None
+        self,
+        embedding: Sequence[float],
+        top_k: int,
+        where: dict[str, Any] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> list[dict[str, Any]]:
-        """The `top_k` closest chunks as dicts (doc_id, chunk_index, text, metadata, score), best first."""
+        """The `top_k` closest chunks of `tenant`'s documents as dicts (doc_id, chunk_index, text, metadata,
+        score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks."""
         self._check_top_k(top_k)
-        hits = await asyncio.to_thread(self.store.search, embedding, top_k, where)
-        return [asdict(hit) for hit in hits]
+        hits = await asyncio.to_thread(self.store.search, embedding, top_k, where, tenant)
+        return [{**asdict(hit), "doc_id": split_stored_id(hit.doc_id)[1]} for hit in hits]
 
     async def replace_documents(
         self,
         documents: dict[str, list[dict[str, Any]]],
         versions: dict[str, tuple[int, int]] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> dict[str, int]:
-        """Make each document's chunks exactly the given ones; returns written/unchanged/deleted/fenced
-        counts. `versions` fences older writes (see `surge_core.vector_store.base.is_stale`)."""
+        """Make each of `tenant`'s documents' chunks exactly the given ones; returns written/unchanged/
+        deleted/fenced counts. `versions` fences older writes (see `surge_core.vector_store.base.is_stale`).
+        Documents are stored under `tenant#doc_id` (`surge_core.tenancy`), so tenants never collide."""
         records = {
-            doc_id: [chunk_from_dict(doc_id, chunk) for chunk in chunks]
+            stored_doc_id(tenant, doc_id): [_stored_chunk(tenant, doc_id, chunk) for chunk in chunks]
             for doc_id, chunks in documents.items()
         }
         result: WriteResult = await asyncio.to_thread(
-            self.store.replace_documents, records, _versions(versions)
+            self.store.replace_documents, records, _versions(versions, tenant)
         )
         return asdict(result)
 
     async def delete_documents(
-        self, doc_ids: list[str], versions: dict[str, tuple[int, int]] | None = None
+        self,
+        doc_ids: list[str],
+        versions: dict[str, tuple[int, int]] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> int:
-        """Remove these documents; returns the number of chunks removed."""
-        return await asyncio.to_thread(self.store.delete_documents, list(doc_ids), _versions(versions))
+        """Remove these documents of `tenant`; returns the number of chunks removed."""
+        stored = [stored_doc_id(tenant, doc_id) for doc_id in doc_ids]
+        return await asyncio.to_thread(self.store.delete_documents, stored, _versions(versions, tenant))
 
     async def stats(self) -> dict[str, Any]:
         chunks = await asyncio.to_thread(self.store.count_chunks)

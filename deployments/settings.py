@@ -18,6 +18,7 @@ from surge_core.embedding import EmbeddingModelSettings
 from surge_core.feature_store import OnlineStoreSettings
 from surge_core.inference_log import InferenceLogSettings
 from surge_core.store_settings import EmbeddedStoreSettings, StrictModel, VectorStoreSettings
+from surge_core.tenancy import TENANT_PATTERN
 
 
 class AutoscalingSettings(StrictModel):
@@ -231,6 +232,32 @@ class LLMSettings(DeploymentSettings):
         return self
 
 
+class LimitSettings(StrictModel):
+    """One tenant's limits, per principal and per gateway replica (see `deployments.rate_limits`).
+    None means unlimited."""
+
+    requests_per_minute: int | None = Field(None, ge=1, description="Requests per minute (token bucket).")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Prompt + completion tokens per minute (charged when a request ends)."
+    )
+    max_concurrent: int | None = Field(None, ge=1, description="Requests in flight at once.")
+    burst_s: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="Bucket size in seconds of the rate: how much may arrive at once after a quiet spell.",
+    )
+
+
+class RateLimitSettings(StrictModel):
+    """Per-principal limits: `default` for every tenant, `tenants` overrides by tenant name."""
+
+    default: LimitSettings = Field(default_factory=LimitSettings, description="Limits of every principal.")
+    tenants: dict[Annotated[str, Field(pattern=TENANT_PATTERN)], LimitSettings] = Field(
+        default_factory=dict, description="Per-tenant overrides (replace the default as a whole)."
+    )
+
+
 class GatewaySettings(DeploymentSettings):
     """The ingress: OpenAI-compatible API, auth, request limits, RAG orchestration."""
 
@@ -242,8 +269,20 @@ class GatewaySettings(DeploymentSettings):
     api_keys_env: str = Field(
         "SURGE_API_KEYS", min_length=1, description="Environment variable with comma-separated API keys."
     )
+    api_keys_file: str | None = Field(
+        None,
+        min_length=1,
+        description="YAML file of principals (name, tenant, scopes, key_sha256), e.g. a mounted Secret; "
+        "re-read when it changes, without a restart. Keys in `api_keys_env` are admins of the default tenant.",
+    )
+    api_keys_reload_s: float = Field(
+        5.0, gt=0, le=3600, description="How often the keys file is checked for changes."
+    )
     allow_unauthenticated: bool = Field(
         False, description="DEV ONLY: serve without API keys (logged loudly at start)."
+    )
+    rate_limits: RateLimitSettings = Field(
+        default_factory=RateLimitSettings, description="Per-principal request, token and concurrency limits."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413 beyond).")
     max_prompt_chars: int = Field(16_000, ge=1, description="Longest prompt / message content in total.")
@@ -252,6 +291,22 @@ class GatewaySettings(DeploymentSettings):
     max_stop_sequences: int = Field(4, ge=0, le=64, description="Most `stop` sequences per request.")
     cold_start_timeout_s: float = Field(
         600, gt=0, description="How long a request waits for a stage at zero to come up before a 503."
+    )
+    stage_timeout_s: float = Field(
+        60,
+        gt=0,
+        description="How long a request waits for a stage that is up (warm) before a 503; a stage still "
+        "starting gets up to cold_start_timeout_s.",
+    )
+    stream_idle_timeout_s: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Longest gap between two streamed pieces of a generation: a hung replica ends the "
+        "stream with an error event and [DONE] after this.",
+    )
+    feature_timeout_s: float = Field(
+        0.5, gt=0, le=60, description="Longest an online-feature read may take; past it, answer without."
     )
     rag_top_k: int = Field(4, ge=1, le=50, description="Chunks retrieved for a RAG chat completion.")
     chunk_chars: int = Field(800, ge=50, le=100_000, description="Target chunk size for /v1/documents.")
@@ -275,6 +330,11 @@ class GatewaySettings(DeploymentSettings):
             raise ValueError(
                 f"default_max_tokens ({self.default_max_tokens}) must be <= max_tokens_limit "
                 f"({self.max_tokens_limit})"
+            )
+        if self.stage_timeout_s > self.cold_start_timeout_s:
+            raise ValueError(
+                f"stage_timeout_s ({self.stage_timeout_s}) must be <= cold_start_timeout_s "
+                f"({self.cold_start_timeout_s}): a warm stage never gets longer than a cold one"
             )
         if self.chunk_overlap_chars >= self.chunk_chars:
             raise ValueError(

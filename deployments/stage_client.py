@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -77,6 +78,13 @@ class StageStatusBoard:
             self._cached = (time.monotonic(), result)
             return result
 
+    async def starting(self, deployment: str) -> bool:
+        """True while the deployment has no running replica yet (a cold start in progress)."""
+        info = (await self.snapshot()).get("deployments", {}).get(deployment)
+        if info is None:
+            return True
+        return int(info.get("replicas", {}).get("RUNNING", 0)) == 0
+
     async def failure(self, deployment: str) -> str | None:
         """Why `deployment` cannot serve (its status and last error), or None while it is fine or starting.
 
@@ -123,27 +131,48 @@ def stage_failed(stage: str, reason: str) -> ApiError:
     )
 
 
+@dataclass(frozen=True)
+class StageWaits:
+    """How long a call may wait for a stage: `warm_s` when the stage has a running replica, up to `cold_s`
+    while it is still starting (scale from zero, a model loading).
+
+    The warm deadline is checked first; when it passes, Serve's status (`StageStatusBoard.starting`) decides:
+    a stage with no running replica keeps waiting until `cold_s` after the call, a warm one that did not
+    answer is given up on. E.g. warm 60 s, cold 600 s: a hung warm replica -> 503 after 60 s; a stage at
+    zero whose model loads in 200 s -> answered at 200 s.
+    """
+
+    warm_s: float
+    cold_s: float
+
+
 async def wait_for_stage(
     call: Callable[[], Awaitable[Any]],
     *,
     stage: str,
     deployment: str,
     board: StageStatusBoard,
-    timeout_s: float,
+    waits: StageWaits,
     poll_s: float = 1.0,
 ) -> Any:
-    """Make a call to a stage and await it; 503 at once if the stage is failing, or after `timeout_s` if it
-    never answers. `call` (e.g. `handle.method.remote`) is made here, since Ray may raise from it directly."""
-    deadline = time.monotonic() + timeout_s
+    """Make a call to a stage and await it; 503 at once if the stage is failing, or after the warm or cold
+    wait if it never answers. `call` (e.g. `handle.method.remote`) is made here, since Ray may raise from it
+    directly."""
+    started = time.monotonic()
+    deadline = started + waits.warm_s
     task: asyncio.Future[Any] | None = None
     try:
         task = asyncio.ensure_future(call())
         while True:
             remaining = deadline - time.monotonic()
+            if remaining <= 0 and deadline < started + waits.cold_s and await board.starting(deployment):
+                deadline = started + waits.cold_s
+                continue
             if remaining <= 0:
+                waited = time.monotonic() - started
                 raise ApiError(
                     503,
-                    f"the {stage} stage did not answer within {timeout_s:.0f} s (it may still be starting); "
+                    f"the {stage} stage did not answer within {waited:.0f} s (it may still be starting); "
                     "retry shortly",
                     error_type="overloaded_error",
                     headers={"Retry-After": "5"},
@@ -178,20 +207,25 @@ class StageClient:
     """One stage behind its DeploymentHandle; `call` is bounded and fails fast (see `wait_for_stage`)."""
 
     def __init__(
-        self, stage: str, deployment: str, handle: DeploymentHandle, board: StageStatusBoard, timeout_s: float
+        self,
+        stage: str,
+        deployment: str,
+        handle: DeploymentHandle,
+        board: StageStatusBoard,
+        waits: StageWaits,
     ) -> None:
         self.stage = stage
         self.deployment = deployment
         self.handle = handle
         self.board = board
-        self.timeout_s = timeout_s
+        self.waits = waits
 
     async def call(self, method: str, *args: Any) -> Any:
         return await self.bounded(lambda: getattr(self.handle, method).remote(*args))
 
     async def bounded(self, call: Callable[[], Awaitable[Any]]) -> Any:
         return await wait_for_stage(
-            call, stage=self.stage, deployment=self.deployment, board=self.board, timeout_s=self.timeout_s
+            call, stage=self.stage, deployment=self.deployment, board=self.board, waits=self.waits
         )
 
     def account_cold_start(self, timeline: Timeline, ready_at: float | None) -> None:
@@ -211,21 +245,25 @@ class EmbedderClient(StageClient):
 
 
 class RetrieverClient(StageClient):
+    """Every call names the caller's tenant: the Retriever reads and writes only that tenant's documents."""
+
     async def search(
-        self, vector: list[float], top_k: int, where: dict[str, Any] | None, timeline: Timeline
+        self, vector: list[float], top_k: int, where: dict[str, Any] | None, tenant: str, timeline: Timeline
     ) -> list[dict[str, Any]]:
-        hits: list[dict[str, Any]] = await self.call("search", vector, top_k, where)
+        hits: list[dict[str, Any]] = await self.call("search", vector, top_k, where, tenant)
         timeline.mark("retrieved")
         return hits
 
     async def replace_documents(
-        self, grouped: dict[str, list[dict[str, Any]]], versions: dict[str, tuple[int, int]]
+        self, grouped: dict[str, list[dict[str, Any]]], versions: dict[str, tuple[int, int]], tenant: str
     ) -> dict[str, int]:
-        result: dict[str, int] = await self.call("replace_documents", grouped, versions)
+        result: dict[str, int] = await self.call("replace_documents", grouped, versions, tenant)
         return result
 
-    async def delete_documents(self, doc_ids: list[str], versions: dict[str, tuple[int, int]]) -> int:
-        return int(await self.call("delete_documents", doc_ids, versions))
+    async def delete_documents(
+        self, doc_ids: list[str], versions: dict[str, tuple[int, int]], tenant: str
+    ) -> int:
+        return int(await self.call("delete_documents", doc_ids, versions, tenant))
 
 
 def idle_to_zero_seconds(scaling: AutoscalingSettings) -> float:
@@ -263,9 +301,17 @@ def _cancel_quietly(generator: DeploymentResponseGenerator) -> None:
 class LLMClient(StageClient):
     """The LLM stage: chain wake (start the LLM while embedding and retrieval run) and streamed generation."""
 
-    def __init__(self, *args: Any, autoscaling: AutoscalingSettings, chain_wake: bool, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        autoscaling: AutoscalingSettings,
+        chain_wake: bool,
+        idle_timeout_s: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._chain_wake = chain_wake
+        self.idle_timeout_s = idle_timeout_s
         # When did the LLM last answer? Within its idle-to-zero delay it is surely up, so no wake is sent.
         self._last_seen = 0.0
         self._idle_to_zero_s = idle_to_zero_seconds(autoscaling)
@@ -318,7 +364,19 @@ class LLMClient(StageClient):
     ) -> AsyncIterator[dict[str, Any]]:
         yield first
         try:
-            async for delta in generator:
+            while True:
+                # A hung replica (stopped, deadlocked, its node gone quiet) sends nothing: give up after
+                # the idle timeout instead of holding the client and the slot forever.
+                try:
+                    delta = await asyncio.wait_for(generator.__anext__(), timeout=self.idle_timeout_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    raise ApiError(
+                        504,
+                        f"the model sent nothing for {self.idle_timeout_s:g} s; the generation was abandoned",
+                        error_type="server_error",
+                    ) from exc
                 yield delta
         except Exception as exc:
             raise model_error(exc) from exc

@@ -56,6 +56,7 @@ from pipelines.sinks import (  # re-exported: the sinks used to live here
 )
 from surge_core.kafka_admin import BrokerUnreachable, ensure_topics
 from surge_core.records import DOCUMENT_RECORD, DocumentDelete
+from surge_core.tenancy import split_stored_id
 from surge_core.topics import DOCUMENTS
 
 logger = logging.getLogger("surge.ingestion")
@@ -90,7 +91,8 @@ def tombstone_delete(key: bytes | None) -> DocumentDelete:
     if key is None:
         raise PoisonRecord(PoisonKind.NOT_JSON, "tombstone without a key names no document")
     try:
-        return DocumentDelete(doc_id=key.decode("utf-8"))
+        tenant, doc_id = split_stored_id(key.decode("utf-8"))
+        return DocumentDelete(doc_id=doc_id, tenant=tenant)
     except (UnicodeDecodeError, ValidationError) as error:
         raise PoisonRecord(
             PoisonKind.SCHEMA_INVALID, f"tombstone key {key[:100]!r} is not a valid doc_id"
@@ -108,18 +110,20 @@ class DocumentHandler:
         if message.value is None:
             return tombstone_delete(message.key)
         record: DocumentOp = self._decode_value(message.value)
-        if message.key is not None and message.key != record.doc_id.encode("utf-8"):
-            # Ordering per document relies on key == doc_id; a mismatch would reorder its updates.
+        if message.key is not None and message.key != record.storage_id.encode("utf-8"):
+            # Ordering per document relies on key == its stored id (`tenant#doc_id`, or the bare doc_id for
+            # the default tenant); a mismatch would reorder its updates, or let compaction mix tenants.
             raise PoisonRecord(
                 PoisonKind.SCHEMA_INVALID,
-                f"record key {message.key[:100]!r} does not match doc_id {record.doc_id!r}",
+                f"record key {message.key[:100]!r} does not match doc_id {record.doc_id!r} "
+                f"of tenant {record.tenant!r} (expected key {record.storage_id!r})",
             )
         return record
 
     def process(self, records: Sequence[DocumentOp], positions: Sequence[tuple[int, int]]) -> None:
         # A document's version is where its record sits in Kafka (one doc_id, one partition): the store
         # refuses a write older than the one it holds, so a zombie or a replay never overwrites newer.
-        versions = {record.doc_id: position for record, position in zip(records, positions, strict=True)}
+        versions = {record.storage_id: position for record, position in zip(records, positions, strict=True)}
         self.sink.write(records, versions)
 
 

@@ -145,7 +145,9 @@ class ProduceResult:
 
 
 def record_key(spec: TopicSpec, record: BaseModel) -> bytes:
-    return str(getattr(record, spec.key_field)).encode("utf-8")
+    # A document's key is its stored id (`tenant#doc_id`): compaction must never mix two tenants' `x`.
+    key = getattr(record, "storage_id", None) or getattr(record, spec.key_field)
+    return str(key).encode("utf-8")
 
 
 class RecordSender(Protocol):

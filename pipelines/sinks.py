@@ -10,8 +10,9 @@ The classification decides between two very different outcomes, so it is spelled
   408/429/502/503/504, and 401/403/404, which mean a wrong key or URL (logged as an error: someone must
   fix the configuration; dead-lettering the stream would not).
 - **This record failed** (`DocumentRejected` or any other exception): retried `retry.max_attempts` times
-  with backoff, then dead-lettered. HTTP sink: any other 4xx, and 500 (a deterministic server error for
-  this document; the app answers 503 when its stages are down).
+  with backoff, then dead-lettered. HTTP sink: any other 4xx, a 403 naming the `tenant` (the record's
+  tenant is not the sink key's: a producer wrote another tenant's document), and 500 (a deterministic
+  server error for this document; the app answers 503 when its stages are down).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pipelines.consumer import SinkUnavailable
 from surge_core.embedding import EmbeddingModelSettings
 from surge_core.records import DocumentDelete, DocumentUpsert
 from surge_core.store_settings import EmbeddedStoreSettings, VectorStoreSettings
+from surge_core.tenancy import split_stored_id
 from surge_core.vector_store.base import DocVersion
 
 logger = logging.getLogger("surge.ingestion")
@@ -104,14 +106,16 @@ class DocumentSink(Protocol):
 
 
 def last_op_per_document(ops: Sequence[DocumentOp]) -> tuple[list[DocumentUpsert], list[str]]:
-    """The final upserts and deletes of a run of ops: applying only each doc_id's last op is the same as
-    applying all of them in order (an upsert replaces the whole document, a delete removes it)."""
+    """The final upserts and deletes of a run of ops: applying only each document's last op is the same as
+    applying all of them in order (an upsert replaces the whole document, a delete removes it). Documents
+    are told apart by stored id (tenant and doc_id): two tenants' `x` are two documents. Deletes are given
+    as stored ids."""
     final: dict[str, DocumentOp] = {}
     for op in ops:
-        final.pop(op.doc_id, None)
-        final[op.doc_id] = op
+        final.pop(op.storage_id, None)
+        final[op.storage_id] = op
     upserts = [op for op in final.values() if isinstance(op, DocumentUpsert)]
-    deletes = [op.doc_id for op in final.values() if isinstance(op, DocumentDelete)]
+    deletes = [op.storage_id for op in final.values() if isinstance(op, DocumentDelete)]
     return upserts, deletes
 
 
@@ -201,8 +205,8 @@ class DirectSink:
         documents: dict[str, list[Any]] = {}
         row = 0
         for doc, chunks in pieces:
-            documents[doc.doc_id] = [
-                ChunkRecord(doc.doc_id, i, chunk, vectors[row + i], dict(doc.metadata))
+            documents[doc.storage_id] = [
+                ChunkRecord(doc.storage_id, i, chunk, vectors[row + i], dict(doc.metadata))
                 for i, chunk in enumerate(chunks)
             ]
             row += len(chunks)
@@ -257,6 +261,10 @@ class HttpSink:
             raise SinkUnavailable(f"{self.settings.url} unreachable: {error}") from error
         if response.status_code in self.RETRYABLE_STATUS:
             raise SinkUnavailable(f"{self.settings.url} answered {response.status_code}")
+        if response.status_code == 403 and _error_param(response) == "tenant":
+            # The record names a tenant the sink's key does not act for: this record is at fault (a
+            # producer wrote another tenant's document), so it is dead-lettered, not waited on.
+            raise DocumentRejected(f"/v1/documents refused the record's tenant: {response.text[:300]}")
         if response.status_code in self.MISCONFIGURED_STATUS:
             logger.error(
                 "ALERT: %s/v1/documents answered %d: check the sink's url and the key in $%s; "
@@ -272,26 +280,48 @@ class HttpSink:
     def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
         # Fenced like the direct sink: each document's (partition, offset) travels with it, and the index
         # refuses a version older than the one it holds.
+        # Each request names its tenant; the app checks it against the key's principal (403 otherwise).
         upserts, deletes = last_op_per_document(ops)
         versions = versions or {}
 
-        def versions_of(ids: Sequence[str]) -> dict[str, dict[str, int]]:
-            return {i: {"partition": versions[i][0], "offset": versions[i][1]} for i in ids if i in versions}
+        def versions_of(stored_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+            return {
+                split_stored_id(s)[1]: {"partition": versions[s][0], "offset": versions[s][1]}
+                for s in stored_ids
+                if s in versions
+            }
 
         size = self.settings.max_documents_per_request
-        for start in range(0, len(upserts), size):
-            docs = upserts[start : start + size]
+        for tenant in sorted({op.tenant for op in upserts}):
+            mine = [d for d in upserts if d.tenant == tenant]
+            for start in range(0, len(mine), size):
+                docs = mine[start : start + size]
+                self._post(
+                    {
+                        "tenant": tenant,
+                        "documents": [{"id": d.doc_id, "text": d.text, "metadata": d.metadata} for d in docs],
+                        "versions": versions_of([d.storage_id for d in docs]),
+                    }
+                )
+        for tenant in sorted({split_stored_id(s)[0] for s in deletes}):
+            gone = [s for s in deletes if split_stored_id(s)[0] == tenant]
             self._post(
                 {
-                    "documents": [{"id": d.doc_id, "text": d.text, "metadata": d.metadata} for d in docs],
-                    "versions": versions_of([d.doc_id for d in docs]),
+                    "tenant": tenant,
+                    "delete": [split_stored_id(s)[1] for s in gone],
+                    "versions": versions_of(gone),
                 }
             )
-        if deletes:
-            self._post({"delete": deletes, "versions": versions_of(deletes)})
 
     def close(self) -> None:
         self.client.close()
+
+
+def _error_param(response: httpx.Response) -> object:
+    try:
+        return response.json()["error"]["param"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 register_sink("direct")(DirectSink)

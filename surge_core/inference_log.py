@@ -45,12 +45,23 @@ class InferenceLogSettings(StrictModel):
 
     enabled: bool = Field(False, description="Publish one record per request to the inference-log topic.")
     include_prompt: bool = Field(False, description="Include the raw prompt text (off: privacy by default).")
+    redact_prompt: bool = Field(
+        True,
+        description="With include_prompt: replace emails, phone numbers and keys in the prompt by "
+        "[email], [phone], [key] (surge_core.redaction).",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
     topic_prefix: str = Field(
         "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of the inference-log topic name."
     )
     max_queue_records: int = Field(
         10_000, ge=1, le=1_000_000, description="Records buffered while the broker is down; oldest dropped."
+    )
+    max_queue_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=4 * 1024**3,
+        description="Bytes (serialised records) buffered while the broker is down; oldest dropped beyond.",
     )
 
 
@@ -98,7 +109,9 @@ class KafkaInferenceLogPublisher:
         self.topic = INFERENCE_LOG.with_prefix(settings.topic_prefix)
         self.warn_interval_s = warn_interval_s
         self.delivery_timeout_s = delivery_timeout_s
-        self._queue: deque[InferenceLogRecord] = deque()
+        # (record, its serialised bytes): the queue is bounded in records and in bytes.
+        self._queue: deque[tuple[InferenceLogRecord, bytes]] = deque()
+        self._queued_bytes = 0
         self._lock = threading.Condition()
         self._closing = False
         self._close_deadline = float("inf")
@@ -121,7 +134,9 @@ class KafkaInferenceLogPublisher:
             with self._lock:
                 if self._closing:
                     return
-                self._queue.append(record)
+                value = record.model_dump_json().encode("utf-8")
+                self._queue.append((record, value))
+                self._queued_bytes += len(value)
                 self._published += 1
                 self._trim()
                 self._lock.notify()
@@ -129,10 +144,20 @@ class KafkaInferenceLogPublisher:
             logger.debug("inference-log publish failed", exc_info=True)
 
     def _trim(self) -> None:
-        overflow = len(self._queue) - self.settings.max_queue_records
-        for _ in range(max(0, overflow)):
-            self._queue.popleft()
+        """Drop the oldest records while the queue holds more than `max_queue_records` records or
+        `max_queue_bytes` bytes (call under the lock)."""
+        while self._queue and (
+            len(self._queue) > self.settings.max_queue_records
+            or self._queued_bytes > self.settings.max_queue_bytes
+        ):
+            _, value = self._queue.popleft()
+            self._queued_bytes -= len(value)
             self._dropped += 1
+
+    def _take(self, count: int) -> list[tuple[InferenceLogRecord, bytes]]:
+        batch = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+        self._queued_bytes -= sum(len(value) for _, value in batch)
+        return batch
 
     def stats(self) -> PublisherStats:
         with self._lock:
@@ -161,7 +186,7 @@ class KafkaInferenceLogPublisher:
                     self._lock.wait(1.0)
                 if self._closing and (not self._queue or time.monotonic() > self._close_deadline):
                     break
-                batch = [self._queue.popleft() for _ in range(min(SEND_BATCH, len(self._queue)))]
+                batch = self._take(SEND_BATCH)
             try:
                 self._send(batch)
                 attempt = 0
@@ -195,15 +220,11 @@ class KafkaInferenceLogPublisher:
             )
         return self._producer
 
-    def _send(self, batch: list[InferenceLogRecord]) -> None:
+    def _send(self, batch: list[tuple[InferenceLogRecord, bytes]]) -> None:
         producer = self._open_producer()
         futures: list[Any] = [
-            producer.send(
-                self.topic.name,
-                key=record.model.encode("utf-8"),
-                value=record.model_dump_json().encode("utf-8"),
-            )
-            for record in batch
+            producer.send(self.topic.name, key=record.model.encode("utf-8"), value=value)
+            for record, value in batch
         ]
         producer.flush(timeout=self.delivery_timeout_s + 5)
         delivered = [f for f in futures if f.is_done and f.succeeded()]
@@ -216,9 +237,10 @@ class KafkaInferenceLogPublisher:
             error = next((f.exception for f in futures if f.is_done and f.failed()), None)
             raise RuntimeError(f"{len(failed)} of {len(futures)} records not acknowledged: {error}")
 
-    def _requeue(self, batch: list[InferenceLogRecord]) -> None:
+    def _requeue(self, batch: list[tuple[InferenceLogRecord, bytes]]) -> None:
         with self._lock:
             self._queue.extendleft(reversed(batch))
+            self._queued_bytes += sum(len(value) for _, value in batch)
             self._send_failures += 1
             self._trim()
 

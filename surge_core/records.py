@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
+from surge_core.tenancy import DEFAULT_TENANT, TENANT_PATTERN, stored_doc_id
+
 # Integers must fit the stores' 64-bit columns (SQLite INTEGER, JSON numbers in PostgreSQL filters); a
 # bigger one is a schema error here, not an overflow deep inside a sink write.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -47,10 +49,18 @@ class DocumentUpsert(Record):
 
     op: Literal["upsert"] = Field("upsert", description="Operation.")
     doc_id: str = Field(pattern=DOC_ID_PATTERN, description="Stable document id (the record key).")
+    tenant: str = Field(
+        DEFAULT_TENANT, pattern=TENANT_PATTERN, description="Tenant that owns the document (see tenancy)."
+    )
     text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS, description="Document text.")
     metadata: dict[str, MetadataValue] = Field(
         default_factory=dict, description="Flat metadata, usable as a search filter."
     )
+
+    @property
+    def storage_id(self) -> str:
+        """The record key and stored id: `tenant#doc_id`, or the bare doc_id for the default tenant."""
+        return stored_doc_id(self.tenant, self.doc_id)
 
 
 class DocumentDelete(Record):
@@ -58,6 +68,14 @@ class DocumentDelete(Record):
 
     op: Literal["delete"] = Field("delete", description="Operation.")
     doc_id: str = Field(pattern=DOC_ID_PATTERN, description="Document id to delete.")
+    tenant: str = Field(
+        DEFAULT_TENANT, pattern=TENANT_PATTERN, description="Tenant that owns the document (see tenancy)."
+    )
+
+    @property
+    def storage_id(self) -> str:
+        """The record key and stored id: `tenant#doc_id`, or the bare doc_id for the default tenant."""
+        return stored_doc_id(self.tenant, self.doc_id)
 
 
 DocumentRecord = Annotated[DocumentUpsert | DocumentDelete, Field(discriminator="op")]
@@ -94,6 +112,8 @@ class InferenceLogRecord(Record):
         None, description="A cheap sketch of the prompt's embedding (for embedding drift)."
     )
     prompt: str | None = Field(None, description="Raw prompt; only when the gateway's include_prompt is on.")
+    principal: str | None = Field(None, description="Name of the API key's principal (never the key).")
+    tenant: str | None = Field(None, description="Tenant of the principal.")
 
 
 class DriftAlertRecord(Record):

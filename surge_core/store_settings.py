@@ -50,6 +50,12 @@ class PgVectorStoreSettings(StrictModel):
     ef_search: int = Field(
         100, ge=1, le=1000, description="HNSW candidates per search (at least top_k): recall vs. latency."
     )
+    connect_timeout_s: float = Field(
+        5.0, ge=1, le=300, description="Longest wait to open a connection (libpq connect_timeout)."
+    )
+    statement_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest a statement may run before the server cancels it."
+    )
 
 
 VectorStoreSettings = Annotated[EmbeddedStoreSettings | PgVectorStoreSettings, Field(discriminator="backend")]

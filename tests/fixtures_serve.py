@@ -50,6 +50,37 @@ def serve_http_port(ray_session: None) -> Iterator[int]:
 
 
 TEST_API_KEY = "sk-surge-test-key"
+# Principals of the keys file the test app reads (tenants other than the default; see deployments.api_keys).
+TENANT_KEYS: dict[str, dict[str, Any]] = {
+    "sk-acme-all": {
+        "name": "acme-all",
+        "tenant": "acme",
+        "scopes": ["inference", "embeddings", "documents:read", "documents:write"],
+    },
+    "sk-globex-all": {
+        "name": "globex-all",
+        "tenant": "globex",
+        "scopes": ["inference", "embeddings", "documents:read", "documents:write"],
+    },
+    "sk-acme-nothing": {"name": "acme-models-only", "tenant": "acme", "scopes": ["documents:read"]},
+    "sk-limited": {"name": "limited", "tenant": "limited", "scopes": ["inference", "embeddings"]},
+}
+# The `limited` tenant: 10 requests/s (600 per minute), a one-second bucket.
+LIMITED_RPS = 10
+
+
+def write_keys_file(path: Path) -> Path:
+    import hashlib
+
+    import yaml
+
+    principals = [
+        {**spec, "key_sha256": hashlib.sha256(key.encode()).hexdigest()} for key, spec in TENANT_KEYS.items()
+    ]
+    path.write_text(yaml.safe_dump({"principals": principals}), encoding="utf-8")
+    return path
+
+
 # Short enough that the scale-to-zero test sees zero within a minute, long enough that back-to-back tests
 # find the stages warm instead of paying a cold start each.
 SCALE_FAST = {
@@ -90,6 +121,19 @@ def app_settings_for_tests(data_dir: Path, llm_model_dir: Path, bootstrap_server
                 "inference_log": inference_log,
                 "online_features": {"backend": "sqlite", "path": str(data_dir / "features.sqlite")},
                 "env": {"SURGE_API_KEYS": f"{TEST_API_KEY},sk-second-key"},
+                "api_keys_file": str(write_keys_file(data_dir / "api-keys.yaml")),
+                "api_keys_reload_s": 1,
+                "rate_limits": {
+                    "tenants": {
+                        "limited": {
+                            "requests_per_minute": LIMITED_RPS * 60,
+                            "burst_s": 1,
+                            "max_concurrent": 50,
+                        }
+                    }
+                },
+                "stream_idle_timeout_s": 15,
+                "stage_timeout_s": 120,
                 "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 "max_ongoing_requests": 6,
                 "max_queued_requests": 4,

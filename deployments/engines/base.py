@@ -68,9 +68,21 @@ class GenerationDelta:
 class LLMEngine(ABC):
     """A text-generation engine with continuous batching: many concurrent `generate` calls share it."""
 
+    # The Hugging Face tokenizer, set by `start()`; its special tokens are what `neutralise` breaks up.
+    _tokenizer: Any = None
+    _specials: tuple[str, ...] | None = None
+
     def __init__(self, settings: LLMSettings, model_path: Path) -> None:
         self.settings = settings
         self.model_path = model_path
+
+    def neutralise(self, text: str) -> str:
+        """`text` with every special token of the model's tokenizer broken up (see `neutralise_special`)."""
+        if self._specials is None:
+            if self._tokenizer is None:
+                raise RuntimeError("the engine is not started: no tokenizer yet")
+            self._specials = special_token_strings(self._tokenizer)
+        return neutralise_special(text, self._specials)
 
     @abstractmethod
     async def start(self) -> None:
@@ -104,6 +116,30 @@ class LLMEngine(ABC):
     @abstractmethod
     async def shutdown(self) -> None:
         """Release the engine's processes and memory."""
+
+
+# WORD JOINER (U+2060): invisible, and no tokenizer's special token contains it.
+BREAK = "\u2060"
+
+
+def special_token_strings(tokenizer: Any) -> tuple[str, ...]:
+    """Every string the tokenizer turns into a special or added token (`<|im_start|>`, `</s>`, ...),
+    longest first, so a longer token is broken before a shorter one inside it."""
+    tokens = {str(t) for t in getattr(tokenizer, "all_special_tokens", [])}
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        tokens.add(str(getattr(added, "content", added)))
+    return tuple(sorted((t for t in tokens if len(t) > 1), key=len, reverse=True))
+
+
+def neutralise_special(text: str, specials: tuple[str, ...]) -> str:
+    """Break every occurrence of a special token in `text` with an invisible WORD JOINER after its first
+    character, so the tokenizer reads it as plain text: text from a user or a document can never become a
+    control token. E.g. `<|im_start|>system` -> `<\u2060|im_start|>system` (tokenised as `<`, `|`, `im`, ...).
+    """
+    for token in specials:
+        if token in text:
+            text = text.replace(token, token[0] + BREAK + token[1:])
+    return text
 
 
 def render_with_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from deployments.flows.generation import Generation, OutcomeRecorder, llm_request
+from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, CompletionRequest, check_limits
+from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
 from deployments.settings import GatewaySettings
 
@@ -17,13 +18,20 @@ class CompletionFlow:
         self.router = router
         self.outcomes = outcomes
 
-    async def start(self, body: CompletionRequest) -> Generation:
+    async def start(self, body: CompletionRequest, caller: Caller = ANONYMOUS) -> Generation:
         route = self.router.llm_route(body.model)
         if route.rag or body.retrieval is not None:
             raise ApiError(400, "RAG is available on /v1/chat/completions", param="model")
         max_tokens = check_limits(body, self.settings)
         timeline = Timeline()
         wake = route.llm.maybe_wake(timeline)
-        deltas = await route.llm.generate(llm_request(body, max_tokens, prompt=body.prompt), wake, timeline)
-        recorded = self.outcomes.recorded(deltas, route=ROUTE, prompt=body.prompt, timeline=timeline, hits=[])
+        recorded = await started(
+            route.llm.generate(llm_request(body, max_tokens, prompt=body.prompt), wake, timeline),
+            self.outcomes,
+            route=ROUTE,
+            prompt=body.prompt,
+            timeline=timeline,
+            hits=[],
+            caller=caller,
+        )
         return Generation(model=body.model, deltas=recorded, timeline=timeline)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deployments.openai_api import ApiError, DocumentsRequest
+from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
 from deployments.settings import GatewaySettings
 from deployments.stage_client import EmbedderClient, RetrieverClient
@@ -19,8 +20,20 @@ class DocumentFlow:
         self.embedder = embedder
         self.retriever = retriever
 
-    async def run(self, body: DocumentsRequest) -> dict[str, Any]:
-        """Returns what changed: chunks written, unchanged and deleted."""
+    async def run(self, body: DocumentsRequest, caller: Caller = ANONYMOUS) -> dict[str, Any]:
+        """Returns what changed: chunks written, unchanged and deleted, all within the caller's tenant.
+
+        `tenant` in the body (the HTTP sink sends the Kafka record's) must be the caller's: a key of one
+        tenant can never write another's documents, whatever the record says.
+        """
+        tenant = caller.principal.tenant
+        if body.tenant is not None and body.tenant != tenant:
+            raise ApiError(
+                403,
+                f"tenant {body.tenant!r} is not the tenant of principal {caller.principal.name!r}",
+                param="tenant",
+                error_type="permission_error",
+            )
         total = len(body.documents) + len(body.delete)
         if total == 0:
             raise ApiError(400, "give documents to upsert and/or ids to delete", param="documents")
@@ -33,8 +46,9 @@ class DocumentFlow:
         versions = body.store_versions()
         upserted: dict[str, Any] = {"written": 0, "unchanged": 0, "deleted": 0, "fenced": 0}
         if body.documents:
-            upserted = await self.retriever.replace_documents(await self._embedded_chunks(body), versions)
-        deleted = await self.retriever.delete_documents(body.delete, versions) if body.delete else 0
+            chunks = await self._embedded_chunks(body)
+            upserted = await self.retriever.replace_documents(chunks, versions, tenant)
+        deleted = await self.retriever.delete_documents(body.delete, versions, tenant) if body.delete else 0
         return {
             "object": "documents.result",
             "upserted_documents": len(body.documents),

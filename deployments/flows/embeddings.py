@@ -8,6 +8,7 @@ import numpy as np
 
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, EmbeddingRequest
+from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
 from deployments.settings import EmbedderSettings
 from deployments.stage_client import EmbedderClient
@@ -44,9 +45,10 @@ class EmbeddingFlow:
         self.embedder = embedder
         self.limits = limits
 
-    async def run(self, body: EmbeddingRequest) -> Embeddings:
+    async def run(self, body: EmbeddingRequest, caller: Caller = ANONYMOUS) -> Embeddings:
         self.router.check_embedding_model(body.model)
         texts = body.texts
         check_texts(texts, "input", self.limits)
         result = await self.embedder.embed(texts, Timeline())
+        caller.spend_tokens(int(result["tokens"]))
         return Embeddings(vectors=result["embeddings"], tokens=result["tokens"])

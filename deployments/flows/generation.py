@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 from deployments.inference_logging import InferenceLogger
-from deployments.openai_api import new_id
+from deployments.openai_api import ApiError, new_id
+from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
 
 # Status recorded for a stream the client stopped reading (nginx's "client closed request").
@@ -53,8 +54,10 @@ class OutcomeRecorder:
         prompt: str,
         timeline: Timeline,
         hits: list[dict[str, Any]],
+        caller: Caller = ANONYMOUS,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome."""
+        """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome,
+        named by the caller's principal, and charge its tokens to the principal's token bucket."""
         last: dict[str, Any] = {}
         status = 500
         try:
@@ -66,7 +69,11 @@ class OutcomeRecorder:
         except GeneratorExit:
             status = CLIENT_CLOSED
             raise
+        except ApiError as error:
+            status = error.status_code  # e.g. 502 (replica failed) or 504 (replica went quiet)
+            raise
         finally:
+            caller.spend_tokens(last.get("prompt_tokens", 0) + last.get("completion_tokens", 0))
             self.inference_log.record(
                 route=route,
                 status_code=status,
@@ -77,8 +84,39 @@ class OutcomeRecorder:
                 retrieval_scores=[float(h["score"]) for h in hits],
                 prompt=prompt,
                 prompt_embedding=timeline.query_embedding,
+                principal=caller.principal.name,
+                tenant=caller.principal.tenant,
             )
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
+
+
+async def started(
+    start: Awaitable[AsyncIterator[dict[str, Any]]],
+    outcomes: OutcomeRecorder,
+    *,
+    route: str,
+    prompt: str,
+    timeline: Timeline,
+    hits: list[dict[str, Any]],
+    caller: Caller,
+) -> AsyncIterator[dict[str, Any]]:
+    """Await the start of a generation (its first delta); a failure before it (the replica died, the
+    prompt does not fit) is recorded like one during the stream, then raised: every request is logged."""
+    try:
+        deltas = await start
+    except ApiError as error:
+        empty = _failing(error)
+        async for _ in outcomes.recorded(
+            empty, route=route, prompt=prompt, timeline=timeline, hits=hits, caller=caller
+        ):
+            pass
+        raise
+    return outcomes.recorded(deltas, route=route, prompt=prompt, timeline=timeline, hits=hits, caller=caller)
+
+
+async def _failing(error: ApiError) -> AsyncIterator[dict[str, Any]]:
+    raise error
+    yield {}  # pragma: no cover - makes this an async generator
 
 
 def llm_request(body: Any, max_tokens: int, **prompt: Any) -> dict[str, Any]:

@@ -110,11 +110,15 @@ class VectorStore(ABC):
         later cannot bring the document back."""
 
     @abstractmethod
-    def search(self, embedding: Sequence[float], top_k: int, where: Where | None = None) -> list[SearchHit]:
+    def search(
+        self, embedding: Sequence[float], top_k: int, where: Where | None = None, tenant: str | None = None
+    ) -> list[SearchHit]:
         """The `top_k` chunks closest to `embedding` by cosine similarity, best first.
 
         `where`: every key must match the chunk's metadata; a list value means "any of these". Numbers
         compare numerically (1 == 1.0); booleans only match booleans; strings only strings.
+        `tenant`: only that tenant's documents (stored ids, see `surge_core.tenancy`) are searched, whatever
+        `where` says; None searches every tenant (operators and pipelines only, never a request).
         """
 
     @abstractmethod

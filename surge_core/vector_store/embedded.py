@@ -30,6 +30,7 @@ import numpy as np
 
 from surge_core.records import MetadataValue
 from surge_core.store_settings import EmbeddedStoreSettings
+from surge_core.tenancy import SEPARATOR, stored_prefix
 from surge_core.vector_store.base import (
     ChunkRecord,
     DocVersion,
@@ -338,15 +339,21 @@ class EmbeddedVectorStore(VectorStore):
 
     # ------------------------------------------------------------------------------------------- reads
 
-    def search(self, embedding: Sequence[float], top_k: int, where: Where | None = None) -> list[SearchHit]:
+    def search(
+        self, embedding: Sequence[float], top_k: int, where: Where | None = None, tenant: str | None = None
+    ) -> list[SearchHit]:
         validate_top_k(top_k)
         query = as_unit_vector(embedding, self.dimensions, "query")[None, :]
         filters = normalise_where(where)
         with self._lock, self._read_txn():
             self._refresh()
             params = None
-            if filters:
-                sql, args = _filter_sql(filters)
+            tenant_sql = self._tenant_sql(tenant)
+            if filters or tenant_sql is not None:
+                sql, args = _filter_sql(filters) if filters else ("", [])
+                if tenant_sql is not None:
+                    sql = f"{sql} INTERSECT {tenant_sql[0]}" if sql else tenant_sql[0]
+                    args = [*args, *tenant_sql[1]]
                 allowed = np.fromiter(
                     (row[0] for row in self._conn.execute(sql, args)),
                     dtype=np.int64,
@@ -368,6 +375,19 @@ class EmbeddedVectorStore(VectorStore):
             for chunk_id, score in ranked
             if (row := rows.get(chunk_id)) is not None
         ]
+
+    def _tenant_sql(self, tenant: str | None) -> tuple[str, list[object]] | None:
+        """Chunk ids of `tenant` (None: no restriction needed). The default tenant's ids have no `#`;
+        while no other tenant has written anything, the restriction is skipped (it would allow every id)."""
+        if tenant is None:
+            return None
+        prefix = stored_prefix(tenant)
+        if prefix is not None:
+            return "SELECT id FROM chunks WHERE substr(doc_id, 1, ?) = ?", [len(prefix), prefix]
+        others = self._conn.execute("SELECT 1 FROM chunks WHERE instr(doc_id, ?) > 0 LIMIT 1", (SEPARATOR,))
+        if others.fetchone() is None:
+            return None
+        return "SELECT id FROM chunks WHERE instr(doc_id, ?) = 0", [SEPARATOR]
 
     def _rows_by_id(self, ids: Sequence[int]) -> dict[int, tuple[str, int, str, dict[str, MetadataValue]]]:
         rows: dict[int, tuple[str, int, str, dict[str, MetadataValue]]] = {}

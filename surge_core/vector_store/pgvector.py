@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 
 from surge_core.records import MetadataValue
 from surge_core.store_settings import PgVectorStoreSettings
+from surge_core.tenancy import SEPARATOR, stored_prefix
 from surge_core.vector_store.base import (
     ChunkRecord,
     DocVersion,
@@ -65,11 +66,12 @@ class _Connections(Protocol):
 class _PooledConnections:
     """psycopg_pool: a replica's threads search in parallel on up to `pool_size` connections."""
 
-    def __init__(self, dsn: str, pool_size: int) -> None:
+    def __init__(self, dsn: str, pool_size: int, timeouts: dict[str, Any]) -> None:
         from psycopg_pool import ConnectionPool
 
         self._pool = ConnectionPool(
             dsn,
+            kwargs=timeouts,
             min_size=1,
             max_size=pool_size,
             open=True,
@@ -91,16 +93,17 @@ class _PooledConnections:
 class _SingleConnection:
     """Fallback without psycopg_pool: one connection, one caller at a time, reopened if it broke."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, timeouts: dict[str, Any]) -> None:
         self._dsn = dsn
+        self._timeouts = timeouts
         self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] = psycopg.connect(dsn)
+        self._conn: psycopg.Connection[Any] = psycopg.connect(dsn, **timeouts)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             if self._conn.closed or self._conn.broken:
-                self._conn = psycopg.connect(self._dsn)
+                self._conn = psycopg.connect(self._dsn, **self._timeouts)
             with self._conn.transaction():
                 yield self._conn
 
@@ -109,12 +112,24 @@ class _SingleConnection:
             self._conn.close()
 
 
-def _open_connections(dsn: str, pool_size: int) -> _Connections:
+def connection_timeouts(settings: PgVectorStoreSettings) -> dict[str, Any]:
+    """libpq's connect timeout and the server's statement timeout, set on every connection: an unreachable
+    database fails a call after `connect_timeout_s`, a stuck query after `statement_timeout_s`, instead of
+    holding a Retriever thread (and the request above it) forever. E.g. 5 s and 30 s ->
+    `{"connect_timeout": 5, "options": "-c statement_timeout=30000"}`."""
+    return {
+        "connect_timeout": max(1, round(settings.connect_timeout_s)),
+        "options": f"-c statement_timeout={round(settings.statement_timeout_s * 1000)}",
+    }
+
+
+def _open_connections(dsn: str, settings: PgVectorStoreSettings) -> _Connections:
+    timeouts = connection_timeouts(settings)
     try:
         import psycopg_pool  # noqa: F401
     except ImportError:
-        return _SingleConnection(dsn)
-    return _PooledConnections(dsn, pool_size)
+        return _SingleConnection(dsn, timeouts)
+    return _PooledConnections(dsn, settings.pool_size, timeouts)
 
 
 @register_backend("pgvector")
@@ -143,7 +158,7 @@ class PgVectorStore(VectorStore):
         self.ef_search = settings.ef_search
         self._t = sql.Identifier(settings.table)
         self._versions = sql.Identifier(f"{settings.table}_versions")
-        self._connections = _open_connections(dsn, settings.pool_size)
+        self._connections = _open_connections(dsn, settings)
         try:
             self._iterative_scan = self._create_schema()
         except BaseException:
@@ -324,12 +339,23 @@ class PgVectorStore(VectorStore):
 
     # ------------------------------------------------------------------------------------------- reads
 
-    def search(self, embedding: Sequence[float], top_k: int, where: Where | None = None) -> list[SearchHit]:
+    def search(
+        self, embedding: Sequence[float], top_k: int, where: Where | None = None, tenant: str | None = None
+    ) -> list[SearchHit]:
         validate_top_k(top_k)
         query = vector_literal(as_unit_vector(embedding, self.dimensions, "query"))
         filters = normalise_where(where)
         conditions: list[sql.Composable] = []
         args: list[Any] = [query]
+        if tenant is not None:
+            # The tenant's stored ids (see surge_core.tenancy): a prefix, or no `#` for the default tenant.
+            prefix = stored_prefix(tenant)
+            if prefix is None:
+                conditions.append(sql.SQL("strpos(doc_id, %s) = 0"))
+                args.append(SEPARATOR)
+            else:
+                conditions.append(sql.SQL("left(doc_id, %s) = %s"))
+                args.extend([len(prefix), prefix])
         for key, values in filters.items():
             alternatives = sql.SQL(" OR ").join([sql.SQL("metadata @> %s")] * len(values))
             conditions.append(sql.SQL("({})").format(alternatives))
@@ -347,7 +373,7 @@ class PgVectorStore(VectorStore):
                 conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
             ef_search = min(HNSW_MAX_EF_SEARCH, max(self.ef_search, top_k))
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
-            if filters and self._iterative_scan and not self.exact:
+            if conditions and self._iterative_scan and not self.exact:
                 # Without it, HNSW filters *after* its candidate list and can return fewer than top_k rows.
                 conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
             rows = conn.execute(statement, args).fetchall()

@@ -81,7 +81,7 @@ def test_the_llm_failed_to_start_exactly_once_and_readyz_says_why(broken_app: Su
     from ray import serve
 
     _chat(broken_app)
-    ready = httpx.get(f"{broken_app.base_url}/readyz", timeout=30)
+    ready = httpx.get(f"{broken_app.base_url}/readyz", headers=broken_app.headers(), timeout=30)
     assert ready.status_code == 503
     llm: dict[str, Any] = ready.json()["deployments"]["LLMServer"]
     # DEPLOY_FAILED when it never ran; UNHEALTHY when it had been healthy (at zero replicas) before.

@@ -30,6 +30,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.openai_render",
             "deployments.http_guards",
             "deployments.gateway_metrics",
+            "deployments.api_keys",
         },
     ),
     ("flows", {"deployments.flows", "deployments.rag", "deployments.inference_logging"}),
@@ -38,7 +39,16 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
         {"deployments.model_router", "deployments.stage_client", "deployments.request_timeline"},
     ),
     ("stages", {"deployments.embedder", "deployments.retriever", "deployments.llm", "deployments.engines"}),
-    ("serving contracts", {"deployments.settings", "deployments.openai_api", "deployments.observability"}),
+    (
+        "serving contracts",
+        {
+            "deployments.settings",
+            "deployments.openai_api",
+            "deployments.observability",
+            "deployments.principal",
+            "deployments.rate_limits",
+        },
+    ),
 ]
 
 

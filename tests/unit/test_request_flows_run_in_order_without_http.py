@@ -43,18 +43,18 @@ class FakeRetriever:
         self.calls = calls
 
     async def search(
-        self, vector: list[float], top_k: int, where: Any, timeline: Timeline
+        self, vector: list[float], top_k: int, where: Any, tenant: str, timeline: Timeline
     ) -> list[dict[str, Any]]:
         self.calls.append(f"search:{top_k}")
         return [{"doc_id": "kb/etna", "chunk_index": 0, "text": "Etna is in Sicily.", "score": 0.9}]
 
     async def replace_documents(
-        self, grouped: dict[str, list[dict[str, Any]]], versions: Any
+        self, grouped: dict[str, list[dict[str, Any]]], versions: Any, tenant: str
     ) -> dict[str, int]:
         self.calls.append(f"replace:{sorted(grouped)}:{versions}")
         return {"written": sum(len(v) for v in grouped.values()), "unchanged": 0, "deleted": 0, "fenced": 0}
 
-    async def delete_documents(self, ids: list[str], versions: Any) -> int:
+    async def delete_documents(self, ids: list[str], versions: Any, tenant: str) -> int:
         self.calls.append(f"delete:{ids}:{versions}")
         return len(ids)
 
@@ -135,7 +135,10 @@ def test_a_rag_chat_wakes_then_reads_features_then_retrieves_then_generates_with
     assert text == "Sicily" and last["finish_reason"] == "stop"
     assert [s["doc_id"] for s in extra["sources"]] == ["kb/etna"]
     prompt = llm.requests[0]["messages"]
-    assert "Etna is in Sicily." in prompt[0]["content"] and prompt[-1]["content"] == "Where is Etna?"
+    # Passages and features travel in a delimited block of the user's message, never in the system role.
+    assert [m["role"] for m in prompt] == ["user"]
+    assert "Etna is in Sicily." in prompt[0]["content"] and '"purchases": 3' in prompt[0]["content"]
+    assert prompt[0]["content"].endswith("\n\nWhere is Etna?")
     assert len(recorded.records) == 1 and recorded.records[0]["status_code"] == 200
     assert recorded.records[0]["retrieval_scores"] == [0.9]
     assert recorded.tokens == [("m", 7, 2)]

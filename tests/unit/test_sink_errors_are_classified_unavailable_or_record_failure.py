@@ -21,6 +21,7 @@ from surge_core.records import DocumentDelete, DocumentUpsert
 
 class _App(http.server.BaseHTTPRequestHandler):
     status = 200
+    answer = b"{}"
     authorizations: list[str | None] = []
     bodies: list[dict[str, object]] = []
 
@@ -31,7 +32,7 @@ class _App(http.server.BaseHTTPRequestHandler):
         self.send_response(type(self).status)
         self.send_header("content-type", "application/json")
         self.end_headers()
-        self.wfile.write(b"{}")
+        self.wfile.write(type(self).answer)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -39,7 +40,7 @@ class _App(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def app() -> Iterator[tuple[type[_App], str]]:
-    handler = type("App", (_App,), {"status": 200, "authorizations": [], "bodies": []})
+    handler = type("App", (_App,), {"status": 200, "answer": b"{}", "authorizations": [], "bodies": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -118,10 +119,25 @@ def test_the_http_sink_sends_each_documents_version_so_the_index_can_fence_it(
     handler, url = app
     ops = [DocumentUpsert(doc_id="d1", text="hello"), DocumentDelete(doc_id="d2")]
     HttpSink(HttpSinkSettings(url=url)).write(ops, {"d1": (3, 41), "d2": (1, 7)})
+    # Each request names the records' tenant: the app refuses it unless it is the sink key's tenant.
     assert handler.bodies == [
         {
+            "tenant": "default",
             "documents": [{"id": "d1", "text": "hello", "metadata": {}}],
             "versions": {"d1": {"partition": 3, "offset": 41}},
         },
-        {"delete": ["d2"], "versions": {"d2": {"partition": 1, "offset": 7}}},
+        {"tenant": "default", "delete": ["d2"], "versions": {"d2": {"partition": 1, "offset": 7}}},
     ]
+
+
+def test_a_record_naming_another_tenant_than_the_sinks_key_is_the_records_failure(
+    app: tuple[type[_App], str],
+) -> None:
+    # The gateway's 403 for the tenant (param "tenant"): this record is at fault (dead-lettered), not the
+    # configuration; a 403 for anything else still means a misconfigured key.
+    handler, url = app
+    handler.status = 403
+    handler.answer = json.dumps({"error": {"type": "permission_error", "param": "tenant"}}).encode()
+    with pytest.raises(DocumentRejected, match="tenant"):
+        HttpSink(HttpSinkSettings(url=url)).write([DocumentUpsert(doc_id="d1", text="x", tenant="acme")])
+    assert handler.bodies[-1]["tenant"] == "acme"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from deployments.openai_api import ApiError
-from deployments.stage_client import StageStatusBoard, summarize_failure, wait_for_stage
+from deployments.stage_client import StageStatusBoard, StageWaits, summarize_failure, wait_for_stage
 
 SERVE_MESSAGE = (
     "The deployment failed to start 1 times in a row. This may be due to a problem with its constructor or "
@@ -50,10 +50,9 @@ async def _never() -> None:
     await asyncio.sleep(3600)
 
 
-def _wait(call: Any, board: StageStatusBoard, timeout_s: float) -> Any:
-    return wait_for_stage(
-        call, stage="llm", deployment="LLMServer", board=board, timeout_s=timeout_s, poll_s=0.05
-    )
+def _wait(call: Any, board: StageStatusBoard, timeout_s: float, warm_s: float | None = None) -> Any:
+    waits = StageWaits(warm_s=timeout_s if warm_s is None else warm_s, cold_s=timeout_s)
+    return wait_for_stage(call, stage="llm", deployment="LLMServer", board=board, waits=waits, poll_s=0.05)
 
 
 def test_a_failed_stage_ends_the_wait_with_a_503_naming_stage_and_error() -> None:
@@ -153,3 +152,29 @@ def test_a_replica_being_replaced_after_a_failed_health_check_keeps_requests_wai
     board = StageStatusBoard(statuses, max_age_s=0)
     assert asyncio.run(_wait(answer_after_a_while, board, timeout_s=5)) == "served by the replacement"
     assert statuses.calls >= 2
+
+
+def _replicas(running: int) -> Any:
+    def status() -> dict[str, Any]:
+        info = {"status": "HEALTHY", "message": "", "replicas": {"RUNNING": running}}
+        return {"status": "RUNNING", "deployments": {"LLMServer": info}}
+
+    return status
+
+
+def test_a_warm_stage_that_stops_answering_gets_the_short_warm_wait_not_the_cold_one() -> None:
+    board = StageStatusBoard(_replicas(running=1), max_age_s=0)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(_wait(_never, board, timeout_s=30, warm_s=0.3))
+    assert time.monotonic() - started < 2
+    assert caught.value.status_code == 503
+
+
+def test_a_stage_with_no_running_replica_gets_the_cold_wait_after_the_warm_one_passed() -> None:
+    async def answer_after_warm() -> str:
+        await asyncio.sleep(0.6)
+        return "loaded"
+
+    board = StageStatusBoard(_replicas(running=0), max_age_s=0)
+    assert asyncio.run(_wait(answer_after_warm, board, timeout_s=5, warm_s=0.2)) == "loaded"
