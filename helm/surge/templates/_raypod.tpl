@@ -276,3 +276,24 @@ volumes:
       {{- $_ := set $gpuResources.limits "nvidia.com/gpu" (int $g.gpusPerPod) }}
       {{- include "surge.rayPodSpec" (dict "root" $root "group" $g "resources" $gpuResources "name" "ray-worker" "image" (include "surge.gpuImage" $root) "env" "" "index" false "model" true "serve" true) | trim | nindent 6 }}
 {{- end }}
+
+{{/* Where the principals Secret (gateway.principalsSecret) is mounted in the pods that run the gateway. */}}
+{{- define "surge.principalsDir" -}}
+/etc/surge/principals
+{{- end }}
+
+{{/* Its volume mount and volume (nothing when gateway.principalsSecret.name is empty). */}}
+{{- define "surge.principalsMount" -}}
+{{- if .Values.gateway.principalsSecret.name }}
+- {name: principals, mountPath: {{ include "surge.principalsDir" . }}, readOnly: true}
+{{- end }}
+{{- end }}
+{{- define "surge.principalsVolume" -}}
+{{- if .Values.gateway.principalsSecret.name }}
+- name: principals
+  secret:
+    secretName: {{ .Values.gateway.principalsSecret.name }}
+    items:
+      - {key: {{ .Values.gateway.principalsSecret.key }}, path: {{ .Values.gateway.principalsSecret.key }}}
+{{- end }}
+{{- end }}

@@ -12,7 +12,8 @@ these documented cluster overrides, and nothing else:
      to Serve's snake_case names); other keys keep the serve config's values.
   4. retriever.store: embedded at vectorStore.embedded.path, or pgvector (DSN from env SURGE_PG_DSN).
   5. gateway.max_tokens_limit = gateway.maxTokensLimit; gateway.inference_log: enabled and Kafka settings
-     and topic_prefix from kafka.* when gateway.inferenceLog.
+     and topic_prefix from kafka.* when gateway.inferenceLog; gateway.api_keys_file (the mounted
+     principals Secret) when gateway.principalsSecret.name is set.
 */}}
 {{- define "surge.serveConfig" -}}
 {{- $cfg := .Files.Get "files/serve_config.yaml" | fromYaml }}
@@ -58,6 +59,9 @@ these documented cluster overrides, and nothing else:
 {{- end }}
 {{- /* 5. the gateway */}}
 {{- $_ := set $args.gateway "max_tokens_limit" (int .Values.gateway.maxTokensLimit) }}
+{{- if .Values.gateway.principalsSecret.name }}
+{{- $_ := set $args.gateway "api_keys_file" (printf "%s/%s" (include "surge.principalsDir" .) .Values.gateway.principalsSecret.key) }}
+{{- end }}
 {{- if .Values.gateway.inferenceLog }}
 {{- $_ := set $args.gateway "inference_log" (dict "enabled" true "kafka" (include "surge.kafkaSettings" . | fromYaml) "topic_prefix" .Values.kafka.topicPrefix) }}
 {{- else }}
