@@ -22,6 +22,8 @@ from deployments.openai_api import ApiError
 from deployments.principal import Principal
 from deployments.settings import LimitSettings, RateLimitSettings
 
+FLOAT_TOLERANCE = 1e-9
+
 
 @dataclass(frozen=True)
 class TokenBucketPolicy:
@@ -63,7 +65,8 @@ class TokenBucket:
 
     def try_take(self, cost: float, now: float) -> bool:
         self._refill(now)
-        if self.level >= cost:
+        # Tolerance for float time: 0.3 s at 10/s refills 2.9999999999999996 tokens on a monotonic clock.
+        if self.level + FLOAT_TOLERANCE >= cost:
             self.level -= cost
             return True
         return False
