@@ -1,6 +1,6 @@
 """Public Azure LLM inference traces: load them, carve a replayable schedule, scale the token counts.
 
-The traces (../shared/traces/, CC-BY 4.0, Patel et al., "Splitwise", ISCA 2024) are an hour of real
+The traces (benchmarks/data/, CC-BY 4.0, Patel et al., "Splitwise", ISCA 2024) are an hour of real
 arrivals each, too dense for scale-to-zero to matter and with token counts far beyond a CPU. A
 `ReplayPlan` says exactly how a schedule was derived, so every result can state its file and scaling:
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks._harness import REPO_ROOT
 
-TRACES_DIR = (REPO_ROOT / ".." / "shared" / "traces").resolve()
+TRACES_DIR = REPO_ROOT / "benchmarks" / "data"  # shipped with the repository (see its README: CC-BY 4.0)
 DEFAULT_TRACE = TRACES_DIR / "AzureLLMInferenceTrace_conv.csv"
 
 
