@@ -53,6 +53,7 @@ from deployments.principal import ANONYMOUS, Caller
 from deployments.rate_limits import RateLimiter
 from deployments.settings import AppSettings
 from deployments.stage_client import (
+    FAILED_STATUSES,
     EmbedderClient,
     LLMClient,
     RetrieverClient,
@@ -66,8 +67,6 @@ logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="surge", version="0.1.0", docs_url=None, redoc_url=None)
 install_error_handlers(api)
-
-FAILED_STATUSES = ("DEPLOY_FAILED", "UNHEALTHY")
 
 
 @api.middleware("http")
