@@ -18,32 +18,50 @@ from ray.serve import Application, Deployment
 from deployments.embedder import Embedder
 from deployments.gateway import Gateway
 from deployments.llm import LLMServer
+from deployments.model_registry import SurgeAppSettings, stable_version
 from deployments.retriever import Retriever
 from deployments.settings import AppSettings
 
 
 def build_app(args: dict[str, Any] | AppSettings | None = None) -> Application:
     settings = load_settings(args)
-    embedder = _stage(Embedder, settings.embedder.serve_options("Embedder")).bind(settings.embedder)
-    retriever = _stage(Retriever, settings.retriever.serve_options("Retriever")).bind(settings.retriever)
-    llm = _stage(LLMServer, settings.llm.serve_options("LLMServer")).bind(settings.llm)
-    gateway = _stage(Gateway, settings.gateway.serve_options("Gateway"))
-    return gateway.bind(settings, embedder, retriever, llm)
+    embedder = _stage(Embedder, settings.embedder.serve_options("Embedder"), settings.embedder).bind(
+        settings.embedder
+    )
+    retriever = _stage(Retriever, settings.retriever.serve_options("Retriever"), settings.retriever).bind(
+        settings.retriever
+    )
+    # One deployment per model version (`LLM_<name>_<version>`), each scaling on its own.
+    llms = {
+        version.key: _stage(LLMServer, version.serve_options(settings.deployment_of(version)), version).bind(
+            version
+        )
+        for version in settings.model_versions()
+    }
+    # Alias weights and shadows travel as the gateway's user_config: changing them is a `reconfigure`.
+    gateway_options = {**settings.gateway.serve_options("Gateway"), "user_config": settings.routing_config()}
+    gateway_settings = settings.model_copy(update={"aliases": {}})
+    gateway = _stage(Gateway, gateway_options, gateway_settings)
+    return gateway.bind(gateway_settings, embedder, retriever, llms)
 
 
-def _stage(deployment: object, options: dict[str, Any]) -> Deployment:
+def _stage(deployment: object, options: dict[str, Any], versioned_by: Any) -> Deployment:
     # The classes are `@serve.deployment`-decorated; type checkers can't see that a class decorator
     # turned them into Deployments, so check it here instead.
     if not isinstance(deployment, Deployment):
         raise TypeError(f"{deployment!r} is not a Serve deployment")
-    return deployment.options(**options)
+    # A version derived from the settings: `serve.run` of a changed app keeps the replicas of every
+    # deployment whose settings are unchanged (a serve-config deploy versions by its args instead).
+    return deployment.options(**options, version=stable_version(versioned_by), _internal=True)
 
 
-def load_settings(args: dict[str, Any] | AppSettings | None) -> AppSettings:
-    if isinstance(args, AppSettings):
+def load_settings(args: dict[str, Any] | AppSettings | None) -> SurgeAppSettings:
+    if isinstance(args, SurgeAppSettings):
         return args
+    if isinstance(args, AppSettings):
+        return SurgeAppSettings.model_validate(args.model_dump(exclude_unset=True))
     try:
-        return AppSettings.model_validate(args or {})
+        return SurgeAppSettings.model_validate(args or {})
     except ValidationError as error:
         # Serve prints this at load time; make it name the config section, not just the model.
         raise ValueError(f"invalid surge application args in the serve config:\n{error}") from None

@@ -31,6 +31,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments import openai_render
 from deployments.api_keys import ApiKeyAuth
 from deployments.flows import ChatFlow, CompletionFlow, DocumentFlow, EmbeddingFlow, OutcomeRecorder
+from deployments.flows.shadow import ShadowMirror
 from deployments.gateway_metrics import GatewayMetrics
 from deployments.http_guards import (
     PUBLIC_PATHS,
@@ -41,7 +42,9 @@ from deployments.http_guards import (
     install_error_handlers,
 )
 from deployments.inference_logging import InferenceLogger
-from deployments.model_router import ModelRouter
+from deployments.model_events import ModelEventLog
+from deployments.model_registry import AliasSettings, SurgeAppSettings
+from deployments.model_router import PIN_HEADER, VERSION_HEADER, ModelRouter, ServedVersion
 from deployments.openai_api import (
     ApiError,
     ChatCompletionRequest,
@@ -51,7 +54,7 @@ from deployments.openai_api import (
 )
 from deployments.principal import ANONYMOUS, Caller
 from deployments.rate_limits import RateLimiter
-from deployments.settings import AppSettings
+from deployments.rollback_guard import RollbackGuard
 from deployments.stage_client import (
     FAILED_STATUSES,
     EmbedderClient,
@@ -110,6 +113,9 @@ async def _released_at_end(body: AsyncIterator[Any], release: Callable[[], None]
         release()
 
 
+SESSION_HEADER = "x-surge-session"
+
+
 def caller(request: Request) -> Caller:
     return getattr(request.state, "caller", ANONYMOUS)
 
@@ -119,10 +125,10 @@ def caller(request: Request) -> Caller:
 class Gateway:
     def __init__(
         self,
-        settings: AppSettings,
+        settings: SurgeAppSettings,
         embedder: DeploymentHandle,
         retriever: DeploymentHandle,
-        llm: DeploymentHandle,
+        llms: dict[str, DeploymentHandle],
     ) -> None:
         gateway = settings.gateway
         self.auth = ApiKeyAuth(gateway)
@@ -134,26 +140,60 @@ class Gateway:
         waits = StageWaits(warm_s=gateway.stage_timeout_s, cold_s=gateway.cold_start_timeout_s)
         embedder_client = EmbedderClient("embedder", "Embedder", embedder, board, waits)
         retriever_client = RetrieverClient("retriever", "Retriever", retriever, board, waits)
-        llm_client = LLMClient(
-            "llm",
-            "LLMServer",
-            llm,
-            board,
-            waits,
-            autoscaling=settings.llm.autoscaling,
-            chain_wake=gateway.chain_wake,
-            idle_timeout_s=gateway.stream_idle_timeout_s,
-        )
-        llm_name = settings.llm.served_model_name
-        self.router = ModelRouter(llm_name, llm_client, settings.embedder.model)
-        outcomes = OutcomeRecorder(InferenceLogger(gateway.inference_log, llm_name), self.metrics, llm_name)
+        versions = [
+            ServedVersion(
+                key=version.key,
+                name=version.name,
+                llm=LLMClient(
+                    "llm" if settings.legacy else f"llm {version.key}",
+                    settings.deployment_of(version),
+                    llms[version.key],
+                    board,
+                    waits,
+                    autoscaling=version.autoscaling,
+                    chain_wake=gateway.chain_wake,
+                    idle_timeout_s=gateway.stream_idle_timeout_s,
+                ),
+                max_model_len=version.max_model_len,
+            )
+            for version in settings.model_versions()
+        ]
+        self.router = ModelRouter(versions, settings.embedder.model)
+        self.model_events = ModelEventLog(gateway.inference_log, source=f"gateway:{app_name}")
+        self.guard = RollbackGuard(self.router, self.model_events, settings.rollback_guard)
+        llm_name = settings.model_versions()[0].name
+        inference_log = InferenceLogger(gateway.inference_log, llm_name)
+        outcomes = OutcomeRecorder(inference_log, self.metrics, llm_name, observer=self.guard.observe)
+        self.shadows = ShadowMirror(inference_log, settings.shadow_queue_size, settings.shadow_concurrency)
         features = open_online_store(gateway.online_features) if gateway.online_features else None
-        self.chat = ChatFlow(settings, self.router, embedder_client, retriever_client, features, outcomes)
-        self.completion = CompletionFlow(gateway, self.router, outcomes)
+        self.chat = ChatFlow(
+            settings, self.router, embedder_client, retriever_client, features, outcomes, self.shadows
+        )
+        self.completion = CompletionFlow(gateway, self.router, outcomes, self.shadows)
         self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder)
         self.documents_flow = DocumentFlow(gateway, embedder_client, retriever_client)
         api.state.gateway = self
         api.add_middleware(BodySizeLimit, max_bytes=gateway.max_body_bytes)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Alias weights and shadows, applied in place by Serve (`user_config`): no replica restarts.
+
+        A table naming an unregistered version raises (Serve reports it on the Gateway) and the table in
+        force stays."""
+        aliases = {
+            name: AliasSettings.model_validate(spec)
+            for name, spec in (user_config.get("aliases") or {}).items()
+        }
+        before = {name: dict(route.weights.weights) for name, route in self.router.aliases.items()}
+        self.router.set_aliases(aliases)
+        after = {name: dict(spec.weights) for name, spec in aliases.items()}
+        if after != before:
+            self.model_events.publish(
+                "weights_changed",
+                actor=str(user_config.get("changed_by") or "serve-config"),
+                reason=str(user_config.get("reason") or "aliases in the Gateway's user_config changed"),
+                weights=after,
+            )
 
     # ---------------------------------------------------------------- health
 
@@ -204,16 +244,23 @@ class Gateway:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
-        generation = await self.chat.start(body, caller(request))
+        generation = await self.chat.start(body, caller(request), **version_choice(request))
+        headers = {VERSION_HEADER: generation.version}
         if body.stream:
             events = openai_render.chat_events(generation, body.include_usage_in_stream)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return await openai_render.chat_response(generation)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return JSONResponse(await openai_render.chat_response(generation), headers=headers)
 
     @api.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
-        generation = await self.completion.start(body, caller(request))
+        generation = await self.completion.start(body, caller(request), **version_choice(request))
+        headers = {VERSION_HEADER: generation.version}
         if body.stream:
             events = openai_render.completion_events(generation, body.include_usage_in_stream)
-            return StreamingResponse(events, media_type="text/event-stream")
-        return await openai_render.completion_response(generation)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return JSONResponse(await openai_render.completion_response(generation), headers=headers)
+
+
+def version_choice(request: Request) -> dict[str, str | None]:
+    """The operator's pinned version and the session key for stickiness (the body's `user` otherwise)."""
+    return {"pinned": request.headers.get(PIN_HEADER), "session": request.headers.get(SESSION_HEADER)}

@@ -63,13 +63,20 @@ class InferenceLogger:
         prompt_embedding: Sequence[float] | None = None,
         principal: str | None = None,
         tenant: str | None = None,
+        model: str | None = None,
+        model_version: str | None = None,
+        alias: str | None = None,
+        shadow: bool = False,
     ) -> None:
         if self._publisher is None:
             return
         record = InferenceLogRecord(
             request_id=uuid.uuid4().hex,
             route=route,
-            model=self.model,
+            model=model or self.model,
+            model_version=model_version or "1",
+            alias=alias,
+            shadow=shadow,
             status_code=status_code,
             latency_s=max(0.0, time.time() - arrived_at),
             ttft_s=ttft_s,

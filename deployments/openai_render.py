@@ -50,7 +50,7 @@ async def chat_response(generation: Generation) -> dict[str, Any]:
         ],
         "usage": usage(last["prompt_tokens"], last["completion_tokens"]),
         **generation.extra,
-        "surge": {"timings": generation.timeline.marks},
+        "surge": {"timings": generation.timeline.marks, "version": generation.version},
     }
 
 
@@ -63,12 +63,13 @@ async def chat_events(generation: Generation, include_usage: bool) -> AsyncItera
         )
         async for delta in generation.deltas:
             last = delta
-            yield sse(chat_chunk(completion_id, model, {"content": delta["text"]}, delta["finish_reason"]))
+            chunk = chat_chunk(completion_id, model, {"content": delta["text"]}, delta["finish_reason"])
+            yield sse(_with_version(chunk, delta, generation.version))
         if include_usage:
             final = chat_chunk(completion_id, model, {}, None)
             final["choices"] = []
             final["usage"] = usage(last["prompt_tokens"], last["completion_tokens"])
-            final["surge"] = {"timings": generation.timeline.marks}
+            final["surge"] = {"timings": generation.timeline.marks, "version": generation.version}
             yield sse(final)
     except Exception as exc:
         yield _error_event(exc)
@@ -84,7 +85,7 @@ async def completion_response(generation: Generation) -> dict[str, Any]:
         "model": generation.model,
         "choices": [{"index": 0, "text": text, "finish_reason": last["finish_reason"], "logprobs": None}],
         "usage": usage(last["prompt_tokens"], last["completion_tokens"]),
-        "surge": {"timings": generation.timeline.marks},
+        "surge": {"timings": generation.timeline.marks, "version": generation.version},
     }
 
 
@@ -94,7 +95,8 @@ async def completion_events(generation: Generation, include_usage: bool) -> Asyn
     try:
         async for delta in generation.deltas:
             last = delta
-            yield sse(completion_chunk(completion_id, model, delta["text"], delta["finish_reason"]))
+            chunk = completion_chunk(completion_id, model, delta["text"], delta["finish_reason"])
+            yield sse(_with_version(chunk, delta, generation.version))
         if include_usage:
             final = completion_chunk(completion_id, model, "", None)
             final["choices"] = []
@@ -103,6 +105,13 @@ async def completion_events(generation: Generation, include_usage: bool) -> Asyn
     except Exception as exc:
         yield _error_event(exc)
     yield DONE
+
+
+def _with_version(chunk: dict[str, Any], delta: dict[str, Any], version: str) -> dict[str, Any]:
+    # The chunk that finishes the choice says which version answered (streams without usage too).
+    if delta["finish_reason"] is not None:
+        chunk["surge"] = {"version": version}
+    return chunk
 
 
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:

@@ -114,6 +114,23 @@ class InferenceLogRecord(Record):
     prompt: str | None = Field(None, description="Raw prompt; only when the gateway's include_prompt is on.")
     principal: str | None = Field(None, description="Name of the API key's principal (never the key).")
     tenant: str | None = Field(None, description="Tenant of the principal.")
+    shadow: bool = Field(False, description="A mirrored request to a shadow version (no caller saw it).")
+    alias: str | None = Field(None, description="Alias the request named, when it came through one.")
+
+
+class ModelEventRecord(Record):
+    """Published to model-events on every model-lifecycle change: deploy, weight change, rollback."""
+
+    timestamp: AwareDatetime = Field(default_factory=utc_now, description="When the change happened.")
+    event: Literal["deployed", "weights_changed", "rollback"] = Field(description="What changed.")
+    alias: str | None = Field(None, description="Alias whose weights changed (weights_changed, rollback).")
+    version: str | None = Field(None, description="`name@version` concerned (rollback: the canary).")
+    weights: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Alias -> version -> weight after the change."
+    )
+    actor: str = Field(min_length=1, description="Who made it: a person, 'serve-config' or 'rollback-guard'.")
+    reason: str = Field(min_length=1, description="Why, in words (a rollback names the breached threshold).")
+    source: str = Field(description="Which process published it (e.g. gateway:<app>).")
 
 
 class DriftAlertRecord(Record):

@@ -16,6 +16,7 @@ from surge_core.records import (
     DriftAlertRecord,
     EventRecord,
     InferenceLogRecord,
+    ModelEventRecord,
 )
 
 
@@ -53,7 +54,12 @@ EVENTS = TopicSpec("events", 4, TypeAdapter(EventRecord), key_field="entity_id")
 INFERENCE_LOG = TopicSpec("inference-log", 2, TypeAdapter(InferenceLogRecord), key_field="model")
 DRIFT_ALERTS = TopicSpec("drift-alerts", 1, TypeAdapter(DriftAlertRecord), key_field="model", consumed=False)
 
-TOPICS: dict[str, TopicSpec] = {t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS)}
+# Model-lifecycle changes (deploy, weight change, rollback), keyed by alias; an audit trail, not consumed.
+MODEL_EVENTS = TopicSpec("model-events", 1, TypeAdapter(ModelEventRecord), key_field="alias", consumed=False)
+
+TOPICS: dict[str, TopicSpec] = {
+    t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS, MODEL_EVENTS)
+}
 
 
 def topic_specs(prefix: str = "") -> dict[str, TopicSpec]:

@@ -19,6 +19,7 @@ from typing import Any
 from deployments import rag
 from deployments.flows.embeddings import check_texts
 from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
+from deployments.flows.shadow import ShadowMirror, mirror
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, ChatCompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
@@ -42,6 +43,7 @@ class ChatFlow:
         retriever: RetrieverClient,
         features: OnlineFeatureStore | None,
         outcomes: OutcomeRecorder,
+        shadows: ShadowMirror | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -49,9 +51,16 @@ class ChatFlow:
         self.retriever = retriever
         self.features = features
         self.outcomes = outcomes
+        self.shadows = shadows
 
-    async def start(self, body: ChatCompletionRequest, caller: Caller = ANONYMOUS) -> Generation:
-        route = self.router.llm_route(body.model)
+    async def start(
+        self,
+        body: ChatCompletionRequest,
+        caller: Caller = ANONYMOUS,
+        pinned: str | None = None,
+        session: str | None = None,
+    ) -> Generation:
+        route = self.router.llm_route(body.model, sticky_key=session or body.user, pinned=pinned)
         wants_rag = route.rag or body.retrieval is not None
         if wants_rag:
             caller.principal.require("documents:read", param="retrieval")
@@ -68,20 +77,26 @@ class ChatFlow:
         if features is not None:
             extra["features"] = rag.prompt_features(features)
         if wants_rag or features is not None:
-            context_budget = max(400, (self.settings.llm.max_model_len - max_tokens) * 2)
+            context_budget = max(400, (route.max_model_len - max_tokens) * 2)
             context = rag.context_block(hits if wants_rag else None, features, body.user, context_budget)
             messages = rag.with_context(messages, context)
         prompt = "\n".join(m.text() for m in body.messages)
+        request = llm_request(body, max_tokens, messages=messages)
+        mirror(self.shadows, route, request, ROUTE, prompt, caller)
         recorded = await started(
-            route.llm.generate(llm_request(body, max_tokens, messages=messages), wake, timeline),
+            route.llm.generate(request, wake, timeline),
             self.outcomes,
             route=ROUTE,
             prompt=prompt,
             timeline=timeline,
             hits=hits,
             caller=caller,
+            version=route.version,
+            alias=route.alias,
         )
-        return Generation(model=body.model, deltas=recorded, timeline=timeline, extra=extra)
+        return Generation(
+            model=body.model, deltas=recorded, timeline=timeline, extra=extra, version=route.version
+        )
 
     async def _user_features(
         self, user: str | None, tenant: str, timeline: Timeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
+from deployments.flows.shadow import ShadowMirror, mirror
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, CompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
@@ -13,25 +14,42 @@ ROUTE = "/v1/completions"
 
 
 class CompletionFlow:
-    def __init__(self, settings: GatewaySettings, router: ModelRouter, outcomes: OutcomeRecorder) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        router: ModelRouter,
+        outcomes: OutcomeRecorder,
+        shadows: ShadowMirror | None = None,
+    ) -> None:
         self.settings = settings
         self.router = router
         self.outcomes = outcomes
+        self.shadows = shadows
 
-    async def start(self, body: CompletionRequest, caller: Caller = ANONYMOUS) -> Generation:
-        route = self.router.llm_route(body.model)
+    async def start(
+        self,
+        body: CompletionRequest,
+        caller: Caller = ANONYMOUS,
+        pinned: str | None = None,
+        session: str | None = None,
+    ) -> Generation:
+        route = self.router.llm_route(body.model, sticky_key=session or body.user, pinned=pinned)
         if route.rag or body.retrieval is not None:
             raise ApiError(400, "RAG is available on /v1/chat/completions", param="model")
         max_tokens = check_limits(body, self.settings)
         timeline = Timeline()
         wake = route.llm.maybe_wake(timeline)
+        request = llm_request(body, max_tokens, prompt=body.prompt)
+        mirror(self.shadows, route, request, ROUTE, body.prompt, caller)
         recorded = await started(
-            route.llm.generate(llm_request(body, max_tokens, prompt=body.prompt), wake, timeline),
+            route.llm.generate(request, wake, timeline),
             self.outcomes,
             route=ROUTE,
             prompt=body.prompt,
             timeline=timeline,
             hits=[],
             caller=caller,
+            version=route.version,
+            alias=route.alias,
         )
-        return Generation(model=body.model, deltas=recorded, timeline=timeline)
+        return Generation(model=body.model, deltas=recorded, timeline=timeline, version=route.version)

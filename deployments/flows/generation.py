@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ class Generation:
     deltas: AsyncIterator[dict[str, Any]]
     timeline: Timeline
     extra: dict[str, Any] = field(default_factory=dict)
+    # The `name@version` that answered (the `x-surge-model-version` header and `surge.version`).
+    version: str = ""
 
     async def collect(self) -> tuple[str, dict[str, Any]]:
         """The whole text and the last delta (finish reason and token counts)."""
@@ -41,10 +43,18 @@ class Generation:
 class OutcomeRecorder:
     """Records each finished generation: one inference-log record and the token counters."""
 
-    def __init__(self, inference_log: InferenceLogger, metrics: Any, model: str) -> None:
+    def __init__(
+        self,
+        inference_log: InferenceLogger,
+        metrics: Any,
+        model: str,
+        observer: Callable[[str, int, float | None], None] | None = None,
+    ) -> None:
         self.inference_log = inference_log
         self.metrics = metrics
         self.model = model
+        # Told (version, status, ttft_s) of every finished generation: the rollback guard.
+        self.observer = observer
 
     async def recorded(
         self,
@@ -55,6 +65,8 @@ class OutcomeRecorder:
         timeline: Timeline,
         hits: list[dict[str, Any]],
         caller: Caller = ANONYMOUS,
+        version: str = "",
+        alias: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome,
         named by the caller's principal, and charge its tokens to the principal's token bucket."""
@@ -86,7 +98,12 @@ class OutcomeRecorder:
                 prompt_embedding=timeline.query_embedding,
                 principal=caller.principal.name,
                 tenant=caller.principal.tenant,
+                model=version.split("@")[0] or None,
+                model_version=version.partition("@")[2] or None,
+                alias=alias,
             )
+            if self.observer is not None:
+                self.observer(version, status, timeline.marks.get("first_token"))
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
 
 
@@ -99,6 +116,8 @@ async def started(
     timeline: Timeline,
     hits: list[dict[str, Any]],
     caller: Caller,
+    version: str = "",
+    alias: str | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Await the start of a generation (its first delta); a failure before it (the replica died, the
     prompt does not fit) is recorded like one during the stream, then raised: every request is logged."""
@@ -107,11 +126,27 @@ async def started(
     except ApiError as error:
         empty = _failing(error)
         async for _ in outcomes.recorded(
-            empty, route=route, prompt=prompt, timeline=timeline, hits=hits, caller=caller
+            empty,
+            route=route,
+            prompt=prompt,
+            timeline=timeline,
+            hits=hits,
+            caller=caller,
+            version=version,
+            alias=alias,
         ):
             pass
         raise
-    return outcomes.recorded(deltas, route=route, prompt=prompt, timeline=timeline, hits=hits, caller=caller)
+    return outcomes.recorded(
+        deltas,
+        route=route,
+        prompt=prompt,
+        timeline=timeline,
+        hits=hits,
+        caller=caller,
+        version=version,
+        alias=alias,
+    )
 
 
 async def _failing(error: ApiError) -> AsyncIterator[dict[str, Any]]:

@@ -33,7 +33,16 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.api_keys",
         },
     ),
-    ("flows", {"deployments.flows", "deployments.rag", "deployments.inference_logging"}),
+    (
+        "flows",
+        {
+            "deployments.flows",
+            "deployments.rag",
+            "deployments.inference_logging",
+            "deployments.model_events",
+            "deployments.rollback_guard",
+        },
+    ),
     (
         "routing and stage clients",
         {"deployments.model_router", "deployments.stage_client", "deployments.request_timeline"},
@@ -47,6 +56,9 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.observability",
             "deployments.principal",
             "deployments.rate_limits",
+            "deployments.model_registry",
+            "deployments.routing_weights",
+            "deployments.rollback_policy",
         },
     ),
 ]

@@ -109,7 +109,7 @@ class Recorded:
 
 def _flows(calls: Calls, recorded: Recorded) -> tuple[ChatFlow, CompletionFlow, FakeLLM]:
     llm = FakeLLM(calls)
-    router = ModelRouter("m", llm, "all-MiniLM-L6-v2")  # type: ignore[arg-type]
+    router = ModelRouter.single("m", llm, "all-MiniLM-L6-v2")  # type: ignore[arg-type]
     metrics = type("M", (), {"tokens": lambda self, *a: recorded.tokens_for(*a)})()
     outcomes = OutcomeRecorder(recorded, metrics, "m")  # type: ignore[arg-type]
     chat = ChatFlow(
@@ -164,7 +164,7 @@ def test_completions_refuse_rag_and_unknown_models_get_a_404_naming_what_is_serv
     _, completion, _ = _flows(calls, recorded)
     with pytest.raises(ApiError, match="RAG is available on /v1/chat/completions"):
         asyncio.run(completion.start(CompletionRequest.model_validate({"model": "rag/m", "prompt": "hi"})))
-    with pytest.raises(ApiError, match=r"model 'gpt-4' is not served here; use 'm'") as caught:
+    with pytest.raises(ApiError, match=r"model 'gpt-4' is not served here; use one of: 'm', 'm@1'") as caught:
         asyncio.run(completion.start(CompletionRequest.model_validate({"model": "gpt-4", "prompt": "hi"})))
     assert caught.value.status_code == 404
     assert calls == []  # nothing reached a stage
@@ -172,7 +172,7 @@ def test_completions_refuse_rag_and_unknown_models_get_a_404_naming_what_is_serv
 
 def test_embeddings_check_inputs_before_calling_the_embedder() -> None:
     calls = Calls()
-    router = ModelRouter("m", FakeLLM(calls), "all-MiniLM-L6-v2")  # type: ignore[arg-type]
+    router = ModelRouter.single("m", FakeLLM(calls), "all-MiniLM-L6-v2")  # type: ignore[arg-type]
     flow = EmbeddingFlow(router, FakeEmbedder(calls), SETTINGS.embedder)  # type: ignore[arg-type]
     with pytest.raises(ApiError, match=r"input\[1\] is empty"):
         asyncio.run(

@@ -1,0 +1,127 @@
+"""Shadow traffic: a share of an alias's requests mirrored to a shadow version, fire and forget.
+
+The caller's request never waits for, fails with or changes because of its shadow: `mirror` only puts a
+copy in a bounded queue (`put_nowait`; a full queue drops the copy and counts it), and a few background
+workers send the copies to the shadow's own deployment, so the shadow takes no capacity from the primary.
+Each shadow result goes to the inference log marked `shadow: true` (model and version of the shadow, the
+alias it mirrors), where `surge compare` sets it against the primary's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from deployments.inference_logging import InferenceLogger
+from deployments.model_router import LLMRoute, ServedVersion
+from deployments.openai_api import ApiError, new_id
+from deployments.principal import Caller
+from deployments.request_timeline import Timeline
+
+logger = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    shadow: ServedVersion
+    request: dict[str, Any]
+    route: str
+    prompt: str
+    alias: str | None
+    caller: Caller
+
+
+class ShadowMirror:
+    def __init__(self, inference_log: InferenceLogger, queue_size: int, concurrency: int) -> None:
+        self.inference_log = inference_log
+        self.queue_size = queue_size
+        self.concurrency = concurrency
+        self._queue: asyncio.Queue[ShadowJob] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self.mirrored = self.dropped = self.answered = self.failed = 0
+
+    def mirror(self, job: ShadowJob) -> None:
+        """Queue a copy for the shadow; never waits, never raises."""
+        try:
+            if self._queue is None:
+                # Created in the serving loop on first use (the constructor may run outside it).
+                self._queue = asyncio.Queue(maxsize=self.queue_size)
+                self._workers = [asyncio.ensure_future(self._work()) for _ in range(self.concurrency)]
+            self._queue.put_nowait(job)
+            self.mirrored += 1
+        except asyncio.QueueFull:
+            self.dropped += 1
+        except Exception:
+            self.dropped += 1
+            logger.warning("shadow: could not queue a mirrored request", exc_info=True)
+
+    def stats(self) -> dict[str, int]:
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return {
+            "mirrored": self.mirrored,
+            "dropped": self.dropped,
+            "answered": self.answered,
+            "failed": self.failed,
+            "queued": queued,
+        }
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._run(job)
+            except Exception:  # a worker must survive anything a shadow does
+                logger.warning("shadow: a mirrored request failed unexpectedly", exc_info=True)
+            finally:
+                self._queue.task_done()
+
+    async def _run(self, job: ShadowJob) -> None:
+        timeline = Timeline()
+        request = {**job.request, "request_id": new_id("shadow")}
+        last: dict[str, Any] = {}
+        status = 500
+        try:
+            deltas = await job.shadow.llm.generate(request, None, timeline)
+            async for delta in deltas:
+                last = delta
+            status = 200
+        except ApiError as error:
+            status = error.status_code
+        except Exception:
+            status = 500
+        if status == 200:
+            self.answered += 1
+        else:
+            self.failed += 1
+        self.inference_log.record(
+            route=job.route,
+            status_code=status,
+            arrived_at=timeline.arrived,
+            ttft_s=timeline.marks.get("first_token"),
+            prompt_tokens=last.get("prompt_tokens", 0),
+            completion_tokens=last.get("completion_tokens", 0),
+            retrieval_scores=[],
+            prompt=job.prompt,
+            principal=job.caller.principal.name,
+            tenant=job.caller.principal.tenant,
+            model=job.shadow.name,
+            model_version=job.shadow.key.partition("@")[2],
+            alias=job.alias,
+            shadow=True,
+        )
+
+
+def mirror(
+    shadows: ShadowMirror | None,
+    route: LLMRoute,
+    request: dict[str, Any],
+    route_name: str,
+    prompt: str,
+    caller: Caller,
+) -> None:
+    """Mirror the request when the router picked a shadow for it (a no-op otherwise)."""
+    if shadows is not None and route.shadow is not None:
+        shadows.mirror(ShadowJob(route.shadow, dict(request), route_name, prompt, route.alias, caller))
