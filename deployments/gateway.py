@@ -120,6 +120,11 @@ def caller(request: Request) -> Caller:
     return getattr(request.state, "caller", ANONYMOUS)
 
 
+def version_choice(request: Request) -> dict[str, str | None]:
+    """The operator's pinned version and the session key for stickiness (the body's `user` otherwise)."""
+    return {"pinned": request.headers.get(PIN_HEADER), "session": request.headers.get(SESSION_HEADER)}
+
+
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
@@ -259,8 +264,3 @@ class Gateway:
             events = openai_render.completion_events(generation, body.include_usage_in_stream)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         return JSONResponse(await openai_render.completion_response(generation), headers=headers)
-
-
-def version_choice(request: Request) -> dict[str, str | None]:
-    """The operator's pinned version and the session key for stickiness (the body's `user` otherwise)."""
-    return {"pinned": request.headers.get(PIN_HEADER), "session": request.headers.get(SESSION_HEADER)}
