@@ -160,6 +160,7 @@ class Gateway:
                     idle_timeout_s=gateway.stream_idle_timeout_s,
                 ),
                 max_model_len=version.max_model_len,
+                lora_adapters=tuple(a.name for a in version.lora_adapters),
             )
             for version in settings.model_versions()
         ]

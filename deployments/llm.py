@@ -64,6 +64,7 @@ class GenerateRequest(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     stop: list[str] = Field(default_factory=list, description="Strings that end the generation.")
     seed: int | None = Field(None, description="Seed for reproducible sampling.")
+    lora_adapter: str | None = Field(None, description="LoRA adapter of this version to apply.")
     request_id: str = Field(
         default_factory=lambda: uuid.uuid4().hex, min_length=1, description="Id used to abort the request."
     )
@@ -83,6 +84,7 @@ class GenerateRequest(BaseModel):
             top_p=self.top_p,
             stop=tuple(self.stop),
             seed=self.seed,
+            lora_adapter=self.lora_adapter,
         )
 
 

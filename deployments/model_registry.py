@@ -24,7 +24,7 @@ import hashlib
 import re
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -72,7 +72,9 @@ class ModelVersionSettings(LLMSettings):
     lora_adapters: list[LoRAAdapterSettings] = Field(
         default_factory=list, description="LoRA adapters on this base model (engine 'vllm' only)."
     )
-    max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank vLLM reserves room for.")
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        16, description="Largest adapter rank vLLM reserves room for (one of vLLM's supported ranks)."
+    )
 
     @field_validator("version", mode="before")
     @classmethod

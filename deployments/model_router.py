@@ -4,6 +4,7 @@ Names a client may use:
 - `name@version` (a registered version, e.g. `smollm2@2`);
 - an alias (`chat`): a weighted, sticky choice among versions (`deployments.routing_weights`);
 - a bare model name (`smollm2`): the version listed first for that name in `models:`;
+- any of these with `:<adapter>` for one of the version's LoRA adapters (`smollm2@2:support`);
 - any of these behind `rag/` (retrieval-augmented);
 - the embedding model's name (embeddings only).
 
@@ -35,6 +36,7 @@ class ServedVersion:
     name: str
     llm: LLMClient
     max_model_len: int
+    lora_adapters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class LLMRoute:
     alias: str | None = None
     max_model_len: int = 512
     shadow: ServedVersion | None = None
+    lora_adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ class ModelRouter:
     def llm_route(self, model: str, sticky_key: str | None = None, pinned: str | None = None) -> LLMRoute:
         """Resolve a chat/completions `model` (and an optional pinned version); 404 naming the model."""
         rag = model.startswith(RAG_MODEL_PREFIX)
-        base = model.removeprefix(RAG_MODEL_PREFIX)
+        base, _, adapter = model.removeprefix(RAG_MODEL_PREFIX).partition(":")
         alias = self.aliases.get(base)
         if base in self.versions:
             key = base
@@ -131,6 +134,13 @@ class ModelRouter:
         else:
             key = self.default_of_name[base]
         served = self.versions[key]
+        if adapter and adapter not in served.lora_adapters:
+            raise ApiError(
+                404,
+                f"model {model!r}: {key} has no LoRA adapter {adapter!r}",
+                param="model",
+                error_type="model_not_found",
+            )
         return LLMRoute(
             requested=model,
             served_name=served.name,
@@ -140,6 +150,7 @@ class ModelRouter:
             alias=base if alias is not None else None,
             max_model_len=served.max_model_len,
             shadow=self._shadow_for(alias, key),
+            lora_adapter=adapter or None,
         )
 
     def _shadow_for(self, alias: AliasRoute | None, chosen: str) -> ServedVersion | None:

@@ -34,6 +34,8 @@ class SamplingSettings:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # A LoRA adapter of this model version to apply (vLLM only; see deployments.model_registry).
+    lora_adapter: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:

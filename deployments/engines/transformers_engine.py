@@ -85,6 +85,8 @@ class TransformersEngine(LLMEngine):
     ) -> AsyncIterator[GenerationDelta]:
         if self._failure is not None or self._worker is None:
             raise RuntimeError(f"transformers engine is not serving: {self._failure!r}")
+        if sampling.lora_adapter is not None:
+            raise InvalidRequestError("the transformers engine serves no LoRA adapters; use engine 'vllm'")
         if request_id in self._requests:
             raise InvalidRequestError(f"request_id {request_id!r} is already running")
         prompt_ids = self._tokenizer(prompt, add_special_tokens=True).input_ids

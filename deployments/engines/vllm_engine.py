@@ -128,7 +128,30 @@ class VLLMEngine(LLMEngine):
             generation_config="vllm",
             disable_log_stats=True,
             enable_log_requests=False,
+            **self.lora_engine_args(),
         )
+
+    def lora_engine_args(self) -> dict[str, Any]:
+        """vLLM's LoRA switches when the version lists adapters (`models[].lora_adapters`), else none."""
+        adapters = getattr(self.settings, "lora_adapters", [])
+        if not adapters:
+            return {}
+        return {
+            "enable_lora": True,
+            "max_loras": len(adapters),
+            "max_lora_rank": getattr(self.settings, "max_lora_rank", 16),
+        }
+
+    def lora_request(self, name: str | None) -> Any:
+        """vLLM's LoRARequest for a named adapter of this version (ids are 1-based positions)."""
+        if name is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        for position, adapter in enumerate(getattr(self.settings, "lora_adapters", []), start=1):
+            if adapter.name == name:
+                return LoRARequest(adapter.name, position, adapter.path)
+        raise InvalidRequestError(f"lora adapter {name!r} is not configured for this model version")
 
     async def start(self) -> None:
         apply_engine_environment(self.settings)
@@ -166,7 +189,8 @@ class VLLMEngine(LLMEngine):
         )
         prompt_tokens = 0
         completion_tokens = 0
-        stream = self._engine.generate({"prompt": prompt}, params, request_id)
+        lora = self.lora_request(sampling.lora_adapter)
+        stream = self._engine.generate({"prompt": prompt}, params, request_id, lora_request=lora)
         # aclosing: when our caller stops early, vLLM's generator is closed too, and it aborts the request.
         async with contextlib.aclosing(stream):
             try:

@@ -81,7 +81,7 @@ class ChatFlow:
             context = rag.context_block(hits if wants_rag else None, features, body.user, context_budget)
             messages = rag.with_context(messages, context)
         prompt = "\n".join(m.text() for m in body.messages)
-        request = llm_request(body, max_tokens, messages=messages)
+        request = llm_request(body, max_tokens, messages=messages, lora_adapter=route.lora_adapter)
         mirror(self.shadows, route, request, ROUTE, prompt, caller)
         recorded = await started(
             route.llm.generate(request, wake, timeline),

@@ -39,7 +39,7 @@ class CompletionFlow:
         max_tokens = check_limits(body, self.settings)
         timeline = Timeline()
         wake = route.llm.maybe_wake(timeline)
-        request = llm_request(body, max_tokens, prompt=body.prompt)
+        request = llm_request(body, max_tokens, prompt=body.prompt, lora_adapter=route.lora_adapter)
         mirror(self.shadows, route, request, ROUTE, body.prompt, caller)
         recorded = await started(
             route.llm.generate(request, wake, timeline),
