@@ -166,6 +166,7 @@ class Gateway:
         ]
         self.router = ModelRouter(versions, settings.embedder.model)
         self.model_events = ModelEventLog(gateway.inference_log, source=f"gateway:{app_name}")
+        self._deployed = False
         self.guard = RollbackGuard(self.router, self.model_events, settings.rollback_guard)
         llm_name = settings.model_versions()[0].name
         inference_log = InferenceLogger(gateway.inference_log, llm_name)
@@ -193,10 +194,18 @@ class Gateway:
         before = {name: dict(route.weights.weights) for name, route in self.router.aliases.items()}
         self.router.set_aliases(aliases)
         after = {name: dict(spec.weights) for name, spec in aliases.items()}
-        if after != before:
+        actor = str(user_config.get("changed_by") or "serve-config")
+        if not self._deployed:
+            # The first configuration of this replica: a deploy (one record per gateway replica).
+            self._deployed = True
+            versions = ", ".join(self.router.versions)
+            self.model_events.publish(
+                "deployed", actor=actor, reason=f"gateway serving {versions}", weights=after
+            )
+        elif after != before:
             self.model_events.publish(
                 "weights_changed",
-                actor=str(user_config.get("changed_by") or "serve-config"),
+                actor=actor,
                 reason=str(user_config.get("reason") or "aliases in the Gateway's user_config changed"),
                 weights=after,
             )
