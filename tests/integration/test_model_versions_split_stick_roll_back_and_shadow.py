@@ -26,16 +26,19 @@ from tests.kafka_helpers import read_topic, wait_for
 
 APP, PREFIX = "surge-models", "/models"
 TOPIC_PREFIX = "models-test."
+# Versions stay up for the whole module (a cold start costs 10-50 s on a busy 2-core machine), except
+# tiny@2, which goes to zero 10 s after its last request: the scale-to-zero test watches it.
 SCALE = {
     "min_replicas": 0,
     "max_replicas": 1,
     "target_ongoing_requests": 4,
     "upscale_delay_s": 0,
-    "downscale_delay_s": 10,
-    "downscale_to_zero_delay_s": 10,
+    "downscale_delay_s": 600,
+    "downscale_to_zero_delay_s": 600,
     "look_back_period_s": 2,
     "metrics_interval_s": 0.5,
 }
+SCALE_TO_ZERO_FAST = {**SCALE, "downscale_delay_s": 10, "downscale_to_zero_delay_s": 10}
 
 
 def _broken_copy(tiny: Path, dest: Path) -> Path:
@@ -79,7 +82,13 @@ def models_args(
         },
         "models": [
             {**version, "name": "tiny", "version": "1", "model": str(tiny)},
-            {**version, "name": "tiny", "version": "2", "model": str(tiny)},
+            {
+                **version,
+                "name": "tiny",
+                "version": "2",
+                "model": str(tiny),
+                "autoscaling": SCALE_TO_ZERO_FAST,
+            },
             {**version, "name": "shadowy", "version": "1", "model": str(tiny)},
             {**version, "name": "broken", "version": "1", "model": str(broken)},
         ],
@@ -128,7 +137,7 @@ class ModelsApp:
             timeout=180,
         )
 
-    def versions_of(self, model: str, users: list[str], concurrency: int = 8) -> dict[str, str]:
+    def versions_of(self, model: str, users: list[str], concurrency: int = 16) -> dict[str, str]:
         """user -> the version that answered (all answered 200), `concurrency` requests at a time."""
 
         async def run() -> dict[str, str]:
