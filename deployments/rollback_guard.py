@@ -43,7 +43,8 @@ class RollbackGuard:
             weights = route.weights.weights
             if weights.get(version, 0) <= 0:
                 continue
-            primary = max(sorted(weights), key=lambda v: weights[v])
+            # The primary: the highest weight, the first listed on a tie (`max` keeps the first maximum).
+            primary = max(weights, key=lambda v: weights[v])
             if version == primary:
                 continue
             reason = self.policy.breached(self._summary(version), self._summary(primary))

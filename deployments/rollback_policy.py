@@ -1,6 +1,7 @@
 """When the rollback guard pulls a canary: a small, validated, immutable policy value.
 
-Over the last `window_s` seconds, for the canary `c` and the alias's primary `p` (its highest weight):
+Over the last `window_s` seconds, for a canary `c` (any other version with a positive weight) and the alias's
+primary `p` (its highest weight; on a tie, the version listed first):
 
     err_x  = failed / finished requests of x            (a 5xx, or a stream that failed; 4xx are the caller's)
     p95_x  = 95th percentile of x's time to first token

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipelines.model_compare import read_inference_log, summarise
 from surge_core.kafka_settings import KafkaSettings
 from tests.fixtures_serve import TEST_API_KEY, replicas_running
 from tests.kafka_helpers import read_topic, wait_for
@@ -306,6 +307,11 @@ def test_the_shadow_gets_every_mirrored_request_and_callers_do_not_wait_or_fail_
     wait_for(lambda: len(shadow_records("shadowy@1")) >= 45, 60, "45 shadow records of shadowy@1")
     shadows = shadow_records("shadowy@1")
     assert len(shadows) == 45 and all(r["status_code"] == 200 and r["alias"] == "mirrored" for r in shadows)
+    # `surge compare` sets the shadow against the primary from the same topic.
+    report = summarise(read_inference_log(models_app.kafka, f"{TOPIC_PREFIX}inference-log"))
+    rows = {(row["version"], row["shadow"]): row for row in report["mirrored"]}
+    assert rows[("shadowy@1", True)]["requests"] == 45 and rows[("tiny@1", False)]["requests"] >= 45
+    assert rows[("shadowy@1", True)]["error_rate"] == 0
 
     # A failing shadow changes nothing for callers; its failures are logged as the shadow's.
     answers = [models_app.chat("badly-mirrored", f"u{i}") for i in range(10)]

@@ -76,3 +76,12 @@ def test_the_primary_is_never_rolled_back() -> None:
 def test_the_policy_refuses_impossible_thresholds(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         RollbackPolicy.model_validate({field: value})
+
+
+def test_on_equal_weights_the_first_listed_version_is_the_primary() -> None:
+    guard, router, events = _guard()
+    router.set_aliases({"chat": AliasSettings(weights={"m@2": 50, "m@1": 50})})
+    for i in range(20):
+        guard.observe("m@2", 200, 0.1, now=i)
+        guard.observe("m@1", 502, None, now=i)
+    assert router.aliases["chat"].weights.weights["m@1"] == 0 and events.published[0]["version"] == "m@1"
