@@ -81,6 +81,11 @@ class SurgeAutoscalingPolicy:
         state.update({"surge_demand": demand, "surge_floor": floor})
         return max(demand, float(floor)), state
 
+    @property
+    def models(self) -> dict[str, ArrivalModel]:
+        """What the learned warmer knows now, per `<app>__<deployment>` (read-only view for reports)."""
+        return dict(self._models)
+
     def decide(self, view: LoadView, model: ArrivalModel | None = None) -> float:
         """The decision without Serve (benchmarks and the simulator use the same values)."""
         floor = max((w.floor(view.now, model) for w in self.warmers), default=0)
