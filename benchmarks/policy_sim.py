@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmarks import _harness as h
 from benchmarks.autoscale_sim import Calibration
-from benchmarks.elastic_workloads import MONDAY_EPOCH_S, BusinessDays, Workload, business_days, natural
+from benchmarks.elastic_workloads import DAY_S, MONDAY_EPOCH_S, BusinessDays, Workload, business_days, natural
 from benchmarks.traces import DEFAULT_TRACE, TRACES_DIR, load_trace
 from deployments.autoscaling import stats
 from deployments.autoscaling.serve_policy import SurgeAutoscalingPolicy, load_view
@@ -53,6 +53,9 @@ class PolicyRun:
     warm_hits_scored: int = 0
     scored_ttft_s: list[float] = field(default_factory=list)
     scored_replica_seconds: float = 0.0
+    # Per day of the scored span: replica-seconds and TTFTs, for the spread between days.
+    day_replica_seconds: dict[int, float] = field(default_factory=dict)
+    day_ttft_s: dict[int, list[float]] = field(default_factory=dict)
 
     def slo_share(self, slo_s: float, scored: bool = False) -> float:
         values = self.scored_ttft_s if scored else self.ttft_s
@@ -147,6 +150,7 @@ def _run(
                 run.ttft_s.append(ttft)
                 if scored:
                     run.scored_ttft_s.append(ttft)
+                    run.day_ttft_s.setdefault(int(now // DAY_S), []).append(ttft)
                 # What the replica reports: from reaching it (not from the handle's queue or a cold start).
                 recent_ttft.append((now, cal.ttft_warm_s + max(0.0, now - started)))
                 r.busy.append(started + cal.service_s(tokens))
@@ -221,8 +225,26 @@ def _run(
         run.idle_warm_s += sum(1 for r in replicas if not r.busy and r.ready_at <= now) * step
         if scored:
             run.scored_replica_seconds += len(replicas) * step
+            day = int(now // DAY_S)
+            run.day_replica_seconds[day] = run.day_replica_seconds.get(day, 0.0) + len(replicas) * step
         now += step
     return run
+
+
+def day_spread(run: PolicyRun, always_on: PolicyRun, slo_s: float) -> dict[str, Any]:
+    """Each scored day's replica-seconds / always-on and SLO share, with their spread (min, mean, max)."""
+    days = sorted(run.day_replica_seconds)
+    ratios = [run.day_replica_seconds[d] / always_on.day_replica_seconds[d] for d in days]
+    shares = [
+        sum(t <= slo_s for t in run.day_ttft_s[d]) / len(run.day_ttft_s[d])
+        for d in days
+        if run.day_ttft_s.get(d)
+    ]
+    return {
+        "days": days,
+        "replica_seconds_vs_always_on": spread(ratios) if ratios else None,
+        "slo_share": spread(shares) if shares else None,
+    }
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -306,14 +328,20 @@ def main(argv: list[str] | None = None) -> Path:
             base = always_on.scored_replica_seconds if scored else always_on.replica_seconds
             mine = run.scored_replica_seconds if scored else run.replica_seconds
             summary = {**run.summary(args.slo_s), "replica_seconds_vs_always_on": round(mine / base, 4)}
+            if scored:
+                summary["per_scored_day"] = day_spread(run, always_on, args.slo_s)
             figures[workload.name]["policies"][name] = summary
-            days_slo = [run.slo_share(args.slo_s, scored=scored)]
+            per_day = summary.get("per_scored_day") or {}
+            ratio_spread = per_day.get("replica_seconds_vs_always_on")
+            slo_spread = per_day.get("slo_share")
             rows.append(
                 [
                     workload.name,
                     name,
                     summary["replica_seconds_vs_always_on"],
-                    round(days_slo[0], 4),
+                    f"{ratio_spread['min']}-{ratio_spread['max']}" if ratio_spread else "",
+                    round(run.slo_share(args.slo_s, scored=scored), 4),
+                    f"{slo_spread['min']}-{slo_spread['max']}" if slo_spread else "",
                     run.cold_starts,
                     round(run.idle_warm_s),
                     summary["scored"]["warm_hit_rate"],
@@ -349,7 +377,9 @@ def main(argv: list[str] | None = None) -> Path:
             "workload",
             "policy",
             "replica-s / always-on",
+            "per day (min-max)",
             "SLO share",
+            "per day (min-max)",
             "cold starts (all days)",
             "idle warm s (all days)",
             "warm hit rate (held-out)",
