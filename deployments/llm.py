@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import metrics
 
+from deployments.autoscaling.stats import GenerationStats
 from deployments.engines import GenerationDelta, SamplingSettings, build_engine
 from deployments.observability import LATENCY_BUCKETS_S, log_event, record_replica_ready
 from deployments.settings import LLMSettings
@@ -155,6 +156,7 @@ class LLMServer:
         self.settings = settings
         self._model_tag = {"model": settings.served_model_name}
         self._engine = build_engine(settings)
+        self._stats = GenerationStats()
         await asyncio.wait_for(self._engine.start(), timeout=settings.load_timeout_s)
         self._ready_at = time.time()
         record_replica_ready(STAGE, self._started_at, self._ready_at)
@@ -166,10 +168,13 @@ class LLMServer:
         prompt = self.engine_prompt(parsed)
         last: GenerationDelta | None = None
         outcome = "error"
+        self._stats.started()
         try:
             async for delta in self._engine.generate(prompt, parsed.sampling(), parsed.request_id):
                 if last is None:
-                    time_to_first_token_seconds().observe(time.monotonic() - arrived, tags=self._model_tag)
+                    ttft = time.monotonic() - arrived
+                    time_to_first_token_seconds().observe(ttft, tags=self._model_tag)
+                    self._stats.first_token(ttft)
                 last = delta
                 yield _delta_to_dict(delta)
             outcome = (last.finish_reason or "stop") if last is not None else "stop"
@@ -179,6 +184,7 @@ class LLMServer:
             await self._engine.abort(parsed.request_id)
             raise
         finally:
+            self._stats.finished(had_first_token=last is not None)
             if last is not None:
                 prompt_tokens_total().inc(last.prompt_tokens, tags=self._model_tag)
                 completion_tokens_total().inc(last.completion_tokens, tags=self._model_tag)
@@ -210,6 +216,11 @@ class LLMServer:
             "running_requests": self._engine.running_requests(),
             "pid": os.getpid(),
         }
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's hook for custom autoscaling: waiting and running generations and the rolling TTFT p90
+        (see deployments.autoscaling.stats; the 'slo' policy scales on them)."""
+        return self._stats.report()
 
     async def check_health(self) -> None:
         await self._engine.check_health()

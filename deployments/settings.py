@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from deployments.autoscaling.config import AutoscalingPolicySettings
 from surge_core.embedding import EmbeddingModelSettings
 from surge_core.feature_store import OnlineStoreSettings
 from surge_core.inference_log import InferenceLogSettings
@@ -53,6 +54,11 @@ class AutoscalingSettings(StrictModel):
         10.0, gt=0, description="Window over which ongoing requests are averaged."
     )
     metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report their load.")
+    policy: AutoscalingPolicySettings | None = Field(
+        None,
+        description="Custom autoscaling policy (SLO-aware replicas, scheduled and learned warmers) that Serve "
+        "runs instead of its queue-length default; see deployments/autoscaling.",
+    )
 
     @property
     def effective_min_replicas(self) -> int:
@@ -74,8 +80,8 @@ class AutoscalingSettings(StrictModel):
             )
         return self
 
-    def to_serve(self) -> dict[str, Any]:
-        """The dict Ray Serve's `AutoscalingConfig` accepts."""
+    def to_serve(self, capacity_per_replica: int = 1) -> dict[str, Any]:
+        """The dict Ray Serve's `AutoscalingConfig` accepts (`capacity_per_replica`: max_ongoing_requests)."""
         config: dict[str, Any] = {
             "min_replicas": self.effective_min_replicas,
             "max_replicas": self.max_replicas,
@@ -89,6 +95,8 @@ class AutoscalingSettings(StrictModel):
             config["initial_replicas"] = self.initial_replicas
         if self.downscale_to_zero_delay_s is not None:
             config["downscale_to_zero_delay_s"] = self.downscale_to_zero_delay_s
+        if self.policy is not None:
+            config["policy"] = self.policy.to_serve(self.target_ongoing_requests, capacity_per_replica)
         return config
 
 
@@ -132,7 +140,7 @@ class DeploymentSettings(StrictModel):
             actor_options["runtime_env"] = {"env_vars": dict(self.env)}
         return {
             "name": name,
-            "autoscaling_config": self.autoscaling.to_serve(),
+            "autoscaling_config": self.autoscaling.to_serve(self.max_ongoing_requests),
             "ray_actor_options": actor_options,
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
@@ -220,8 +228,25 @@ class LLMSettings(DeploymentSettings):
         "again, and each retry costs a full load; the gateway reports the error at once instead.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _slots_default_to_the_engines(cls, data: Any) -> Any:
+        # Serve should hold what the engine cannot start yet, so queueing shows in Serve's metrics (and the
+        # autoscaler) instead of inside vLLM: max_ongoing_requests defaults to max_num_seqs.
+        if isinstance(data, dict) and "max_ongoing_requests" not in data:
+            return {
+                **data,
+                "max_ongoing_requests": data.get("max_num_seqs", cls.model_fields["max_num_seqs"].default),
+            }
+        return data
+
     @model_validator(mode="after")
     def _gpu_settings_agree(self) -> LLMSettings:
+        if self.max_ongoing_requests != self.max_num_seqs:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) must equal max_num_seqs "
+                f"({self.max_num_seqs}): more would queue inside the engine, unseen by Serve's autoscaler"
+            )
         if self.device == "cuda" and self.num_gpus < self.tensor_parallel_size:
             raise ValueError(
                 f"device 'cuda' needs num_gpus >= tensor_parallel_size ({self.tensor_parallel_size}), "

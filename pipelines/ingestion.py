@@ -190,6 +190,11 @@ def run_ingestion(settings: IngestionSettings) -> int:
     started = time.monotonic()
     sink = build_sink(settings.sink)
     logger.info("sink %s ready in %.1f s", settings.sink.kind, time.monotonic() - started)
+    # Event-driven wake: the consumer runs because there is (or may be) a backlog; start the stage it
+    # will call while it joins its group and polls (a sink without `wake` embeds in-process).
+    wake = getattr(sink, "wake", None)
+    if callable(wake):
+        wake()
     rebuild_if_index_lost(settings, sink)
     loop = build_ingestion_consumer(settings, sink)
     if settings.metrics_port:

@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
@@ -85,6 +86,13 @@ class HttpSinkSettings(_Strict):
     )
     timeout_s: float = Field(120, gt=0, description="Seconds one request may take (cold starts included).")
     max_documents_per_request: int = Field(64, ge=1, le=256, description="Upserts sent per request.")
+    wake_model: str | None = Field(
+        "all-MiniLM-L6-v2",
+        min_length=1,
+        description="Embedding model woken (one tiny /v1/embeddings call, in the background) when the consumer "
+        "starts, i.e. when KEDA starts it for a backlog, so the Embedder's cold start overlaps the consumer's "
+        "group join instead of following it; None: no wake. Needs the key's `embeddings` scope.",
+    )
 
 
 SinkSettings = Annotated[DirectSinkSettings | HttpSinkSettings, Field(discriminator="kind")]
@@ -276,6 +284,25 @@ class HttpSink:
             raise SinkUnavailable(f"{self.settings.url} answered {response.status_code} (misconfigured)")
         if response.status_code >= 400:
             raise DocumentRejected(f"/v1/documents answered {response.status_code}: {response.text[:300]}")
+
+    def wake(self) -> threading.Thread | None:
+        """Start the Embedder now (event-driven wake) without waiting for it: a backlog is about to be sent.
+
+        Best effort in a daemon thread: any answer or error is only logged, the documents path decides."""
+        model = self.settings.wake_model
+        if model is None:
+            return None
+
+        def send() -> None:
+            try:
+                response = self.client.post("/v1/embeddings", json={"model": model, "input": ["wake"]})
+                logger.info("woke %s: %s answered %d", model, self.settings.url, response.status_code)
+            except httpx.HTTPError as error:
+                logger.info("wake of %s failed (the documents path will wait instead): %s", model, error)
+
+        thread = threading.Thread(target=send, name="embedder-wake", daemon=True)
+        thread.start()
+        return thread
 
     def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
         # Fenced like the direct sink: each document's (partition, offset) travels with it, and the index

@@ -154,7 +154,8 @@ def app_settings_for_tests(data_dir: Path, llm_model_dir: Path, bootstrap_server
                 "served_model_name": "tiny-llama",
                 "max_model_len": 512,
                 "num_cpus": 1,
-                "autoscaling": SCALE_FAST,
+                # The LLM runs surge's SLO-aware policy (as in the serve config), so every test exercises it.
+                "autoscaling": {**SCALE_FAST, "policy": {"replica_policy": "slo", "ttft_slo_s": 2}},
             },
         }
     )

@@ -52,6 +52,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
         "serving contracts",
         {
             "deployments.settings",
+            "deployments.autoscaling",
             "deployments.openai_api",
             "deployments.observability",
             "deployments.principal",

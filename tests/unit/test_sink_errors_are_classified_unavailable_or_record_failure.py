@@ -141,3 +141,21 @@ def test_a_record_naming_another_tenant_than_the_sinks_key_is_the_records_failur
     with pytest.raises(DocumentRejected, match="tenant"):
         HttpSink(HttpSinkSettings(url=url)).write([DocumentUpsert(doc_id="d1", text="x", tenant="acme")])
     assert handler.bodies[-1]["tenant"] == "acme"
+
+
+def test_the_http_sink_wakes_the_embedder_in_the_background_with_one_tiny_call(
+    app: tuple[type[_App], str],
+) -> None:
+    handler, url = app
+    thread = HttpSink(HttpSinkSettings(url=url)).wake()
+    assert thread is not None
+    thread.join(timeout=10)
+    assert handler.bodies == [{"model": "all-MiniLM-L6-v2", "input": ["wake"]}]
+    assert HttpSink(HttpSinkSettings(url=url, wake_model=None)).wake() is None
+
+
+def test_a_failed_wake_is_only_logged_never_raised() -> None:
+    thread = HttpSink(HttpSinkSettings(url="http://127.0.0.1:9", timeout_s=1)).wake()
+    assert thread is not None
+    thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -1,0 +1,147 @@
+"""The class Serve's controller runs as `autoscaling_config.policy` (Ray Serve 2.60's custom policy API).
+
+Serve instantiates `SurgeAutoscalingPolicy(**policy_kwargs)` once per deployment config and calls it every
+control-loop tick with an `AutoscalingContext`; its wrapper then applies min/max replicas, the up/down
+delays and the scale-from-zero fast path. So this is not a loop of our own fighting Serve's: it only says
+how many replicas the load asks for (a replica policy) and the floor the warmers hold (scheduled windows,
+learned arrivals), and returns the larger.
+
+The learned warmer learns from the traffic the stage receives from the gateway (busy periods seen in Serve's
+own request counts), per deployment name (so each model version learns on its own), and persists its model
+as JSON under `state_dir` (the cache dir locally, a PVC on a cluster) at most every `save_every_s`, so a
+controller restart or a redeploy keeps what was learned. Its hit rate (arrivals that found a replica
+running) is exported as the gauge `surge_autoscaling_warm_hit_ratio`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deployments.autoscaling import stats
+from deployments.autoscaling.policies import LoadView, ReplicaPolicy, build_replica_policy
+from deployments.autoscaling.warmers import ArrivalModel, LearnedWarmer, Warmer, build_warmer
+
+logger = logging.getLogger("ray.serve")
+
+
+def load_view(ctx: Any, now: float) -> LoadView:
+    """The tick's numbers from an `AutoscalingContext` (built-ins plus what replicas report)."""
+    metrics: Mapping[str, Mapping[Any, float]] = ctx.aggregated_metrics or {}
+    queued = float(ctx.total_queued_requests or 0.0)
+    running = sum(metrics.get(stats.RUNNING, {}).values())
+    waiting = queued + sum(metrics.get(stats.WAITING, {}).values())
+    ttfts = list(metrics.get(stats.TTFT_P90, {}).values())
+    ongoing = float(ctx.total_num_requests or 0.0)
+    if not metrics.get(stats.RUNNING):
+        running = max(0.0, ongoing - queued)
+    return LoadView(
+        now=now,
+        current_replicas=int(ctx.current_num_replicas),
+        ongoing=ongoing,
+        waiting=waiting,
+        running=running,
+        ttft_p90_s=max(ttfts) if ttfts else None,
+    )
+
+
+class SurgeAutoscalingPolicy:
+    """`policy_kwargs`: `replica_policy` ({"kind": ..., params}), `warmers` ([{"kind": ..., params}]),
+    `state_dir` (where learned models persist; None: `$SURGE_CACHE_DIR/autoscaling`), `save_every_s`."""
+
+    def __init__(
+        self,
+        replica_policy: Mapping[str, Any] | None = None,
+        warmers: Sequence[Mapping[str, Any]] = (),
+        state_dir: str | None = None,
+        save_every_s: float = 30.0,
+    ) -> None:
+        self.replica_policy: ReplicaPolicy = build_replica_policy(replica_policy or {})
+        self.warmers: tuple[Warmer, ...] = tuple(build_warmer(w) for w in warmers)
+        default_dir = Path(os.environ.get("SURGE_CACHE_DIR", "~/.cache/surge")).expanduser() / "autoscaling"
+        self.state_dir = Path(state_dir).expanduser() if state_dir else default_dir
+        self.save_every_s = save_every_s
+        self._models: dict[str, ArrivalModel] = {}
+        self._saved_at: dict[str, float] = {}
+        self._gauge: Any = None
+
+    def __call__(self, ctx: Any) -> tuple[float, dict[str, Any]]:
+        now = float(ctx.current_time or time.time())
+        view = load_view(ctx, now)
+        key = f"{ctx.app_name or 'default'}__{ctx.deployment_name}"
+        model = self._learn(key, view)
+        floor = max((w.floor(now, model) for w in self.warmers), default=0)
+        demand = self.replica_policy.replicas(view)
+        state = dict(ctx.policy_state or {})
+        state.update({"surge_demand": demand, "surge_floor": floor})
+        return max(demand, float(floor)), state
+
+    @property
+    def models(self) -> dict[str, ArrivalModel]:
+        """What the learned warmer knows now, per `<app>__<deployment>` (read-only view for reports)."""
+        return dict(self._models)
+
+    def decide(self, view: LoadView, model: ArrivalModel | None = None) -> float:
+        """The decision without Serve (benchmarks and the simulator use the same values)."""
+        floor = max((w.floor(view.now, model) for w in self.warmers), default=0)
+        return max(self.replica_policy.replicas(view), float(floor))
+
+    def _learn(self, key: str, view: LoadView) -> ArrivalModel | None:
+        learned = [w for w in self.warmers if isinstance(w, LearnedWarmer)]
+        if not learned:
+            return None
+        if key not in self._models:
+            self._models[key] = self._load(key)
+        before = self._models[key]
+        model = learned[0].observe(before, view.now, busy=view.ongoing > 0, warm=view.current_replicas > 0)
+        self._models[key] = model
+        if model.arrivals != before.arrivals:
+            self._report(key, model)
+        if view.now - self._saved_at.get(key, 0.0) >= self.save_every_s and model is not before:
+            self._save(key, model, view.now)
+        return model
+
+    def _path(self, key: str) -> Path:
+        return self.state_dir / f"{key}.json"
+
+    def _load(self, key: str) -> ArrivalModel:
+        try:
+            return ArrivalModel.from_json(json.loads(self._path(key).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return ArrivalModel()
+        except (OSError, ValueError, TypeError) as error:
+            # A corrupt or foreign file costs the learning, never the autoscaler.
+            logger.warning("surge: ignoring unreadable arrivals model %s: %s", self._path(key), error)
+            return ArrivalModel()
+
+    def _save(self, key: str, model: ArrivalModel, now: float) -> None:
+        self._saved_at[key] = now
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(key).with_suffix(".tmp")
+            tmp.write_text(json.dumps(model.to_json()), encoding="utf-8")
+            tmp.replace(self._path(key))
+        except OSError as error:
+            logger.warning("surge: could not persist arrivals model %s: %s", self._path(key), error)
+
+    def _report(self, key: str, model: ArrivalModel) -> None:
+        if model.hit_rate is None:
+            return
+        try:
+            if self._gauge is None:
+                from ray.util.metrics import Gauge
+
+                self._gauge = Gauge(
+                    "surge_autoscaling_warm_hit_ratio",
+                    description="Share of busy periods whose first request found a replica running "
+                    "(learned warmer).",
+                    tag_keys=("deployment",),
+                )
+            self._gauge.set(model.hit_rate, tags={"deployment": key})
+        except Exception as error:  # metrics are best effort in the controller
+            logger.debug("surge: hit-rate gauge unavailable: %s", error)

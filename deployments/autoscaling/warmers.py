@@ -1,0 +1,249 @@
+"""Warmers: replica floors held before traffic is expected, so a burst's first users don't pay the cold start.
+
+A warmer is a frozen value with `floor(now) -> int` (replicas to hold now, the policy takes the max with the
+load's demand). The learned warmer also has state (its :class:`ArrivalModel`), passed in and returned as a
+new value, so the decision stays a pure function of (model, now).
+
+Times are seconds since the epoch; schedules are read in UTC plus `utc_offset_minutes`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+MINUTES_PER_DAY = 1440
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+
+
+class Warmer(Protocol):
+    def floor(self, now: float, model: ArrivalModel | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days of the week (0 = Monday) and a [start, end) time of day in minutes, holding `replicas`."""
+
+    days: tuple[int, ...]
+    start_minute: int
+    end_minute: int
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.days or any(d not in range(7) for d in self.days):
+            raise ValueError("days must be a non-empty list of 0 (Monday) .. 6 (Sunday)")
+        if not 0 <= self.start_minute < self.end_minute <= MINUTES_PER_DAY:
+            raise ValueError("need 0 <= start_minute < end_minute <= 1440")
+        if self.replicas < 1:
+            raise ValueError("replicas must be >= 1")
+
+
+def week_minute(now: float, utc_offset_minutes: int = 0) -> float:
+    """Minutes since Monday 00:00 (the epoch, 1970-01-01, was a Thursday: day 3)."""
+    minutes = now / 60.0 + utc_offset_minutes
+    return (minutes + 3 * MINUTES_PER_DAY) % MINUTES_PER_WEEK
+
+
+@dataclass(frozen=True)
+class ScheduledWarmer:
+    """Provisioned concurrency for known hours: hold `replicas` from `lead_s` before a window opens to its end.
+
+    floor(t) = max(replicas of every window w with w.start - lead <= t < w.end), on the week's circle.
+    Worked example: window Mon-Fri 09:00-17:00, 1 replica, lead 120 s: Monday 08:57:59 -> 0, 08:58:00 -> 1,
+    16:59 -> 1, 17:00 -> 0; Saturday 09:30 -> 0.
+    """
+
+    windows: tuple[Window, ...]
+    lead_s: float = 0.0
+    utc_offset_minutes: int = 0
+
+    def floor(self, now: float, model: ArrivalModel | None = None) -> int:
+        minute = week_minute(now, self.utc_offset_minutes)
+        lead = self.lead_s / 60.0
+        best = 0
+        for window in self.windows:
+            for day in window.days:
+                opens = day * MINUTES_PER_DAY + window.start_minute - lead
+                closes = day * MINUTES_PER_DAY + window.end_minute
+                # Distance forward from `opens` to now on the circle; inside when it is before the close.
+                if (minute - opens) % MINUTES_PER_WEEK < closes - opens:
+                    best = max(best, window.replicas)
+        return best
+
+
+@dataclass(frozen=True)
+class ArrivalModel:
+    """What the learned warmer knows: recent idle times (sorted, bounded) and per-slot activity.
+
+    An *arrival* is the start of a busy period (the stage had nothing to do, then had a request); the idle time
+    is the gap since the previous busy period ended. `slot_periods[s]` counts the periods (weeks, by default)
+    in which slot `s` (an hour of the week) saw an arrival. `hits`/`arrivals` score the warmer: an arrival
+    that found a replica running is a hit.
+    """
+
+    idle_times_s: tuple[float, ...] = ()
+    slot_periods: tuple[int, ...] = ()
+    slot_last_period: tuple[int, ...] = ()
+    last_busy_end: float | None = None
+    busy: bool = False
+    arrivals: int = 0
+    hits: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.arrivals if self.arrivals else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ArrivalModel:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("idle_times_s", "slot_periods", "slot_last_period"):
+            known[name] = tuple(known.get(name, ()))
+        return cls(**known)
+
+
+def _percentile(sorted_values: tuple[float, ...], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+@dataclass(frozen=True)
+class LearnedWarmer:
+    """The hybrid histogram policy of "Serverless in the Wild" (Shahrad et al., 2020), per stage/version.
+
+    From the idle times between busy periods: pre-warm = the `head` percentile (5th), keep-alive = the `tail`
+    percentile (99th) times `margin`. After a busy period ends at `e`, hold a replica during
+    [e, e + keep_alive) except in the gap [e, e + pre_warm - lead) when pre_warm - lead is long enough
+    to be worth unloading (> `min_unload_s`). Two more rules: with fewer than `min_samples` idle times, use
+    `default_keep_alive_s` (a plain keep-alive, as the paper's fallback); and the slot of the week at
+    now + lead that saw arrivals in at least `slot_min_periods` past periods is held warm (known hours).
+    Worked example: idle times 40 s ... 300 s (p5 60 s, p99 300 s), margin 1.1, lead 20 s: after a busy period
+    ending at t=0 -> no replica from 0 to 40 s, one from 40 s to 330 s, none after unless the slot is known.
+    """
+
+    head: float = 0.05
+    tail: float = 0.99
+    margin: float = 1.1
+    lead_s: float = 30.0
+    min_samples: int = 5
+    max_samples: int = 512
+    default_keep_alive_s: float = 600.0
+    max_keep_alive_s: float = 4 * 3600.0
+    min_unload_s: float = 60.0
+    period_s: float = 7 * 86400.0
+    slots: int = 168
+    slot_min_periods: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.head < self.tail <= 1:
+            raise ValueError("need 0 <= head < tail <= 1")
+        if (
+            self.slots < 1
+            or self.period_s <= 0
+            or self.min_samples < 1
+            or self.max_samples < self.min_samples
+        ):
+            raise ValueError("slots, period_s, min_samples must be positive and max_samples >= min_samples")
+
+    def slot(self, now: float) -> tuple[int, int]:
+        """(period index, slot in the period) of `now`."""
+        period, offset = divmod(now, self.period_s)
+        return int(period), min(self.slots - 1, int(offset / self.period_s * self.slots))
+
+    def windows(self, model: ArrivalModel) -> tuple[float, float]:
+        """(pre-warm, keep-alive) seconds after the end of a busy period."""
+        if len(model.idle_times_s) < self.min_samples:
+            return 0.0, self.default_keep_alive_s
+        pre_warm = _percentile(model.idle_times_s, self.head)
+        keep_alive = min(self.max_keep_alive_s, _percentile(model.idle_times_s, self.tail) * self.margin)
+        return pre_warm, max(keep_alive, pre_warm)
+
+    def floor(self, now: float, model: ArrivalModel | None = None) -> int:
+        model = model or ArrivalModel()
+        if model.busy or self._known_slot(model, now + self.lead_s):
+            return 1
+        if model.last_busy_end is None:
+            return 0
+        idle = now - model.last_busy_end
+        pre_warm, keep_alive = self.windows(model)
+        unload_until = pre_warm - self.lead_s
+        if unload_until > self.min_unload_s and idle < unload_until:
+            return 0
+        return 1 if idle < keep_alive else 0
+
+    def _known_slot(self, model: ArrivalModel, at: float) -> bool:
+        if not model.slot_periods:
+            return False
+        _, slot = self.slot(at)
+        return model.slot_periods[slot] >= self.slot_min_periods
+
+    def observe(self, model: ArrivalModel, now: float, busy: bool, warm: bool) -> ArrivalModel:
+        """Fold one tick into the model: `busy` = the stage has requests now, `warm` = a replica is running."""
+        if busy == model.busy:
+            return model
+        if not busy:
+            return replace(model, busy=False, last_busy_end=now)
+        idle_times = model.idle_times_s
+        if model.last_busy_end is not None:
+            gap = max(0.0, now - model.last_busy_end)
+            position = bisect.bisect(idle_times, gap)
+            idle_times = (*idle_times[:position], gap, *idle_times[position:])
+            if len(idle_times) > self.max_samples:
+                # Bounded memory: forget one sample at a position that walks the whole distribution
+                # (never always the smallest or largest, which would bias the percentiles).
+                drop = (model.arrivals * 7919) % len(idle_times)
+                idle_times = idle_times[:drop] + idle_times[drop + 1 :]
+        periods = list(model.slot_periods) or [0] * self.slots
+        last = list(model.slot_last_period) or [-1] * self.slots
+        period, slot = self.slot(now)
+        if last[slot] != period:
+            periods[slot] += 1
+            last[slot] = period
+        return replace(
+            model,
+            busy=True,
+            idle_times_s=idle_times,
+            slot_periods=tuple(periods),
+            slot_last_period=tuple(last),
+            arrivals=model.arrivals + 1,
+            hits=model.hits + (1 if warm else 0),
+        )
+
+
+def _scheduled(params: Mapping[str, Any]) -> Warmer:
+    windows = tuple(
+        Window(
+            days=tuple(w["days"]),
+            start_minute=int(w["start_minute"]),
+            end_minute=int(w["end_minute"]),
+            replicas=int(w.get("replicas", 1)),
+        )
+        for w in params.get("windows", ())
+    )
+    rest = {k: v for k, v in params.items() if k != "windows"}
+    return ScheduledWarmer(windows=windows, **rest)
+
+
+def _learned(params: Mapping[str, Any]) -> Warmer:
+    return LearnedWarmer(**params)
+
+
+WARMERS: dict[str, Callable[[Mapping[str, Any]], Warmer]] = {"scheduled": _scheduled, "learned": _learned}
+
+
+def build_warmer(spec: Mapping[str, Any]) -> Warmer:
+    params = dict(spec)
+    kind = params.pop("kind", None)
+    try:
+        factory = WARMERS[str(kind)]
+    except KeyError:
+        raise ValueError(f"unknown warmer {kind!r}; known: {sorted(WARMERS)}") from None
+    return factory(params)
+
+
+__all__ = ["ArrivalModel", "LearnedWarmer", "ScheduledWarmer", "Warmer", "Window", "build_warmer"]
