@@ -17,17 +17,48 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def raylet_pid() -> int | None:
+    """The raylet of the Ray node this process started (None when it started none, e.g. no local Ray).
+
+    Workers are the raylet's children: looking only there keeps another session's `surge-bench` (other
+    people run the same benchmarks on a shared machine) out of the count.
+    """
+    try:
+        import ray
+        from ray._private import ray_constants
+        from ray._private import worker as ray_worker
+
+        node = ray_worker._global_node
+        if not ray.is_initialized() or node is None:
+            return None
+        raylets = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET) or []
+        return int(raylets[0].process.pid) if raylets else None
+    except Exception:
+        return None
+
+
 def serve_pids(app: str, deployments: Iterable[str] | None = None, proxy: bool = True) -> dict[str, int]:
-    """PIDs by role ("proxy", "<deployment>", "<deployment>#2"...) of `app`'s replicas and the proxy."""
+    """PIDs by role ("proxy", "<deployment>", "<deployment>#2"...) of `app`'s replicas and the proxy,
+    among the workers of this process's Ray node ({} when there is none)."""
     import psutil
 
+    raylet = raylet_pid()
+    if raylet is None:
+        return {}
+    try:
+        workers = psutil.Process(raylet).children(recursive=True)
+    except psutil.Error:
+        return {}
     wanted = set(deployments) if deployments is not None else None
     found: dict[str, int] = {}
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = process.info.get("cmdline") or []
+    for process in workers:
+        try:
+            cmdline = process.cmdline()
+        except psutil.Error:
+            continue
         title = cmdline[0] if cmdline else ""
         if proxy and title.startswith("ray::ProxyActor"):
-            found["proxy"] = process.info["pid"]
+            found["proxy"] = process.pid
             continue
         prefix = f"ray::ServeReplica:{app}:"
         if not title.startswith(prefix):
@@ -39,7 +70,7 @@ def serve_pids(app: str, deployments: Iterable[str] | None = None, proxy: bool =
         while role in found:
             n += 1
             role = f"{deployment}#{n}"
-        found[role] = process.info["pid"]
+        found[role] = process.pid
     return found
 
 
