@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks._headline import Headline
+
 # Benchmarks run beside Ray, torch and vLLM on small machines: keep everything single-threaded and on
 # loopback unless the user says otherwise (DESIGN.md, "Gotchas").
 for _key, _value in {
@@ -80,6 +82,22 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=True
         )
         return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def git_dirty() -> bool | None:
+    """True when the working tree differs from the commit (the figures then are not the commit's alone)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return bool(out.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -302,6 +320,7 @@ class Results:
     table_rows: list[list[Any]]
     notes: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
+    headline: Headline | None = None  # required by write_results: every benchmark states its one figure
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -318,15 +337,26 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def write_results(
     results: Results, out: Path, started_at: float, machine: dict[str, Any] | None = None
 ) -> Path:
-    """Write `<out>/<name>.json` and print the Markdown summary; returns the JSON path."""
+    """Write `<out>/<name>.json` and print the Markdown summary; returns the JSON path.
+
+    The headline, the git commit and the load averages sit at the top level, where `run_all` and
+    `render_readme` read them without knowing each benchmark's figures.
+    """
+    if results.headline is None:
+        raise ValueError(f"benchmark {results.name!r} wrote no headline (Results.headline)")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{results.name}.json"
+    machine = machine or machine_info()
     document = {
         "benchmark": results.name,
         "description": results.description,
+        "headline": results.headline.as_dict(),
+        "git_commit": machine.get("git_commit"),
+        "git_dirty": git_dirty(),
         "started_at": datetime.fromtimestamp(started_at, UTC).isoformat(),
         "duration_s": round(time.time() - started_at, 1),
-        "machine": machine or machine_info(),
+        "machine": machine,
+        "load_average_at_start": machine.get("load_average_at_start"),
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "parameters": results.parameters,
         "figures": results.figures,
@@ -336,6 +366,7 @@ def write_results(
     }
     path.write_text(json.dumps(document, indent=2, default=_json_default) + "\n")
     print(f"\n## {results.name}\n\n{results.description}\n")
+    print(f"**Headline**: {results.headline.line()}\n")
     print(markdown_table(results.table_headers, results.table_rows))
     for note in results.notes:
         print(f"\n- {note}")

@@ -28,6 +28,8 @@ import httpx
 import yaml
 from fastapi import FastAPI, Request
 
+from benchmarks._harness import DEFAULT_OUT, machine_info
+from benchmarks._headline import Headline
 from deployments.api_keys import ApiKeyAuth
 from deployments.http_guards import admit
 from deployments.rate_limits import RateLimiter
@@ -103,8 +105,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for auth_overhead.json")
+    parser.add_argument("--quick", action="store_true", help="300 requests x 2 rounds")
+    args, _ = parser.parse_known_args(argv)  # run_all passes every benchmark the same flags
+    if args.quick:
+        args.requests, args.rounds = min(args.requests, 300), min(args.rounds, 2)
+    machine = machine_info()
     os.environ.pop("SURGE_API_KEYS", None)
     with tempfile.TemporaryDirectory() as folder:
         settings = _settings(Path(folder))
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             admitted = admit(auth, limiter, "/v1/models", f"Bearer {KEY}")
             admitted.limits.release()
             direct.append(time.perf_counter() - started)
-    result = {
+    result: dict[str, Any] = {
         "requests_per_variant": len(samples["bare"]),
         "bare": _summary(samples["bare"]),
         "guarded": _summary(samples["guarded"]),
@@ -130,9 +136,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     result["added_median_us"] = result["guarded"]["median_us"] - result["bare"]["median_us"]
     result["added_mean_us"] = result["guarded"]["mean_us"] - result["bare"]["mean_us"]
-    print(json.dumps(result, indent=2))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result["headline"] = Headline.ratio(
+        "median request latency with auth + scopes + rate limits / without (in-process ASGI)",
+        result["guarded"]["median_us"],
+        result["bare"]["median_us"],
+        goal=None,
+        better="lower",
+        baseline="the same FastAPI handler without the guard middleware (same run)",
+    ).as_dict()
+    result.update(
+        benchmark="auth_overhead",
+        git_commit=machine["git_commit"],
+        machine=machine,
+        load_average_at_start=machine["load_average_at_start"],
+        load_average_at_end=list(os.getloadavg()),
+    )
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "auth_overhead.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
 

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _embed_path, _surge
 from benchmarks import _harness as h
-from benchmarks import _surge
 
 NAME = "hop_overhead"
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> Path:
         "--requests", type=int, default=None, help="requests per target, round and concurrency"
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=None)
+    parser.add_argument("--embed-requests", type=int, default=None, help="requests per embed-path CPU window")
     _surge.add_app_arguments(parser)
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> Path:
             headers = gateway.headers()
             try:
                 samples = asyncio.run(measure(targets, rounds, requests, concurrencies, headers))
+                embed_path = _embed_path.measure(
+                    port, gateway, rounds, args.embed_requests or requests, _surge.sentences(20, args.seed)
+                )
             finally:
                 for hops in range(4):
                     serve.delete(f"hop{hops}")
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> Path:
     finally:
         bare[0].terminate()
         bare[0].wait(10)
-    return report(args, samples, targets, rounds, requests, concurrencies, started, machine)
+    return report(args, samples, embed_path, targets, rounds, requests, concurrencies, started, machine)
 
 
 def gateway_target(args: Any, port: int, index_dir: Path) -> h.ServeTarget:
@@ -146,9 +150,26 @@ async def measure(
     return samples
 
 
+HEADLINE_GOAL = 0.5
+
+
+def embed_path_headline(embed_path: dict[str, Any]) -> h.Headline:
+    value = embed_path["serving_cpu_ratio"]["median"] if embed_path.get("visible") else None
+    return h.Headline(
+        metric="server CPU-ms per /v1/embeddings request outside model compute, surge / default Serve "
+        "composition (embed path only; median of rounds)",
+        value=value,
+        goal=HEADLINE_GOAL,
+        better="lower",
+        baseline="Serve proxy -> FastAPI ingress deployment -> one handle hop to a plain embedding deployment, "
+        "access logs off on both, model CPU measured in-process and subtracted from both",
+    )
+
+
 def report(
     args: Any,
     samples: dict[tuple[str, int], list[list[float]]],
+    embed_path: dict[str, Any],
     targets: dict[str, str],
     rounds: int,
     requests: int,
@@ -207,7 +228,24 @@ def report(
         )
         for c in concurrencies
     ]
+    figures["embed_path_cpu"] = embed_path
+    notes = [
+        "Client, proxy and replicas share this machine's cores; at concurrency > 1 the numbers include "
+        "queueing on the CPUs."
+    ]
+    if embed_path.get("visible"):
+        cpu = embed_path["server_cpu_ms_per_request"]
+        notes.append(
+            "Embed path, server CPU-ms per request (median of rounds): default Serve composition "
+            f"{cpu['baseline']['median']}, surge /v1/embeddings {cpu['surge']['median']}, the model alone "
+            f"{cpu['model']['median']} per sentence; serving-cost ratio "
+            f"{embed_path['serving_cpu_ratio']['median']} (range {embed_path['serving_cpu_ratio']['min']}-"
+            f"{embed_path['serving_cpu_ratio']['max']})."
+        )
+    else:
+        notes.append("Embed path CPU not measured: the server processes are not visible from here.")
     results = h.Results(
+        headline=embed_path_headline(embed_path),
         name=NAME,
         description="No-op request latency: bare uvicorn vs Serve ingress vs 1-3 handle hops vs surge /healthz "
         "(medians across interleaved rounds; range = min-max of the per-round p50).",
@@ -232,10 +270,7 @@ def report(
             "req/s",
         ],
         table_rows=rows,
-        notes=[
-            "Client, proxy and replicas share this machine's cores; at concurrency > 1 the numbers include "
-            "queueing on the CPUs."
-        ],
+        notes=notes,
         plots=plots,
     )
     return h.write_results(results, out, started, machine)

@@ -6,8 +6,12 @@ Per round: a fresh topic prefix, consumer group and index. The ingestion consume
 deployed. Once it is up, N documents are produced as fast as the producer goes; a document counts as
 searchable when the group's committed offset passes it (the consumer commits only after the index write
 is durable). At the end the index is opened and must hold all N documents.
-Ceiling: the same documents chunked and embedded by TextEmbedder in this process (batch 32, one thread),
-no Kafka, no index: the most documents/s the embedding model allows on these cores.
+Ceiling: the same documents chunked and embedded by TextEmbedder in this process (one thread), no Kafka,
+no index: the most documents/s the embedding model allows on these cores. It embeds exactly as the direct
+sink does: one `embed` call per consumer batch (`--batch-size` documents, all their chunks at once, with
+the sink's own embedding settings). An earlier ceiling embedded slices of 32 chunks while the consumer
+handed over 64 documents per call (sentence-transformers sorts a call's texts by length, so bigger calls
+pad less), and ingestion showed as 1.06x "the ceiling".
 
     python -m benchmarks.kafka_ingestion [--quick] [--documents 2000]
 """
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
         try:
             ceilings, runs = [], []
             for r in h.progress(range(rounds), "kafka ingestion"):
-                ceilings.append(embedding_ceiling(docs))
+                ceilings.append(embedding_ceiling(docs, args.batch_size))
                 runs.append(ingest_round(servers, docs, Path(tmp) / f"round{r}", args.batch_size))
         finally:
             if broker is not None:
@@ -61,21 +65,27 @@ def main(argv: list[str] | None = None) -> Path:
     return report(args, count, ceilings, runs, started, machine)
 
 
-def embedding_ceiling(docs: list[dict[str, Any]]) -> dict[str, float]:
-    from deployments.settings import EmbedderSettings
+def embedding_ceiling(docs: list[dict[str, Any]], batch_size: int) -> dict[str, float]:
+    """Chunk and embed `docs` as the direct sink does, one call per `batch_size` documents."""
     from pipelines.ingestion import DirectSinkSettings
     from surge_core.chunking import chunk_text
     from surge_core.embedding import TextEmbedder
 
     sink = DirectSinkSettings()
-    embedder = TextEmbedder(EmbedderSettings())
+    embedder = TextEmbedder(sink.embedder)
     embedder.embed(["warm up"])
     t0 = time.perf_counter()
-    chunks = [c for d in docs for c in chunk_text(d["text"], sink.chunk_chars, sink.chunk_overlap_chars)]
-    for start in range(0, len(chunks), 32):
-        embedder.embed(chunks[start : start + 32])
+    chunks = 0
+    for start in range(0, len(docs), batch_size):
+        texts = [
+            c
+            for d in docs[start : start + batch_size]
+            for c in chunk_text(d["text"], sink.chunk_chars, sink.chunk_overlap_chars)
+        ]
+        embedder.embed(texts)
+        chunks += len(texts)
     seconds = time.perf_counter() - t0
-    return {"docs_per_s": len(docs) / seconds, "chunks": len(chunks), "seconds": seconds}
+    return {"docs_per_s": len(docs) / seconds, "chunks": chunks, "seconds": seconds}
 
 
 def ingest_round(servers: str, docs: list[dict[str, Any]], workdir: Path, batch_size: int) -> dict[str, Any]:
@@ -216,7 +226,7 @@ def report(
             figures["ratio_to_ceiling"]["median"],
         ],
         [
-            "embedding ceiling, in-process (docs/s)",
+            f"embedding ceiling, in-process, {args.batch_size} docs per call (docs/s)",
             figures["embedding_ceiling_docs_per_s"]["median"],
             f"{min(ceiling):.1f}-{max(ceiling):.1f}",
             1.0,
@@ -236,6 +246,13 @@ def report(
         )
     ]
     results = h.Results(
+        headline=h.Headline(
+            metric="documents/s produce-to-searchable / in-process embedding ceiling (median of rounds)",
+            value=figures["ratio_to_ceiling"].get("median"),
+            goal=0.9,
+            better="higher",
+            baseline=f"the same chunks embedded in-process, {args.batch_size} documents per call as the sink",
+        ),
         name=NAME,
         description="Documents/s from produce to searchable (committed after a durable index write) vs the "
         "in-process embedding ceiling, interleaved rounds.",

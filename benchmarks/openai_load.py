@@ -264,6 +264,13 @@ def report(
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     results_doc = h.Results(
+        headline=h.Headline(
+            metric="output tokens/s through surge / vLLM's own OpenAI server (vllm bench serve)",
+            value=figures["surge_over_vllm"]["output_throughput"],
+            goal=0.95,
+            better="higher",
+            baseline="vLLM's OpenAI server on the same model, same client and load (same run)",
+        ),
         name=NAME,
         description="vLLM's serving benchmark client (vllm.benchmarks.serve, random dataset, streamed chat) "
         "against vLLM's own OpenAI server and against surge, same model, interleaved rounds.",

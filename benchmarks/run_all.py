@@ -1,5 +1,5 @@
 """Run every benchmark, each in its own process (each starts and stops what it needs), then write
-`<out>/SUMMARY.md` with every result table.
+`<out>/SUMMARY.md` with every result table, and print every benchmark's headline in one table.
 
     python -m benchmarks.run_all [--quick] [--out DIR] [--only hop_overhead cold_start ...]
     python -m benchmarks.run_all --base-url https://surge.example.com --api-key sk-...   # a cluster
@@ -15,8 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks._harness import DEFAULT_OUT, REPO_ROOT, markdown_table
+from benchmarks._headline import HEADLINE_HEADERS, headline_rows
 
 BENCHMARKS = [
     "hop_overhead",
@@ -27,9 +29,10 @@ BENCHMARKS = [
     "feature_and_drift",
     "trace_replay",
     "openai_load",
+    "auth_overhead",
 ]
-# Need only Kafka: against a cluster they would measure this machine, so --base-url skips them.
-LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift"}
+# Need only Kafka (or nothing): against a cluster they would measure this machine, so --base-url skips them.
+LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift", "auth_overhead"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,18 +66,35 @@ def main(argv: list[str] | None = None) -> int:
             ["benchmark", "exit code", "seconds"], [[n, rc, round(s, 1)] for n, (rc, s) in outcomes.items()]
         )
     )
+    print("\n## Headlines\n\n" + headline_table(args.out, list(outcomes)))
     return 0 if all(rc == 0 for rc, _ in outcomes.values()) else 1
+
+
+def load_results(out: Path, names: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each benchmark's result document (None where its run wrote none)."""
+    docs: dict[str, dict[str, Any] | None] = {}
+    for name in names:
+        path = out / f"{name}.json"
+        docs[name] = json.loads(path.read_text()) if path.exists() else None
+    return docs
+
+
+def headline_table(out: Path, names: list[str]) -> str:
+    """Markdown table of every benchmark's headline (value, goal, met, baseline, commit, load)."""
+    return markdown_table(HEADLINE_HEADERS, headline_rows(load_results(out, names)))
 
 
 def write_summary(out: Path, names: list[str]) -> Path:
     """SUMMARY.md: each benchmark's description, table and notes, from its JSON."""
-    parts = ["# surge benchmark results\n"]
+    parts = ["# surge benchmark results\n", "## Headlines\n\n" + headline_table(out, names) + "\n"]
     for name in names:
         path = out / f"{name}.json"
         if not path.exists():
             parts.append(f"## {name}\n\n(no results: the run failed)\n")
             continue
         doc = json.loads(path.read_text())
+        if "table" not in doc:  # auth_overhead writes its own flat document
+            continue
         machine = doc["machine"]
         parts.append(
             f"## {name}\n\n{doc['description']}\n\nRun {doc['started_at']} ({doc['duration_s']} s), "

@@ -381,6 +381,7 @@ def report(
         )
     )
     results = h.Results(
+        headline=replica_seconds_headline(figures),
         name=NAME,
         description="Trace replay: scale-to-zero vs always-on, measured on a window and SIMULATED over the "
         "whole trace (same policy, calibrated with the measured times).",
@@ -419,6 +420,23 @@ def report(
         plots=plots,
     )
     return h.write_results(results, out, started, machine)
+
+
+def replica_seconds_headline(figures: dict[str, Any]) -> h.Headline:
+    """LLM replica-seconds, scale-to-zero / always-on: measured when both runs were measured, else the
+    simulated hour (said in the metric's name)."""
+    measured = figures.get("measured", {}).get("replica_seconds_ratio_zero_to_always_on", {})
+    if measured.get("LLMServer") is not None:
+        value, source = measured["LLMServer"], "measured window"
+    else:
+        value, source = figures["simulated"]["replica_seconds_ratio_zero_to_always_on"], "SIMULATED hour"
+    return h.Headline(
+        metric=f"LLM replica-seconds, scale-to-zero / always-on ({source})",
+        value=value,
+        goal=None,
+        better="lower",
+        baseline="the same replay with the app kept always-on (min_replicas 1)",
+    )
 
 
 if __name__ == "__main__":

@@ -156,6 +156,12 @@ class EmbedderSettings(DeploymentSettings, EmbeddingModelSettings):
     batch_wait_timeout_s: float = Field(
         0.01, ge=0, le=5, description="How long a batch waits to fill before it runs anyway."
     )
+    max_ongoing_requests: int = Field(
+        64,
+        ge=1,
+        description="Requests in flight per replica: 2x max_batch_size by default, so the next batch fills "
+        "while one runs (Serve's setting).",
+    )
     max_input_chars: int = Field(8192, ge=1, description="Longest single input accepted (characters).")
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one embeddings request.")
 

@@ -3,7 +3,9 @@
 The benchmarks measure a surge app of their own (`surge-bench`, tiny random Llama, its own index), deployed
 once on the session's Ray Serve, so their documents and load never touch the app other tests use. These
 tests check that each script runs end to end and writes its JSON (machine facts, parameters, figures,
-table) and plots; they assert no speed.
+table) and plots, and that its headline ratio was computed: the baseline side runs here too (in-process
+models, the fresh-process floor, the default Serve composition, server CPU read from the local Ray's
+processes), not only the requests to `--base-url`. They assert no speed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def run_quick(module: str, out: Path, *flags: str) -> dict[str, Any]:
     assert doc["figures"] and doc["table"]["rows"], "no figures"
     for plot in doc["plots"]:
         assert (out / plot).stat().st_size > 1000, f"{plot} is empty"
+    headline = doc["headline"]
+    assert {"metric", "value", "goal", "better", "baseline"} <= set(headline)
+    assert headline["better"] in ("higher", "lower") and headline["metric"] and headline["baseline"]
+    assert isinstance(headline["value"], float | int) and headline["value"] > 0, f"no ratio: {headline}"
+    assert doc["git_commit"] and len(doc["load_average_at_start"]) == 3
     return doc
 
 
@@ -60,6 +67,7 @@ def test_cold_start_splits_time_to_first_token_into_phases(bench_url: str, tmp_p
     doc = run_quick("cold_start", tmp_path, *remote(bench_url))
     variant = doc["figures"]["variants"]["as deployed"]
     assert variant["ttft_s"]["median"] > 0
+    assert doc["figures"]["floor_fresh_process"]["llm_total_s"]["median"] > 0
     assert set(variant["phases_s"]) == {"replica scheduled", "model loaded", "first token"}
 
 
@@ -67,13 +75,22 @@ def test_embedding_throughput_compares_with_direct_sentence_transformers(
     bench_url: str, tmp_path: Path
 ) -> None:
     doc = run_quick("embedding_throughput", tmp_path, *remote(bench_url))
-    assert {"direct batch", "direct single", "surge c=1", "surge c=8"} <= set(doc["figures"])
+    assert {"direct batch", "direct single", "surge c=1", "surge c=8", "surge 16/request c=2"} <= set(
+        doc["figures"]
+    )
+    # The load generator is charged to neither side: the server's CPU was read from its processes.
+    assert doc["figures"]["ratio_basis"] == "per_cpu_s"
+    assert doc["figures"]["surge 16/request c=2"]["server_cpu_s"]["median"] > 0
+    assert doc["figures"]["single_sentence_ratio"]["value"] > 0
 
 
 def test_rag_latency_breaks_down_phases_against_in_process_models(bench_url: str, tmp_path: Path) -> None:
     doc = run_quick("rag_latency", tmp_path, *remote(bench_url))
-    assert {"in-process", "surge", "surge stream"} == set(doc["figures"])
+    assert {"in-process", "surge", "in-process (stream pair)", "surge stream"} <= set(doc["figures"])
     assert doc["figures"]["surge"]["embed"]["n"] == 3
+    assert doc["figures"]["in-process (stream pair)"]["ttft"]["n"] == 3
+    assert doc["parameters"]["top_k"] == 2  # the bench app's rag_top_k, which the baseline uses too
+    assert doc["figures"]["paired_ratio_surge_to_in_process"]["total"] == doc["headline"]["value"]
 
 
 def test_trace_replay_measures_replica_seconds_and_simulates_the_trace(
@@ -90,6 +107,8 @@ def test_hop_overhead_measures_bare_uvicorn_serve_hops_and_the_gateway(
 ) -> None:
     doc = run_quick("hop_overhead", tmp_path, *remote(bench_url), "--requests", "30")
     assert "serve 3 hops @c8" in doc["figures"] and "surge gateway /healthz @c1" in doc["figures"]
+    cpu = doc["figures"]["embed_path_cpu"]
+    assert cpu["visible"] and cpu["server_cpu_ms_per_request"]["baseline"]["median"] > 0
 
 
 def test_openai_load_runs_vllms_own_benchmark_client_against_both_servers(

@@ -31,7 +31,10 @@ def test_summary_reports_spread_in_the_requested_unit() -> None:
 
 
 def test_results_file_is_well_formed_json_with_machine_facts(tmp_path: Path) -> None:
-    results = h.Results("unit_check", "a check", {"n": 1}, {"x": {"p50": 1.0}}, ["a", "b"], [["row", 1.5]])
+    headline = h.Headline.ratio("x", 1.0, 1.0, goal=None, better="lower", baseline="itself")
+    results = h.Results(
+        "unit_check", "a check", {"n": 1}, {"x": {"p50": 1.0}}, ["a", "b"], [["row", 1.5]], headline=headline
+    )
     path = h.write_results(results, tmp_path, time.time())
     doc = json.loads(path.read_text())
     assert doc["benchmark"] == "unit_check" and doc["figures"] == {"x": {"p50": 1.0}}
