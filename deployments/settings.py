@@ -150,6 +150,12 @@ class EmbedderSettings(DeploymentSettings, EmbeddingModelSettings):
     )
     max_input_chars: int = Field(8192, ge=1, description="Longest single input accepted (characters).")
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one embeddings request.")
+    versions_store: VectorStoreSettings | None = Field(
+        None,
+        description="Follow the embedding-version catalog of this store (`surge reembed`): embed with the "
+        "active version's model and name the version in every answer. Must be retriever.store. None: always "
+        "`model`, into the base index.",
+    )
 
 
 class RetrieverSettings(DeploymentSettings):
@@ -350,6 +356,13 @@ class AppSettings(StrictModel):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="The Embedder.")
     retriever: RetrieverSettings = Field(default_factory=RetrieverSettings, description="The Retriever.")
     llm: LLMSettings = Field(default_factory=LLMSettings, description="The LLM stage.")
+
+    @model_validator(mode="after")
+    def _embedder_follows_the_retrievers_versions(self) -> AppSettings:
+        store = self.embedder.versions_store
+        if store is not None and store != self.retriever.store:
+            raise ValueError("embedder.versions_store must be the same store as retriever.store")
+        return self
 
     @model_validator(mode="after")
     def _llm_fits_the_context(self) -> AppSettings:

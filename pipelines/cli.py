@@ -36,6 +36,7 @@ PLUGIN_MODULES = {
     "feature-job": "pipelines.feature_job",
     "drift-monitor": "pipelines.drift",
     "rayservice": "pipelines.cluster",
+    "reembed": "pipelines.reembed",
 }
 DEFAULT_BROKER_DIR = cache_dir() / "broker"  # $SURGE_CACHE_DIR/broker
 PROGRESS_THRESHOLD = 1000
