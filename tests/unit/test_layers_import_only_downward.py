@@ -36,7 +36,13 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
     ("flows", {"deployments.flows", "deployments.rag", "deployments.inference_logging"}),
     (
         "routing and stage clients",
-        {"deployments.model_router", "deployments.stage_client", "deployments.request_timeline"},
+        {
+            "deployments.model_router",
+            "deployments.stage_client",
+            "deployments.request_timeline",
+            "deployments.prefix_affinity",
+            "deployments.prefix_affinity_router",
+        },
     ),
     (
         "stages",
