@@ -27,9 +27,11 @@ BENCHMARKS = [
     "feature_and_drift",
     "trace_replay",
     "openai_load",
+    "prefix_affinity",
 ]
-# Need only Kafka: against a cluster they would measure this machine, so --base-url skips them.
-LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift"}
+# Need only Kafka: against a cluster they would measure this machine, so --base-url skips them; and
+# prefix_affinity deploys both of its sides itself (the router is a deployment option).
+LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift", "prefix_affinity"}
 
 
 def main(argv: list[str] | None = None) -> int:

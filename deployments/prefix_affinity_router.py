@@ -48,7 +48,7 @@ class PrefixAffinityRouter(FIFOMixin, LocalityMixin, MultiplexMixin, RequestRout
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         fallback: list[list[RunningReplica]] = await PowerOfTwoChoicesRequestRouter.choose_replicas(
-            self,  # type: ignore[arg-type]  # same mixins, so the same attributes
+            self,  # the same mixins, so the same attributes
             candidate_replicas,
             pending_request,
         )
