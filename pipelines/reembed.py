@@ -10,6 +10,8 @@ through the ingestion handler into a direct sink that embeds with v2's model and
    repeat from the checkpoint until a pass finds nothing new (documents produced meanwhile are caught up);
 3. mark v2 complete and activate it: one atomic catalog write. Serving (the Embedder and the Retriever watch
    the catalog) switches to v2's model and index together; until that moment it answers from the old one.
+   Live ingestion consumers (`DirectSink`) switch at their next batch; a last replay pass a few seconds
+   later copies what they wrote into the old version meanwhile.
 
 A crash anywhere leaves the old version active; running the command again resumes from the checkpoint.
 Replayed writes carry the record's (partition, offset) as the document version, so a batch replayed twice
@@ -42,6 +44,8 @@ from surge_core.topics import DOCUMENTS
 logger = logging.getLogger(__name__)
 
 MAX_CATCH_UP_PASSES = 20
+# Longer than a live consumer's batch (poll + embed + write) takes: it then writes into the new version.
+AFTER_ACTIVATION_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,11 @@ def run_reembed(
     catalog = open_version_catalog(base_store)
     sink = DirectSink(
         settings.sink.model_copy(
-            update={"store": version_store_settings(base_store, name), "embedder": embedder}
+            update={
+                "store": version_store_settings(base_store, name),
+                "embedder": embedder,
+                "follow_embedding_versions": False,
+            }
         )
     )
     try:
@@ -82,12 +90,9 @@ def run_reembed(
         version = catalog.register(
             EmbeddingVersion(name=name, embedder=embedder, dimensions=sink.embedder.dimensions)
         )
-        total = ReplayStats()
-        passes = 0
-        started = time.monotonic()
-        while version.state == "building" and passes < MAX_CATCH_UP_PASSES:
-            passes += 1
-            stats = replay(
+
+        def replay_from_checkpoint() -> ReplayStats:
+            return replay(
                 settings.kafka,
                 spec.name,
                 DocumentHandler(sink),
@@ -97,16 +102,26 @@ def run_reembed(
                 starts=catalog.read().versions[name].checkpoint,
                 after_batch=lambda offsets: catalog.checkpoint(name, offsets),
             )
-            total.records += stats.records
+
+        records = passes = 0
+        started = time.monotonic()
+        while version.state == "building" and passes < MAX_CATCH_UP_PASSES:
+            passes += 1
+            stats = replay_from_checkpoint()
+            records += stats.records
             if stats.records == 0:  # caught up with the topic
                 catalog.complete(name)
                 break
         seconds = time.monotonic() - started
         if activate:
             catalog.activate(name)
+            # Live consumers switch to `name` at their next batch (`DirectSink`); what they wrote into the
+            # old version meanwhile is replayed here (version-fenced, so replays are harmless).
+            time.sleep(AFTER_ACTIVATION_GRACE_S)
+            records += replay_from_checkpoint().records
         result = ReembedStats(
             version=name,
-            records=total.records,
+            records=records,
             chunks=sink.store.count_chunks(),
             seconds=seconds,
             passes=passes,

@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -245,6 +246,28 @@ class PgVersionCatalog(VersionCatalog):
 
     def close(self) -> None:
         self._conn.close()
+
+
+class EmbeddingVersionFollower:
+    """A store's active version for a writer that asks per batch: `due()` at most every `refresh_s`."""
+
+    def __init__(self, store: StoreSettings, refresh_s: float = 1.0) -> None:
+        self._catalog = open_version_catalog(store)
+        self._refresh_s = refresh_s
+        self._checked_at = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at < self._refresh_s:
+            return False
+        self._checked_at = now
+        return True
+
+    def active(self) -> EmbeddingVersion | None:
+        return self._catalog.active()
+
+    def close(self) -> None:
+        self._catalog.close()
 
 
 _CATALOGS: dict[str, Callable[[Any], VersionCatalog]] = {

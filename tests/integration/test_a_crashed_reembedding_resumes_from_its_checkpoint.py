@@ -106,3 +106,26 @@ def test_a_crash_mid_rebuild_keeps_the_old_version_active_and_the_rerun_resumes(
     with open_version_store(store, finished.versions["v2"]) as v2:
         assert v2.count_documents() == DOCS
         assert v2.document_chunks("d5")[0].metadata[VERSION_KEY] == "v2"
+
+
+def test_a_live_direct_sink_writes_into_the_activated_version_from_its_next_batch(tmp_path: Path) -> None:
+    from pipelines.sinks import DirectSink, DirectSinkSettings
+    from surge_core.records import DocumentUpsert
+
+    store = EmbeddedStoreSettings(path=tmp_path / "index")
+    sink = DirectSink(DirectSinkSettings(store=store))
+    try:
+        sink.write([DocumentUpsert(doc_id="before", text="Written before the switch.")])
+        assert sink.version is None and sink.store.count_documents() == 1
+        catalog = FileVersionCatalog(store)
+        catalog.register(EmbeddingVersion(name="v2", embedder=V2, dimensions=128))
+        catalog.complete("v2")
+        catalog.activate("v2")
+        sink._versions._checked_at = float("-inf")  # type: ignore[union-attr]  # skip the 1 s throttle
+        sink.write([DocumentUpsert(doc_id="after", text="Written after the switch.")])
+        assert sink.version == "v2" and sink.embedder.dimensions == 128
+    finally:
+        sink.close()
+    with open_version_store(store, FileVersionCatalog(store).read().versions["v2"]) as v2:
+        assert [c.metadata[VERSION_KEY] for c in v2.document_chunks("after")] == ["v2"]
+        assert v2.document_chunks("before") == []
