@@ -10,6 +10,7 @@ model change means to the index."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -55,16 +56,14 @@ def _filler(i: int) -> str:
     )
 
 
-def _keep_warm(app: SurgeApp, stop: threading.Event) -> None:
-    """Cheap calls every second keep the Embedder and the LLM up: this test is about the version switch,
-    and the session's app scales idle stages to zero after 15 s (that path has its own test)."""
-    with httpx.Client(base_url=app.base_url, headers=app.headers(), timeout=60) as client:
+def _keep_warm(app: SurgeApp, path: str, body: dict[str, Any], stop: threading.Event) -> None:
+    """A cheap call every second keeps one stage up: this test is about the version switch, and the session's
+    app scales idle stages to zero after 15 s (that path has its own test). One thread per stage, so a stage
+    still starting does not starve the other."""
+    with httpx.Client(base_url=app.base_url, headers=app.headers(), timeout=300) as client:
         while not stop.wait(1.0):
-            try:
-                client.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "warm"})
-                client.post("/v1/completions", json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 1})
-            except httpx.HTTPError:
-                pass
+            with contextlib.suppress(httpx.HTTPError):
+                client.post(path, json=body)
 
 
 def _rag(app: SurgeApp, question: str) -> tuple[int, dict[str, Any]]:
@@ -147,8 +146,15 @@ def test_a_reembedding_to_a_new_embedding_version_with_rag_answering_throughout(
         seen.append((top["metadata"].get(VERSION_KEY), doc_id, top["doc_id"]))
 
     stop_warming = threading.Event()
-    warmer = threading.Thread(target=_keep_warm, args=(surge_app, stop_warming), daemon=True)
-    warmer.start()
+    warmers = [
+        threading.Thread(target=_keep_warm, args=(surge_app, path, body, stop_warming), daemon=True)
+        for path, body in [
+            ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "warm"}),
+            ("/v1/completions", {"model": "tiny-llama", "prompt": "hi", "max_tokens": 1}),
+        ]
+    ]
+    for warmer in warmers:
+        warmer.start()
     try:
         deadline = time.monotonic() + 300  # the stages may be starting from zero
         while _rag(surge_app, questions[0][1])[0] != 200 and time.monotonic() < deadline:
@@ -194,4 +200,5 @@ def test_a_reembedding_to_a_new_embedding_version_with_rag_answering_throughout(
                 break
             time.sleep(0.5)
         stop_warming.set()
-        warmer.join(timeout=70)
+        for warmer in warmers:
+            warmer.join(timeout=70)
