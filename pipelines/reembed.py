@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -73,13 +74,14 @@ def run_reembed(
             "sink: re-embedding writes into the index directly; use the direct sink (--index-path)"
         )
     base_store = settings.sink.store
+    version_store = version_store_settings(base_store, name)  # a bad name fails here, before any I/O
     spec = DOCUMENTS.with_prefix(settings.topic_prefix)
     ensure_topics(settings.kafka, [spec])
     catalog = open_version_catalog(base_store)
     sink = DirectSink(
         settings.sink.model_copy(
             update={
-                "store": version_store_settings(base_store, name),
+                "store": version_store,
                 "embedder": embedder,
                 "follow_embedding_versions": False,
             }
@@ -144,7 +146,6 @@ def run_reembed(
 
 
 def _command(args: argparse.Namespace) -> int:
-    from pipelines.cli import CliError
     from pipelines.ingestion import configure_logging, settings_from_args
 
     configure_logging()
@@ -155,7 +156,9 @@ def _command(args: argparse.Namespace) -> int:
         )
         stats = run_reembed(settings, args.version, embedder, activate=not args.no_activate)
     except ValueError as error:
-        raise CliError(str(error)) from error
+        # Reported here: under `python -m pipelines.cli` the CLI's own CliError is another class object.
+        print(f"surge: error: {error}", file=sys.stderr)
+        return 2
     print(
         f"reembedded: version {stats.version}, {stats.records} records replayed, {stats.chunks} chunks "
         f"in {stats.seconds:.1f} s ({stats.chunks_per_s:.1f} chunks/s), active: {stats.activated}"

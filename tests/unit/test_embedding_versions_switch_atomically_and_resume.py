@@ -150,3 +150,30 @@ def test_an_invalid_version_name_fails_at_load_naming_the_field(name: str) -> No
         EmbeddingVersion(name=name, embedder=FULL, dimensions=384)
     except ValidationError as error:
         assert error.errors()[0]["loc"] == ("name",)
+
+
+def test_surge_reembed_refuses_the_http_sink_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    assert main(["reembed", "--version", "v2", "--sink-url", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("surge: error: sink:") and "\n" not in err
+
+
+def test_surge_reembed_refuses_a_version_name_that_could_leave_the_index(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from pipelines.cli import main
+
+    argv = [
+        "reembed",
+        "--version",
+        "../../etc",
+        "--index-path",
+        str(tmp_path),
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+    ]
+    assert main(argv) == 2
+    assert "must match" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
