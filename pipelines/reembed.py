@@ -18,6 +18,11 @@ Replayed writes carry the record's (partition, offset) as the document version, 
 (crash after the write, before the checkpoint) is fenced or unchanged, never doubled.
 
 Runs as a process anywhere the store is reachable: a Kubernetes Job / RayJob on a cluster, a shell here.
+
+Measured here (tests/integration/test_a_reembedding_to_a_new_version_keeps_rag_answering.py, 2 shared cores,
+load average about 34 from other work): 243 one-chunk documents into MiniLM truncated to 256 dimensions in
+7.0 s, 34.8 chunks/s, while the app answered 14 RAG requests; an idle machine embeds MiniLM at about 128/s
+per thread (DESIGN.md), which bounds it.
 """
 
 from __future__ import annotations
