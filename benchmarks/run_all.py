@@ -30,9 +30,11 @@ BENCHMARKS = [
     "trace_replay",
     "openai_load",
     "auth_overhead",
+    "prefix_affinity",
 ]
-# Need only Kafka (or nothing): against a cluster they would measure this machine, so --base-url skips them.
-LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift", "auth_overhead"}
+# Need only Kafka (or nothing): against a cluster they would measure this machine, so --base-url skips them;
+# prefix_affinity deploys both of its sides itself (the router is a deployment option).
+LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift", "auth_overhead", "prefix_affinity"}
 
 
 def main(argv: list[str] | None = None) -> int:

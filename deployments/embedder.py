@@ -8,6 +8,9 @@ texts, so a request of 16 inputs fills 16 of the batch's `max_batch_size` slots 
 future, one queue entry and one split, where it used to cost 16 (one per text). A request longer than
 `max_batch_size` is cut into items of at most `max_batch_size` texts (Serve refuses an item bigger than a
 batch). Measured with `benchmarks.embedding_throughput` (figures in benchmarks/README.md, "Levers").
+
+With `versions_store` set, the model is the active embedding version's (`deployments.embedding_versions`)
+and every answer names that version (`embedding_version`), so the Retriever searches the matching index.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.embedding_versions import ActiveEmbeddingModel, LoadedModel
 from deployments.observability import record_replica_ready
 from deployments.settings import EmbedderSettings
-from surge_core.embedding import TextEmbedder
 
 
-def texts_in(items: list[list[str]]) -> int:
-    """Batch size as Serve should count it: texts, not requests (e.g. [[a, b], [c]] -> 3)."""
-    return sum(len(item) for item in items)
+def texts_in(items: list[tuple[list[str], Any]]) -> int:
+    """Batch size as Serve should count it: texts, not requests (e.g. [([a, b], m), ([c], m)] -> 3)."""
+    return sum(len(texts) for texts, _ in items)
 
 
 def slices(texts: list[str], size: int) -> list[list[str]]:
@@ -39,31 +42,42 @@ class Embedder:
     def __init__(self, settings: EmbedderSettings) -> None:
         self.started_at = time.time()
         self.settings = settings
-        self.model = TextEmbedder(settings)
+        self.models = ActiveEmbeddingModel(settings, settings.versions_store)
         self._embed_batch.set_max_batch_size(settings.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.ready_at = time.time()
         record_replica_ready("embedder", self.started_at, self.ready_at)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=texts_in)
-    async def _embed_batch(self, items: list[list[str]]) -> list[np.ndarray]:
-        # One forward pass over every caller's texts; it runs in a thread so health checks and batching
-        # keep running meanwhile. Each caller gets back its own rows, in order.
-        vectors = await asyncio.to_thread(self.model.embed, [text for item in items for text in item])
-        bounds = np.cumsum([len(item) for item in items])[:-1]
-        return list(np.split(vectors, bounds))
+    async def _embed_batch(self, items: list[tuple[list[str], LoadedModel]]) -> list[np.ndarray]:
+        # One forward pass per model over every caller's texts; it runs in a thread so health checks and
+        # batching keep running meanwhile. Each item carries the model its request started with: across a
+        # version switch one batch may hold both, and each text must be embedded by the model whose version
+        # its request reports. Each caller gets back its own rows, in order.
+        out: list[np.ndarray | None] = [None] * len(items)
+        for model in {id(m): m for _, m in items}.values():
+            mine = [i for i, (_, m) in enumerate(items) if m is model]
+            texts = [text for i in mine for text in items[i][0]]
+            vectors = await asyncio.to_thread(model.embedder.embed, texts)
+            bounds = np.cumsum([len(items[i][0]) for i in mine])[:-1]
+            for i, rows in zip(mine, np.split(vectors, bounds), strict=True):
+                out[i] = rows
+        return [rows for rows in out if rows is not None]
 
     async def embed(self, texts: list[str]) -> dict[str, Any]:
         """Embed `texts`; they join whatever batch is forming, across all callers."""
+        model = await self.models.get()
         if not texts:
-            return {"embeddings": np.zeros((0, self.model.dimensions), np.float32), "tokens": 0}
+            empty = np.zeros((0, model.embedder.dimensions), np.float32)
+            return {"embeddings": empty, "tokens": 0, "embedding_version": model.version}
         parts = await asyncio.gather(
-            *(self._embed_batch(part) for part in slices(texts, self.settings.max_batch_size))
+            *(self._embed_batch((part, model)) for part in slices(texts, self.settings.max_batch_size))
         )
         return {
             "embeddings": parts[0] if len(parts) == 1 else np.concatenate(parts),
-            "tokens": self.model.count_tokens(texts),
-            "model": self.model.model_name,
+            "tokens": model.embedder.count_tokens(texts),
+            "model": model.embedder.model_name,
+            "embedding_version": model.version,
             "ready_at": self.ready_at,
         }
 
@@ -72,5 +86,5 @@ class Embedder:
         return {
             "replica_started_at": self.started_at,
             "ready_at": self.ready_at,
-            "model": self.model.model_name,
+            "model": self.models.current.embedder.model_name,
         }

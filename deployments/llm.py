@@ -143,6 +143,7 @@ def _delta_to_dict(delta: GenerationDelta) -> dict[str, Any]:
         "finish_reason": delta.finish_reason,
         "prompt_tokens": delta.prompt_tokens,
         "completion_tokens": delta.completion_tokens,
+        "cached_tokens": delta.cached_tokens,
     }
 
 

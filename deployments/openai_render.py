@@ -48,7 +48,7 @@ async def chat_response(generation: Generation) -> dict[str, Any]:
                 "logprobs": None,
             }
         ],
-        "usage": usage(last["prompt_tokens"], last["completion_tokens"]),
+        "usage": usage(last["prompt_tokens"], last["completion_tokens"], last.get("cached_tokens")),
         **generation.extra,
         "surge": {"timings": generation.timeline.marks, "version": generation.version},
     }
@@ -68,7 +68,9 @@ async def chat_events(generation: Generation, include_usage: bool) -> AsyncItera
         if include_usage:
             final = chat_chunk(completion_id, model, {}, None)
             final["choices"] = []
-            final["usage"] = usage(last["prompt_tokens"], last["completion_tokens"])
+            final["usage"] = usage(
+                last["prompt_tokens"], last["completion_tokens"], last.get("cached_tokens")
+            )
             final["surge"] = {"timings": generation.timeline.marks, "version": generation.version}
             yield sse(final)
     except Exception as exc:
@@ -84,7 +86,7 @@ async def completion_response(generation: Generation) -> dict[str, Any]:
         "created": int(time.time()),
         "model": generation.model,
         "choices": [{"index": 0, "text": text, "finish_reason": last["finish_reason"], "logprobs": None}],
-        "usage": usage(last["prompt_tokens"], last["completion_tokens"]),
+        "usage": usage(last["prompt_tokens"], last["completion_tokens"], last.get("cached_tokens")),
         "surge": {"timings": generation.timeline.marks, "version": generation.version},
     }
 
@@ -100,7 +102,9 @@ async def completion_events(generation: Generation, include_usage: bool) -> Asyn
         if include_usage:
             final = completion_chunk(completion_id, model, "", None)
             final["choices"] = []
-            final["usage"] = usage(last["prompt_tokens"], last["completion_tokens"])
+            final["usage"] = usage(
+                last["prompt_tokens"], last["completion_tokens"], last.get("cached_tokens")
+            )
             yield sse(final)
     except Exception as exc:
         yield _error_event(exc)

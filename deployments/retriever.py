@@ -16,6 +16,7 @@ from typing import Any
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
+from deployments.embedding_versions import VersionedIndexes
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
 from surge_core.tenancy import DEFAULT_TENANT, split_stored_id, stored_doc_id
@@ -72,6 +73,8 @@ class Retriever:
         self.started_at = time.time()
         self.settings = settings
         self.store: VectorStore = open_vector_store(settings.store, settings.dimensions)
+        # Embedding versions' indexes (`deployments.embedding_versions`): a call naming a version uses its index.
+        self.indexes = VersionedIndexes(self.store, settings.store)
         self.ready_at = time.time()
         record_replica_ready("retriever", self.started_at, self.ready_at)
 
@@ -87,11 +90,14 @@ class Retriever:
         top_k: int,
         where: dict[str, Any] | None = None,
         tenant: str = DEFAULT_TENANT,
+        embedding_version: str | None = None,
     ) -> list[dict[str, Any]]:
         """The `top_k` closest chunks of `tenant`'s documents as dicts (doc_id, chunk_index, text, metadata,
-        score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks."""
+        score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks.
+        `embedding_version`: the version `embedding` was made for; its index is searched (None: the base)."""
         self._check_top_k(top_k)
-        hits = await asyncio.to_thread(self.store.search, embedding, top_k, where, tenant)
+        store = await asyncio.to_thread(self.indexes.get, embedding_version)
+        hits = await asyncio.to_thread(store.search, embedding, top_k, where, tenant)
         return [{**asdict(hit), "doc_id": split_stored_id(hit.doc_id)[1]} for hit in hits]
 
     async def replace_documents(
@@ -99,6 +105,7 @@ class Retriever:
         documents: dict[str, list[dict[str, Any]]],
         versions: dict[str, tuple[int, int]] | None = None,
         tenant: str = DEFAULT_TENANT,
+        embedding_version: str | None = None,
     ) -> dict[str, int]:
         """Make each of `tenant`'s documents' chunks exactly the given ones; returns written/unchanged/
         deleted/fenced counts. `versions` fences older writes (see `surge_core.vector_store.base.is_stale`).
@@ -107,8 +114,9 @@ class Retriever:
             stored_doc_id(tenant, doc_id): [_stored_chunk(tenant, doc_id, chunk) for chunk in chunks]
             for doc_id, chunks in documents.items()
         }
+        store = await asyncio.to_thread(self.indexes.get, embedding_version)
         result: WriteResult = await asyncio.to_thread(
-            self.store.replace_documents, records, _versions(versions, tenant)
+            store.replace_documents, records, _versions(versions, tenant)
         )
         return asdict(result)
 
@@ -118,9 +126,14 @@ class Retriever:
         versions: dict[str, tuple[int, int]] | None = None,
         tenant: str = DEFAULT_TENANT,
     ) -> int:
-        """Remove these documents of `tenant`; returns the number of chunks removed."""
+        """Remove these documents of `tenant` from every embedding version's index (a version being built
+        must not bring them back); returns the most chunks removed from any one index."""
         stored = [stored_doc_id(tenant, doc_id) for doc_id in doc_ids]
-        return await asyncio.to_thread(self.store.delete_documents, stored, _versions(versions, tenant))
+        removed = 0
+        for store in await asyncio.to_thread(self.indexes.everything):
+            count = await asyncio.to_thread(store.delete_documents, stored, _versions(versions, tenant))
+            removed = max(removed, count)
+        return removed
 
     async def stats(self) -> dict[str, Any]:
         chunks = await asyncio.to_thread(self.store.count_chunks)
@@ -143,6 +156,6 @@ class Retriever:
 
     def __del__(self) -> None:
         # Serve calls this when it stops the replica: close connections (the data stays where it persists).
-        store = getattr(self, "store", None)
-        if store is not None:
-            store.close()
+        indexes = getattr(self, "indexes", None)
+        if indexes is not None:
+            indexes.close()

@@ -164,6 +164,12 @@ class EmbedderSettings(DeploymentSettings, EmbeddingModelSettings):
     )
     max_input_chars: int = Field(8192, ge=1, description="Longest single input accepted (characters).")
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one embeddings request.")
+    versions_store: VectorStoreSettings | None = Field(
+        None,
+        description="Follow the embedding-version catalog of this store (`surge reembed`): embed with the "
+        "active version's model and name the version in every answer. Must be retriever.store. None: always "
+        "`model`, into the base index.",
+    )
 
 
 class RetrieverSettings(DeploymentSettings):
@@ -187,6 +193,35 @@ class RetrieverSettings(DeploymentSettings):
                 "(use backend 'pgvector' to scale the retriever out)"
             )
         return self
+
+
+class PrefixAffinitySettings(StrictModel):
+    """`llm.request_router: prefix_affinity` (see `deployments.prefix_affinity`): how long a shared prefix must
+    be to pull a request to the replica that cached it, and how much load imbalance that may cost."""
+
+    block_chars: int = Field(64, ge=8, le=4096, description="Prompt characters per hashed block.")
+    min_match_chars: int = Field(
+        256, ge=8, description="Shortest shared prefix (characters) worth routing for; shorter: power of two."
+    )
+    imbalance_threshold: int = Field(
+        4, ge=0, description="Queue-length difference between replicas above which power of two decides."
+    )
+    max_blocks: int = Field(100_000, ge=1, description="Prefix blocks remembered per caller (LRU).")
+
+    @model_validator(mode="after")
+    def _match_covers_a_block(self) -> PrefixAffinitySettings:
+        if self.min_match_chars < self.block_chars:
+            raise ValueError(
+                f"min_match_chars ({self.min_match_chars}) must be >= block_chars ({self.block_chars})"
+            )
+        return self
+
+
+# Serve's `request_router_config` per `llm.request_router` (None: Serve's default, power of two).
+REQUEST_ROUTER_CLASSES: dict[str, str | None] = {
+    "power_of_two": None,
+    "prefix_affinity": "deployments.prefix_affinity_router.PrefixAffinityRouter",
+}
 
 
 class LLMSettings(DeploymentSettings):
@@ -245,6 +280,25 @@ class LLMSettings(DeploymentSettings):
                 "max_ongoing_requests": data.get("max_num_seqs", cls.model_fields["max_num_seqs"].default),
             }
         return data
+
+    request_router: Literal["power_of_two", "prefix_affinity"] = Field(
+        "power_of_two",
+        description="How callers pick an LLM replica: Serve's power of two, or prefix-cache affinity "
+        "(requests sharing a long prompt prefix go to the replica that cached it).",
+    )
+    prefix_affinity: PrefixAffinitySettings = Field(
+        default_factory=PrefixAffinitySettings, description="Tuning of request_router 'prefix_affinity'."
+    )
+
+    def serve_options(self, name: str) -> dict[str, Any]:
+        options = super().serve_options(name)
+        router = REQUEST_ROUTER_CLASSES[self.request_router]
+        if router is not None:
+            options["request_router_config"] = {
+                "request_router_class": router,
+                "request_router_kwargs": self.prefix_affinity.model_dump(),
+            }
+        return options
 
     @model_validator(mode="after")
     def _gpu_settings_agree(self) -> LLMSettings:
@@ -381,6 +435,13 @@ class AppSettings(StrictModel):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="The Embedder.")
     retriever: RetrieverSettings = Field(default_factory=RetrieverSettings, description="The Retriever.")
     llm: LLMSettings = Field(default_factory=LLMSettings, description="The LLM stage.")
+
+    @model_validator(mode="after")
+    def _embedder_follows_the_retrievers_versions(self) -> AppSettings:
+        store = self.embedder.versions_store
+        if store is not None and store != self.retriever.store:
+            raise ValueError("embedder.versions_store must be the same store as retriever.store")
+        return self
 
     @model_validator(mode="after")
     def _llm_fits_the_context(self) -> AppSettings:

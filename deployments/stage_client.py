@@ -248,16 +248,31 @@ class RetrieverClient(StageClient):
     """Every call names the caller's tenant: the Retriever reads and writes only that tenant's documents."""
 
     async def search(
-        self, vector: list[float], top_k: int, where: dict[str, Any] | None, tenant: str, timeline: Timeline
+        self,
+        vector: list[float],
+        top_k: int,
+        where: dict[str, Any] | None,
+        tenant: str,
+        timeline: Timeline,
+        embedding_version: str | None = None,
     ) -> list[dict[str, Any]]:
-        hits: list[dict[str, Any]] = await self.call("search", vector, top_k, where, tenant)
+        """`embedding_version`: the version the Embedder named for `vector` (searched in that index)."""
+        hits: list[dict[str, Any]] = await self.call(
+            "search", vector, top_k, where, tenant, embedding_version
+        )
         timeline.mark("retrieved")
         return hits
 
     async def replace_documents(
-        self, grouped: dict[str, list[dict[str, Any]]], versions: dict[str, tuple[int, int]], tenant: str
+        self,
+        grouped: dict[str, list[dict[str, Any]]],
+        versions: dict[str, tuple[int, int]],
+        tenant: str,
+        embedding_version: str | None = None,
     ) -> dict[str, int]:
-        result: dict[str, int] = await self.call("replace_documents", grouped, versions, tenant)
+        result: dict[str, int] = await self.call(
+            "replace_documents", grouped, versions, tenant, embedding_version
+        )
         return result
 
     async def delete_documents(

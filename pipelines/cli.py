@@ -37,6 +37,7 @@ PLUGIN_MODULES = {
     "drift-monitor": "pipelines.drift",
     "rayservice": "pipelines.cluster",
     "compare": "pipelines.model_compare",
+    "reembed": "pipelines.reembed",
 }
 DEFAULT_BROKER_DIR = cache_dir() / "broker"  # $SURGE_CACHE_DIR/broker
 PROGRESS_THRESHOLD = 1000

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +64,12 @@ def replay(
     batch_size: int = 64,
     retry: RetryPolicy | None = None,
     max_record_bytes: int = 2_000_000,
+    starts: Mapping[int, int] | None = None,
+    after_batch: Callable[[dict[int, int]], None] | None = None,
 ) -> ReplayStats:
-    """Feed `topic` from the beginning up to `ends` (partition -> end offset; default: the end offsets now)
-    through the handler, batch by batch, in offset order per partition."""
+    """Feed `topic` from the beginning (or `starts`, partition -> offset, to resume) up to `ends` (partition
+    -> end offset; default: the end offsets now) through the handler, batch by batch, in offset order per
+    partition. `after_batch({partition: next offset})` is called once a batch is written (a checkpoint)."""
     started = time.monotonic()
     stats = ReplayStats()
     policy = retry or RetryPolicy()
@@ -80,6 +83,9 @@ def replay(
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            if starts and starts.get(tp.partition):
+                consumer.seek(tp, starts[tp.partition])
         stop = (
             dict(ends)
             if ends is not None
@@ -90,6 +96,8 @@ def replay(
             for tp, messages in consumer.poll(timeout_ms=500, max_records=batch_size).items():
                 wanted = [m for m in messages if m.offset < stop.get(tp.partition, 0)]
                 _write(handler, wanted, stats, policy)
+                if after_batch is not None and wanted:
+                    after_batch({tp.partition: wanted[-1].offset + 1})
                 if consumer.position(tp) >= stop.get(tp.partition, 0) or len(wanted) < len(messages):
                     consumer.pause(tp)
                     pending.discard(tp)

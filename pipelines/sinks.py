@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.consumer import SinkUnavailable
 from surge_core.embedding import EmbeddingModelSettings
+from surge_core.embedding_versions import EmbeddingVersionFollower, open_version_store
 from surge_core.records import DocumentDelete, DocumentUpsert
 from surge_core.store_settings import EmbeddedStoreSettings, VectorStoreSettings
 from surge_core.tenancy import split_stored_id
@@ -65,6 +66,11 @@ class DirectSinkSettings(_Strict):
     chunk_overlap_chars: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")
     max_chunks_per_document: int = Field(
         2000, ge=1, description="A document chunking into more pieces is rejected (dead-lettered)."
+    )
+    follow_embedding_versions: bool = Field(
+        True,
+        description="Write into the active embedding version's index with its model when the store has a "
+        "version catalog (`surge reembed`), switching when it moves; otherwise the base index and `embedder`.",
     )
 
     @model_validator(mode="after")
@@ -190,13 +196,42 @@ class DirectSink:
 
         self.settings = settings
         self._chunk_text = chunk_text
-        self.embedder = TextEmbedder(settings.embedder)
-        self.store = open_vector_store(settings.store, self.embedder.dimensions)
+        self._versions = (
+            EmbeddingVersionFollower(settings.store) if settings.follow_embedding_versions else None
+        )
+        active = self._versions.active() if self._versions is not None else None
+        self.version = None if active is None else active.name
+        self.embedder = TextEmbedder(settings.embedder if active is None else active.embedder)
+        self.store: Any = (
+            open_vector_store(settings.store, self.embedder.dimensions)
+            if active is None
+            else open_version_store(settings.store, active)
+        )
         self._transient = _transient_errors()
+
+    def _follow_active_version(self) -> None:
+        """After `surge reembed` activates a version, write into it (with its model) from the next batch on;
+        the re-embedding job replays what was written meanwhile into the old one."""
+        from surge_core.embedding import TextEmbedder
+
+        if self._versions is None or not self._versions.due():
+            return
+        active = self._versions.active()
+        if active is None or active.name == self.version:
+            return
+        embedder = TextEmbedder(active.embedder)
+        self.store.close()
+        self.store, self.embedder, self.version = (
+            open_version_store(self.settings.store, active),
+            embedder,
+            active.name,
+        )
+        logger.info("writing into embedding version %s from now on", active.name)
 
     def write(self, ops: Sequence[DocumentOp], versions: Mapping[str, DocVersion] | None = None) -> None:
         from surge_core.vector_store import ChunkRecord
 
+        self._follow_active_version()
         upserts, deletes = last_op_per_document(ops)
         s = self.settings
         pieces: list[tuple[DocumentUpsert, list[str]]] = []
@@ -236,6 +271,8 @@ class DirectSink:
 
     def close(self) -> None:
         self.store.close()
+        if self._versions is not None:
+            self._versions.close()
 
 
 def single_api_key(raw: str, env: str) -> str:

@@ -27,6 +27,13 @@ class EmbeddingModelSettings(StrictModel):
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Largest batch embedded at once.")
     normalize: bool = Field(True, description="L2-normalise embeddings (cosine = inner product).")
+    truncate_dim: int | None = Field(
+        None,
+        ge=8,
+        le=16000,
+        description="Keep only the first N dimensions of each embedding (None: all); a different embedding "
+        "space, so it needs its own index version (`surge_core.embedding_versions`).",
+    )
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per process.")
 
 
@@ -41,7 +48,9 @@ class TextEmbedder:
         # More threads than cores collapses throughput on small machines; the setting decides.
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
-        self.model = SentenceTransformer(str(resolve_embedding_model(settings.model)), device="cpu")
+        self.model = SentenceTransformer(
+            str(resolve_embedding_model(settings.model)), device="cpu", truncate_dim=settings.truncate_dim
+        )
         dimensions = self.model.get_embedding_dimension()
         if dimensions is None:
             raise ValueError(f"embedder.model {settings.model!r} does not report its embedding dimensions")

@@ -144,7 +144,12 @@ def app_settings_for_tests(data_dir: Path, llm_model_dir: Path, bootstrap_server
                 "chunk_chars": 300,
                 "chunk_overlap_chars": 30,
             },
-            "embedder": {"autoscaling": SCALE_FAST, "num_cpus": 0.5},
+            "embedder": {
+                "autoscaling": SCALE_FAST,
+                "num_cpus": 0.5,
+                # Follows `surge reembed` (embedding versions); no catalog, no change.
+                "versions_store": {"backend": "embedded", "path": str(data_dir / "index")},
+            },
             "retriever": {
                 "store": {"backend": "embedded", "path": str(data_dir / "index")},
                 "num_cpus": 0.25,

@@ -65,6 +65,8 @@ class GenerationDelta:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    # Prompt tokens whose KV came from the engine's prefix cache (None: the engine does not say).
+    cached_tokens: int | None = None
 
 
 class LLMEngine(ABC):

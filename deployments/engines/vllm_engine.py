@@ -189,6 +189,7 @@ class VLLMEngine(LLMEngine):
         )
         prompt_tokens = 0
         completion_tokens = 0
+        cached_tokens: int | None = None
         lora = self.lora_request(sampling.lora_adapter)
         stream = self._engine.generate({"prompt": prompt}, params, request_id, lora_request=lora)
         # aclosing: when our caller stops early, vLLM's generator is closed too, and it aborts the request.
@@ -197,6 +198,8 @@ class VLLMEngine(LLMEngine):
                 async for output in stream:
                     if output.prompt_token_ids is not None:
                         prompt_tokens = len(output.prompt_token_ids)
+                    if output.num_cached_tokens is not None:  # prefix-cache hits, reported once
+                        cached_tokens = int(output.num_cached_tokens)
                     completion = output.outputs[0]
                     completion_tokens += len(completion.token_ids)
                     finish_reason = completion.finish_reason if output.finished else None
@@ -207,6 +210,7 @@ class VLLMEngine(LLMEngine):
                         finish_reason=finish_reason,
                         prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens,
+                        cached_tokens=cached_tokens,
                     )
             except VLLMValidationError as error:  # raised by add_request, before any output
                 raise InvalidRequestError(str(error)) from error

@@ -140,7 +140,9 @@ class ChatFlow:
         embedded = await self.embedder.embed([question], timeline)
         timeline.query_embedding = embedded["embeddings"][0].tolist()
         where = options.filter if options else None
-        return await self.retriever.search(timeline.query_embedding, top_k, where, tenant, timeline)
+        # The index searched is the one of the version the question was embedded for (same vector space).
+        version = embedded.get("embedding_version")
+        return await self.retriever.search(timeline.query_embedding, top_k, where, tenant, timeline, version)
 
 
 def feature_key(tenant: str, user: str) -> str:

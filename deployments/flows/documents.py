@@ -46,8 +46,8 @@ class DocumentFlow:
         versions = body.store_versions()
         upserted: dict[str, Any] = {"written": 0, "unchanged": 0, "deleted": 0, "fenced": 0}
         if body.documents:
-            chunks = await self._embedded_chunks(body)
-            upserted = await self.retriever.replace_documents(chunks, versions, tenant)
+            chunks, embedding_version = await self._embedded_chunks(body)
+            upserted = await self.retriever.replace_documents(chunks, versions, tenant, embedding_version)
         deleted = await self.retriever.delete_documents(body.delete, versions, tenant) if body.delete else 0
         return {
             "object": "documents.result",
@@ -58,7 +58,10 @@ class DocumentFlow:
             "documents_fenced": upserted.get("fenced", 0),
         }
 
-    async def _embedded_chunks(self, body: DocumentsRequest) -> dict[str, list[dict[str, Any]]]:
+    async def _embedded_chunks(
+        self, body: DocumentsRequest
+    ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+        """The chunks with their vectors, and the embedding version those vectors belong to."""
         chunks = [
             (doc, index, text)
             for doc in body.documents
@@ -78,4 +81,4 @@ class DocumentFlow:
                     "metadata": doc.metadata,
                 }
             )
-        return grouped
+        return grouped, result.get("embedding_version")

@@ -130,3 +130,15 @@ def test_feature_job_and_drift_monitor_report_throughput(ray_session: None, tmp_
     doc = run_quick("feature_and_drift", tmp_path)
     assert doc["figures"]["drift monitor via Kafka"]["windows"]["median"] >= 1
     assert doc["figures"]["feature job"]["records_per_s"]["median"] > 0
+
+
+def test_prefix_affinity_compares_ttft_and_cache_hits_with_power_of_two(
+    serve_http_port: int, tiny_llm_dir: Path, tmp_path: Path
+) -> None:
+    # Deploys its own app (two LLM replicas per side) on the session's Serve.
+    doc = run_quick("prefix_affinity", tmp_path, "--conversations", "2", "--turns", "2")
+    assert {"power_of_two", "prefix_affinity"} <= set(doc["figures"])
+    for router in ("power_of_two", "prefix_affinity"):
+        assert doc["figures"][router]["requests"] == 4
+        assert doc["figures"][router]["prefix_cache_hit_rate"] is not None, "vLLM reports cached tokens"
+    assert doc["headline"]["better"] == "lower" and doc["headline"]["value"] > 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deployments.embedder import Embedder, slices, texts_in
+from deployments.embedding_versions import LoadedModel
 from deployments.settings import EmbedderSettings
 
 
@@ -43,8 +44,20 @@ def replica_context(monkeypatch: pytest.MonkeyPatch) -> None:
 def replica(max_batch_size: int, wait_s: float = 0.05) -> Any:
     cls = Embedder.func_or_class  # the class under @serve.deployment, run without Serve
     embedder = cls.__new__(cls)
+    # Serve keeps one batch queue per decorated method (one replica per process), bound to the event loop
+    # it was created in: each test runs its own loop, so each starts with a fresh queue.
+    embedder._embed_batch.set_max_batch_size.__self__._queue = None
     embedder.settings = EmbedderSettings(max_batch_size=max_batch_size)
     embedder.model = FakeModel()
+    loaded = LoadedModel(embedder=embedder.model, version=None)  # type: ignore[arg-type]
+
+    class OneVersion:
+        current = loaded
+
+        async def get(self) -> LoadedModel:
+            return loaded
+
+    embedder.models = OneVersion()
     embedder.ready_at = 0.0
     embedder._embed_batch.set_max_batch_size(max_batch_size)
     embedder._embed_batch.set_batch_wait_timeout_s(wait_s)
@@ -52,7 +65,7 @@ def replica(max_batch_size: int, wait_s: float = 0.05) -> Any:
 
 
 def test_batch_size_counts_texts_not_requests() -> None:
-    assert texts_in([["a", "b"], ["c"]]) == 3 and texts_in([]) == 0
+    assert texts_in([(["a", "b"], None), (["c"], None)]) == 3 and texts_in([]) == 0
     assert slices(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
 
 

@@ -45,9 +45,24 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "routing and stage clients",
-        {"deployments.model_router", "deployments.stage_client", "deployments.request_timeline"},
+        {
+            "deployments.model_router",
+            "deployments.stage_client",
+            "deployments.request_timeline",
+            "deployments.prefix_affinity",
+            "deployments.prefix_affinity_router",
+        },
     ),
-    ("stages", {"deployments.embedder", "deployments.retriever", "deployments.llm", "deployments.engines"}),
+    (
+        "stages",
+        {
+            "deployments.embedder",
+            "deployments.retriever",
+            "deployments.llm",
+            "deployments.engines",
+            "deployments.embedding_versions",
+        },
+    ),
     (
         "serving contracts",
         {

@@ -248,3 +248,15 @@ def test_both_engines_agree_on_greedy_text(
 
 def test_engines_report_healthy(engine: LLMEngine, loop: LoopThread) -> None:
     loop.run(engine.check_health())
+
+
+def test_vllm_reports_the_prefix_cache_hits_of_a_repeated_prompt(
+    vllm_engine: LLMEngine, loop: LoopThread
+) -> None:
+    # Prefix-cache affinity routing (deployments.prefix_affinity) is measured by this figure.
+    long_prompt = vllm_engine.render_chat([{"role": "user", "content": "Describe the sea. " * 30}])
+    first = loop.run(collect(vllm_engine, long_prompt, SamplingSettings(max_tokens=2, **GREEDY), "cache-1"))
+    again = loop.run(collect(vllm_engine, long_prompt, SamplingSettings(max_tokens=2, **GREEDY), "cache-2"))
+    assert first[-1].cached_tokens is not None and again[-1].cached_tokens is not None
+    assert again[-1].cached_tokens > first[-1].cached_tokens
+    assert again[-1].cached_tokens <= again[-1].prompt_tokens

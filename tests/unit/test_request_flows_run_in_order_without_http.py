@@ -43,13 +43,23 @@ class FakeRetriever:
         self.calls = calls
 
     async def search(
-        self, vector: list[float], top_k: int, where: Any, tenant: str, timeline: Timeline
+        self,
+        vector: list[float],
+        top_k: int,
+        where: Any,
+        tenant: str,
+        timeline: Timeline,
+        embedding_version: str | None = None,
     ) -> list[dict[str, Any]]:
         self.calls.append(f"search:{top_k}")
         return [{"doc_id": "kb/etna", "chunk_index": 0, "text": "Etna is in Sicily.", "score": 0.9}]
 
     async def replace_documents(
-        self, grouped: dict[str, list[dict[str, Any]]], versions: Any, tenant: str
+        self,
+        grouped: dict[str, list[dict[str, Any]]],
+        versions: Any,
+        tenant: str,
+        embedding_version: str | None = None,
     ) -> dict[str, int]:
         self.calls.append(f"replace:{sorted(grouped)}:{versions}")
         return {"written": sum(len(v) for v in grouped.values()), "unchanged": 0, "deleted": 0, "fenced": 0}
