@@ -80,7 +80,7 @@ class AutoscalingSettings(StrictModel):
             )
         return self
 
-    def to_serve(self, capacity_per_replica: int = 1) -> dict[str, Any]:
+    def to_serve(self, capacity_per_replica: int | None = None) -> dict[str, Any]:
         """The dict Ray Serve's `AutoscalingConfig` accepts (`capacity_per_replica`: max_ongoing_requests)."""
         config: dict[str, Any] = {
             "min_replicas": self.effective_min_replicas,
@@ -301,12 +301,16 @@ class LLMSettings(DeploymentSettings):
         return options
 
     @model_validator(mode="after")
-    def _gpu_settings_agree(self) -> LLMSettings:
+    def _serve_holds_what_the_engine_cannot_run(self) -> LLMSettings:
         if self.max_ongoing_requests != self.max_num_seqs:
             raise ValueError(
                 f"max_ongoing_requests ({self.max_ongoing_requests}) must equal max_num_seqs "
                 f"({self.max_num_seqs}): more would queue inside the engine, unseen by Serve's autoscaler"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_settings_agree(self) -> LLMSettings:
         if self.device == "cuda" and self.num_gpus < self.tensor_parallel_size:
             raise ValueError(
                 f"device 'cuda' needs num_gpus >= tensor_parallel_size ({self.tensor_parallel_size}), "

@@ -7,6 +7,7 @@ and these settings become its JSON kwargs. Unset, Serve runs its default queue-l
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -125,9 +126,15 @@ class AutoscalingPolicySettings(StrictModel):
     schedule: ScheduleSettings | None = Field(None, description="Scheduled warmer (known hours).")
     learned: LearnedWarmerSettings | None = Field(None, description="Learned warmer (arrivals model).")
 
-    def to_serve(self, target_ongoing_requests: float, capacity_per_replica: int) -> dict[str, Any]:
-        """Serve's `autoscaling_config.policy`: the class's import path and its JSON kwargs."""
+    def to_serve(self, target_ongoing_requests: float, capacity_per_replica: int | None) -> dict[str, Any]:
+        """Serve's `autoscaling_config.policy`: the class's import path and its JSON kwargs.
+
+        `capacity_per_replica` is the stage's `max_ongoing_requests` (the LLM's `max_num_seqs`; `serve_options`
+        passes it). Without it, the 'slo' policy takes the slots `target_ongoing_requests` implies:
+        ceil(target_ongoing_requests / target_utilization), e.g. 8 / 0.75 -> 11."""
         if self.replica_policy == "slo":
+            if capacity_per_replica is None:
+                capacity_per_replica = math.ceil(target_ongoing_requests / self.target_utilization)
             replica_policy: dict[str, Any] = {
                 "kind": "slo",
                 "ttft_slo_s": self.ttft_slo_s,

@@ -260,6 +260,9 @@ def test_policy_settings_reach_serve_as_an_import_path_and_json_kwargs() -> None
     assert config["policy"]["policy_kwargs"]["replica_policy"]["max_num_seqs"] == 8
     json.dumps(config["policy"]["policy_kwargs"])
     assert "policy" not in AutoscalingSettings().to_serve(8)  # unset: Serve's default policy
+    # Without the stage's slots, the SLO policy takes those target_ongoing_requests implies: ceil(8 / 0.75).
+    implied = AutoscalingSettings(target_ongoing_requests=8, policy={"replica_policy": "slo"}).to_serve()
+    assert implied["policy"]["policy_kwargs"]["replica_policy"]["max_num_seqs"] == 11
 
 
 @pytest.mark.parametrize(
