@@ -29,6 +29,10 @@ def _int64(value: object) -> object:
 MetadataValue = Annotated[str | int | float | bool, BeforeValidator(_int64)]
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,255}$"
 MAX_DOCUMENT_CHARS = 1_000_000
+# Bounds of the text an inference-log record may carry (the gateway cuts to these before publishing).
+MAX_LOGGED_ANSWER_CHARS = 16_000
+MAX_LOGGED_SOURCE_CHARS = 4_000
+MAX_LOGGED_SOURCES = 64
 
 
 def utc_now() -> datetime:
@@ -114,6 +118,17 @@ class InferenceLogRecord(Record):
     prompt: str | None = Field(None, description="Raw prompt; only when the gateway's include_prompt is on.")
     principal: str | None = Field(None, description="Name of the API key's principal (never the key).")
     tenant: str | None = Field(None, description="Tenant of the principal.")
+    answer: str | None = Field(
+        None,
+        max_length=MAX_LOGGED_ANSWER_CHARS,
+        description="Answer text, redacted and cut (only when the gateway's include_answer is on).",
+    )
+    sources: list[Annotated[str, Field(max_length=MAX_LOGGED_SOURCE_CHARS)]] | None = Field(
+        None,
+        max_length=MAX_LOGGED_SOURCES,
+        description="Text of the passages retrieved for the answer, redacted and cut; [] when retrieval "
+        "found nothing, None when the request did no retrieval or include_answer is off.",
+    )
 
 
 class DriftAlertRecord(Record):

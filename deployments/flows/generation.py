@@ -59,10 +59,12 @@ class OutcomeRecorder:
         """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome,
         named by the caller's principal, and charge its tokens to the principal's token bucket."""
         last: dict[str, Any] = {}
+        parts: list[str] = []  # the answer, for the log's quality signals (bounded by max_tokens)
         status = 500
         try:
             async for delta in deltas:
                 last = delta
+                parts.append(delta.get("text") or "")
                 yield delta
             timeline.mark("generated")
             status = 200
@@ -86,6 +88,9 @@ class OutcomeRecorder:
                 prompt_embedding=timeline.query_embedding,
                 principal=caller.principal.name,
                 tenant=caller.principal.tenant,
+                answer="".join(parts),
+                # None when the request did no retrieval, [] when it found nothing.
+                sources=[str(h["text"]) for h in hits] if timeline.query_embedding is not None else None,
             )
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
 
