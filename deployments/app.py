@@ -17,6 +17,7 @@ from ray.serve import Application, Deployment
 
 from deployments.embedder import Embedder
 from deployments.gateway import Gateway
+from deployments.guardrails import DeployFacts, enforce, serve_http_host
 from deployments.llm import LLMServer
 from deployments.retriever import Retriever
 from deployments.settings import AppSettings
@@ -24,6 +25,7 @@ from deployments.settings import AppSettings
 
 def build_app(args: dict[str, Any] | AppSettings | None = None) -> Application:
     settings = load_settings(args)
+    enforce(DeployFacts(settings, serve_http_host()), settings.guardrails.allow)  # fails naming the rule
     embedder = _stage(Embedder, settings.embedder.serve_options("Embedder")).bind(settings.embedder)
     retriever = _stage(Retriever, settings.retriever.serve_options("Retriever")).bind(settings.retriever)
     llm = _stage(LLMServer, settings.llm.serve_options("LLMServer")).bind(settings.llm)

@@ -47,6 +47,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.observability",
             "deployments.principal",
             "deployments.rate_limits",
+            "deployments.guardrails",
         },
     ),
 ]
