@@ -152,11 +152,20 @@ def enforce(facts: DeployFacts, allow: Sequence[str] = ()) -> list[Violation]:
 
 def serve_http_host() -> str | None:
     """The host the running Serve instance's HTTP proxy binds (its http_options), or None when no Serve
-    instance is reachable (a plain import, local testing mode): then no rule treats the host as loopback."""
+    instance is reachable (a plain import, local testing mode): then no rule treats the host as loopback.
+
+    Only asked when Ray is already initialised (the `serve run` driver, Serve's build task, a test session):
+    Serve's client would otherwise start a local Ray just to answer, on a plain `import deployments.app`.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return None
     try:
         from ray.serve.context import _get_global_client
 
-        return str(_get_global_client().http_config.host)
+        client = _get_global_client(raise_if_no_controller_running=False)
+        return None if client is None else str(client.http_config.host)
     except Exception:
         return None
 
