@@ -4,6 +4,7 @@ answer with its text and its retrieved passages (redacted), and a request refuse
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -34,7 +35,15 @@ def test_a_rag_answer_and_a_refused_request_reach_the_inference_log(
     }
     refused = httpx.post(f"{surge_app.base_url}{ROUTE}", json=body, headers={"Authorization": "Bearer nope"})
     assert refused.status_code == 401
-    answered = httpx.post(f"{surge_app.base_url}{ROUTE}", json=body, headers=surge_app.headers(), timeout=600)
+    # The stages may be at zero: a 503 with Retry-After while they start is the documented answer, so retry.
+    deadline = time.monotonic() + 600
+    while True:
+        answered = httpx.post(
+            f"{surge_app.base_url}{ROUTE}", json=body, headers=surge_app.headers(), timeout=600
+        )
+        if answered.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(float(answered.headers.get("retry-after", "2")))
     assert answered.status_code == 200, answered.text
     answer = PROMPT_REDACTION.apply(answered.json()["choices"][0]["message"]["content"])
 
