@@ -50,10 +50,12 @@ unit: install
 
 integration: install
 	$(PY) scripts/prepare_models.py --tiny
+	$(PY) scripts/prometheus_tools.py  # promtool into .tools/bin (apt-get download + dpkg-deb, no root)
 	$(PY) -m pytest tests/integration -q
 
 test: lint typecheck
 	$(PY) scripts/prepare_models.py --tiny
+	$(PY) scripts/prometheus_tools.py  # promtool into .tools/bin (apt-get download + dpkg-deb, no root)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 clean:

@@ -17,6 +17,7 @@ from ray.serve import Application, Deployment
 
 from deployments.embedder import Embedder
 from deployments.gateway import Gateway
+from deployments.guardrails import DeployFacts, enforce, serve_http_host
 from deployments.llm import LLMServer
 from deployments.model_registry import SurgeAppSettings, stable_version
 from deployments.retriever import Retriever
@@ -25,6 +26,7 @@ from deployments.settings import AppSettings
 
 def build_app(args: dict[str, Any] | AppSettings | None = None) -> Application:
     settings = load_settings(args)
+    enforce(DeployFacts(settings, serve_http_host()), settings.guardrails.allow)  # fails naming the rule
     embedder = _stage(Embedder, settings.embedder.serve_options("Embedder"), settings.embedder).bind(
         settings.embedder
     )

@@ -68,6 +68,9 @@ from surge_core.feature_store import open_online_store
 
 logger = logging.getLogger("ray.serve")
 
+# Generation routes: their flows log every request they start; the middleware logs their admission refusals.
+LOGGED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+
 api = FastAPI(title="surge", version="0.1.0", docs_url=None, redoc_url=None)
 install_error_handlers(api)
 
@@ -88,6 +91,14 @@ async def _guard(request: Request, call_next: Any) -> Any:
         if error.status_code in (403, 429):
             # Name the principal, never the key.
             logger.info("%s %s -> %d: %s", request.method, route, error.status_code, error.message)
+        if admitted is None and route in LOGGED_ROUTES:  # refused at admission: no flow logs it
+            gateway.inference_log.record_rejection(
+                route=route,
+                status_code=error.status_code,
+                arrived_at=time.time() - (time.perf_counter() - started),
+                principal=None,
+                tenant=None,
+            )
         response = JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
     except BaseException:
         if admitted is not None:
@@ -169,9 +180,9 @@ class Gateway:
         self._deployed = False
         self.guard = RollbackGuard(self.router, self.model_events, settings.rollback_guard)
         llm_name = settings.model_versions()[0].name
-        inference_log = InferenceLogger(gateway.inference_log, llm_name)
-        outcomes = OutcomeRecorder(inference_log, self.metrics, llm_name, observer=self.guard.observe)
-        self.shadows = ShadowMirror(inference_log, settings.shadow_queue_size, settings.shadow_concurrency)
+        self.inference_log = InferenceLogger(gateway.inference_log, llm_name)
+        outcomes = OutcomeRecorder(self.inference_log, self.metrics, llm_name, observer=self.guard.observe)
+        self.shadows = ShadowMirror(self.inference_log, settings.shadow_queue_size, settings.shadow_concurrency)
         features = open_online_store(gateway.online_features) if gateway.online_features else None
         self.chat = ChatFlow(
             settings, self.router, embedder_client, retriever_client, features, outcomes, self.shadows

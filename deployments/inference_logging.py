@@ -17,7 +17,12 @@ from functools import cache
 import numpy as np
 
 from surge_core.inference_log import InferenceLogSettings
-from surge_core.records import InferenceLogRecord
+from surge_core.records import (
+    MAX_LOGGED_ANSWER_CHARS,
+    MAX_LOGGED_SOURCE_CHARS,
+    MAX_LOGGED_SOURCES,
+    InferenceLogRecord,
+)
 from surge_core.redaction import PROMPT_REDACTION
 
 SKETCH_DIMENSIONS = 16
@@ -67,6 +72,8 @@ class InferenceLogger:
         model_version: str | None = None,
         alias: str | None = None,
         shadow: bool = False,
+        answer: str | None = None,
+        sources: Sequence[str] | None = None,
     ) -> None:
         if self._publisher is None:
             return
@@ -87,8 +94,41 @@ class InferenceLogger:
             prompt=self._prompt(prompt),
             principal=principal,
             tenant=tenant,
+            answer=self._text(answer, MAX_LOGGED_ANSWER_CHARS),
+            sources=self._sources(sources),
         )
         self._publisher.publish(record)
+
+    def record_rejection(
+        self, *, route: str, status_code: int, arrived_at: float, principal: str | None, tenant: str | None
+    ) -> None:
+        """A request refused before any flow ran (401, 403, 429 at admission): logged so the drift monitor's
+        rejection rates see it; the flows log every request they start themselves."""
+        if self._publisher is None:
+            return
+        self._publisher.publish(
+            InferenceLogRecord(
+                request_id=uuid.uuid4().hex,
+                route=route,
+                model=self.model,
+                status_code=status_code,
+                latency_s=max(0.0, time.time() - arrived_at),
+                principal=principal,
+                tenant=tenant,
+            )
+        )
+
+    def _text(self, text: str | None, limit: int) -> str | None:
+        if text is None or not self.settings.include_answer:
+            return None
+        # Cut before redacting (bounded regex work), then again: a replacement may lengthen the text.
+        text = text[:limit]
+        return (PROMPT_REDACTION.apply(text) if self.settings.redact_prompt else text)[:limit]
+
+    def _sources(self, sources: Sequence[str] | None) -> list[str] | None:
+        if sources is None or not self.settings.include_answer:
+            return None
+        return [t for s in sources[:MAX_LOGGED_SOURCES] if (t := self._text(s, MAX_LOGGED_SOURCE_CHARS))]
 
     def _prompt(self, prompt: str) -> str | None:
         if not self.settings.include_prompt:

@@ -432,6 +432,14 @@ class GatewaySettings(DeploymentSettings):
         return self
 
 
+class GuardrailSettings(StrictModel):
+    """Overrides of the deploy guardrails (deployments/guardrails.yaml); each one is logged when used."""
+
+    allow: tuple[str, ...] = Field(
+        (), description="Ids of guardrail rules this deploy may break, on purpose."
+    )
+
+
 class AppSettings(StrictModel):
     """The whole application: the `args` of `deployments.app:build_app` in the serve config."""
 
@@ -439,6 +447,9 @@ class AppSettings(StrictModel):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="The Embedder.")
     retriever: RetrieverSettings = Field(default_factory=RetrieverSettings, description="The Retriever.")
     llm: LLMSettings = Field(default_factory=LLMSettings, description="The LLM stage.")
+    guardrails: GuardrailSettings = Field(
+        default_factory=GuardrailSettings, description="Guardrail overrides (checked when the app is built)."
+    )
 
     @model_validator(mode="after")
     def _embedder_follows_the_retrievers_versions(self) -> AppSettings:

@@ -12,6 +12,9 @@ PSI and KS plus 32-d embedding sketches): one window evaluation takes 4-10 ms wi
 8-22 ms with `mmd_rbf`; the batch handler sustains about 15,000 records/s (78 windows/s) without Kafka.
 Unchanged traffic alarmed in 1 of 2,000 windows (see `DriftPolicy`).
 
+Quality signals (rejections, retrieval hits, answer length, empty answers, refusals, a groundedness proxy)
+are counted per model and version by `pipelines.quality` from the same records.
+
 Delivery: **at-least-once**. The monitor runs on the shared consumer loop (`pipelines.consumer`): offsets
 are committed only after a batch's alerts are acknowledged by the broker (acks=all) and, when
 `state_path` is set, after the monitor's state (reference and open window per model) is saved. A crash
@@ -50,6 +53,7 @@ from pipelines.drift_windows import (  # re-exported: they used to live here
     Sample,
     WindowResult,
 )
+from pipelines.quality import QualityMetrics, QualityPolicy, QualitySignals
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import DriftAlertRecord, InferenceLogRecord
 
@@ -111,6 +115,9 @@ class DriftMonitorSettings(ConsumerSettings):
     policy: DriftPolicy = Field(default_factory=DriftPolicy, description="Thresholds of the drift tests.")
     state_path: Path | None = Field(
         None, description="File where the monitor's windows are saved before each commit (None: memory)."
+    )
+    quality: QualityPolicy = Field(
+        default_factory=QualityPolicy, description="Thresholds of the quality signals (pipelines.quality)."
     )
 
     @field_validator("features")
@@ -332,10 +339,12 @@ class DriftHandler:
         monitor: DriftMonitor,
         publish: Callable[[Sequence[DriftAlertRecord]], None],
         state_path: Path | None = None,
+        quality: QualitySignals | None = None,
     ) -> None:
         self.monitor = monitor
         self.publish = publish
         self.state_path = state_path
+        self.quality = quality
         self._decode = json_record_decoder(TypeAdapter(InferenceLogRecord))
         self.results: list[WindowResult] = []
 
@@ -361,7 +370,8 @@ class DriftHandler:
         # retried record is not counted twice.
         before = self.monitor.snapshot()
         try:
-            results = [r for record in self._fresh(records, positions) for r in self.monitor.observe(record)]
+            fresh = self._fresh(records, positions)
+            results = [r for record in fresh for r in self.monitor.observe(record)]
             alerts = [a for r in results for a in r.alerts]
             if alerts:
                 self.publish(alerts)
@@ -373,6 +383,10 @@ class DriftHandler:
         except BaseException:
             self.monitor.restore(before)
             raise
+        if self.quality is not None:
+            # Counted once the batch can no longer be rolled back (counters cannot be): a retried batch is
+            # not counted twice, and the saved offsets keep a replay after a restart from counting again.
+            self.quality.observe(fresh)
         for r in results:
             logger.info(
                 "model %s window %d (%d records): %d alerts in %.1f ms",
@@ -402,7 +416,8 @@ def build_monitor_loop(settings: DriftMonitorSettings) -> tuple[AtLeastOnceConsu
         # traffic, which may already have drifted: fine for a demo, not for production.
         logger.warning("no state_path: the reference distribution is lost on restart")
     publisher = AlertPublisher(settings.kafka, specs["drift-alerts"].name)
-    handler = DriftHandler(monitor, publisher.publish, settings.state_path)
+    quality = QualitySignals(settings.quality, QualityMetrics(registry=metrics.registry))
+    handler = DriftHandler(monitor, publisher.publish, settings.state_path, quality)
     consumer_metrics = ConsumerMetrics(settings.group_id, registry=metrics.registry)
     loop = AtLeastOnceConsumer(settings, specs["inference-log"].name, handler, metrics=consumer_metrics)
     return loop, publisher

@@ -26,9 +26,9 @@ NAMESPACE = "surge"
 # The oldest Kubernetes minor the manifests are validated for (see the chart README); pins
 # .Capabilities.KubeVersion so rendering does not depend on the helm binary's default.
 KUBE_VERSION = "1.31.0"
-# APIs the plain manifests assume beside the core ones: the prometheus-operator's ServiceMonitor (the chart
-# renders ServiceMonitors only where the cluster has it; `helm template` sees no cluster).
-API_VERSIONS = ("monitoring.coreos.com/v1/ServiceMonitor",)
+# APIs the plain manifests assume beside the core ones: the prometheus-operator's ServiceMonitor and
+# PrometheusRule (the chart renders them only where the cluster has them; `helm template` sees no cluster).
+API_VERSIONS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
 # No public image exists: k8s/ names this placeholder; replace it with your registry (see k8s/README.md).
 IMAGE_PLACEHOLDER = "registry.example.com/surge"
 HEADER = (

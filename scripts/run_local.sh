@@ -216,6 +216,9 @@ cat <<BANNER
   feature job        $RUN_DIR/feature-job.log       (batch: one JSON summary per run; every ${FEATURE_JOB_INTERVAL_S} s when events has lag)
   broker             $RUN_DIR/broker/               $BOOTSTRAP (Kafka protocol)
 
+  Prometheus scrape targets (every /metrics of the stack), alerting rules in helm/surge/files/prometheus-rules.yaml:
+    http://127.0.0.1:$RAY_METRICS_PORT/metrics http://127.0.0.1:$INGEST_METRICS_PORT/metrics http://127.0.0.1:$DRIFT_METRICS_PORT/metrics
+
   Why is a stage not ready?  RAY_ADDRESS=$RAY_ADDRESS RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH .venv/bin/serve status
   Ctrl-C or \`make stop\` stops everything.
 BANNER

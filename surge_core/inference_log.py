@@ -50,6 +50,12 @@ class InferenceLogSettings(StrictModel):
         description="With include_prompt: replace emails, phone numbers and keys in the prompt by "
         "[email], [phone], [key] (surge_core.redaction).",
     )
+    include_answer: bool = Field(
+        True,
+        description="Include the answer text and the retrieved passages' text (redacted like prompts unless "
+        "redact_prompt is off, cut to the record's bounds): the drift monitor's refusal and groundedness "
+        "signals need them.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
     topic_prefix: str = Field(
         "", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="Prefix of the inference-log topic name."

@@ -29,6 +29,10 @@ def _int64(value: object) -> object:
 MetadataValue = Annotated[str | int | float | bool, BeforeValidator(_int64)]
 DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,255}$"
 MAX_DOCUMENT_CHARS = 1_000_000
+# Bounds of the text an inference-log record may carry (the gateway cuts to these before publishing).
+MAX_LOGGED_ANSWER_CHARS = 16_000
+MAX_LOGGED_SOURCE_CHARS = 4_000
+MAX_LOGGED_SOURCES = 64
 
 
 def utc_now() -> datetime:
@@ -116,6 +120,18 @@ class InferenceLogRecord(Record):
     tenant: str | None = Field(None, description="Tenant of the principal.")
     shadow: bool = Field(False, description="A mirrored request to a shadow version (no caller saw it).")
     alias: str | None = Field(None, description="Alias the request named, when it came through one.")
+
+    answer: str | None = Field(
+        None,
+        max_length=MAX_LOGGED_ANSWER_CHARS,
+        description="Answer text, redacted and cut (only when the gateway's include_answer is on).",
+    )
+    sources: list[Annotated[str, Field(max_length=MAX_LOGGED_SOURCE_CHARS)]] | None = Field(
+        None,
+        max_length=MAX_LOGGED_SOURCES,
+        description="Text of the passages retrieved for the answer, redacted and cut; [] when retrieval "
+        "found nothing, None when the request did no retrieval or include_answer is off.",
+    )
 
 
 class ModelEventRecord(Record):

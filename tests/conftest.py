@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.fixtures_kafka",
     "tests.fixtures_postgres",
     "tests.fixtures_helm",
+    "tests.fixtures_prometheus",
 ]
 
 

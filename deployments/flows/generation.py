@@ -71,10 +71,12 @@ class OutcomeRecorder:
         """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome,
         named by the caller's principal, and charge its tokens to the principal's token bucket."""
         last: dict[str, Any] = {}
+        parts: list[str] = []  # the answer, for the log's quality signals (bounded by max_tokens)
         status = 500
         try:
             async for delta in deltas:
                 last = delta
+                parts.append(delta.get("text") or "")
                 yield delta
             timeline.mark("generated")
             status = 200
@@ -101,6 +103,9 @@ class OutcomeRecorder:
                 model=version.split("@")[0] or None,
                 model_version=version.partition("@")[2] or None,
                 alias=alias,
+                answer="".join(parts),
+                # None when the request did no retrieval, [] when it found nothing.
+                sources=[str(h["text"]) for h in hits] if timeline.query_embedding is not None else None,
             )
             if self.observer is not None:
                 self.observer(version, status, timeline.marks.get("first_token"))

@@ -75,6 +75,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.model_registry",
             "deployments.routing_weights",
             "deployments.rollback_policy",
+            "deployments.guardrails",
         },
     ),
 ]

@@ -151,6 +151,9 @@ def test_a_rag_chat_wakes_then_reads_features_then_retrieves_then_generates_with
     assert prompt[0]["content"].endswith("\n\nWhere is Etna?")
     assert len(recorded.records) == 1 and recorded.records[0]["status_code"] == 200
     assert recorded.records[0]["retrieval_scores"] == [0.9]
+    # The answer and its passages go to the log for the drift monitor's quality signals.
+    assert recorded.records[0]["answer"] == "Sicily"
+    assert recorded.records[0]["sources"] == ["Etna is in Sicily."]
     assert recorded.tokens == [("m", 7, 2)]
 
 

@@ -14,6 +14,7 @@ these documented cluster overrides, and nothing else:
   5. gateway.max_tokens_limit = gateway.maxTokensLimit; gateway.inference_log: enabled and Kafka settings
      and topic_prefix from kafka.* when gateway.inferenceLog; gateway.api_keys_file (the mounted
      principals Secret) when gateway.principalsSecret.name is set.
+  6. guardrails.allow = guardrails.allow when set (the app checks the guardrails again when it builds).
 */}}
 {{- define "surge.serveConfig" -}}
 {{- $cfg := .Files.Get "files/serve_config.yaml" | fromYaml }}
@@ -59,6 +60,9 @@ these documented cluster overrides, and nothing else:
 {{- end }}
 {{- /* 5. the gateway */}}
 {{- $_ := set $args.gateway "max_tokens_limit" (int .Values.gateway.maxTokensLimit) }}
+{{- with .Values.guardrails.allow }}
+{{- $_ := set $args "guardrails" (dict "allow" .) }}
+{{- end }}
 {{- if .Values.gateway.principalsSecret.name }}
 {{- $_ := set $args.gateway "api_keys_file" (printf "%s/%s" (include "surge.principalsDir" .) .Values.gateway.principalsSecret.key) }}
 {{- end }}
