@@ -182,7 +182,9 @@ class Gateway:
         llm_name = settings.model_versions()[0].name
         self.inference_log = InferenceLogger(gateway.inference_log, llm_name)
         outcomes = OutcomeRecorder(self.inference_log, self.metrics, llm_name, observer=self.guard.observe)
-        self.shadows = ShadowMirror(self.inference_log, settings.shadow_queue_size, settings.shadow_concurrency)
+        self.shadows = ShadowMirror(
+            self.inference_log, settings.shadow_queue_size, settings.shadow_concurrency
+        )
         features = open_online_store(gateway.online_features) if gateway.online_features else None
         self.chat = ChatFlow(
             settings, self.router, embedder_client, retriever_client, features, outcomes, self.shadows
