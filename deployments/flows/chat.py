@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 from deployments import rag
 from deployments.flows.embeddings import check_texts
 from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
-from deployments.flows.shadow import ShadowMirror, mirror
+from deployments.flows.shadow import ShadowMirror, mirror, mirrored_when_done
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, ChatCompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
@@ -82,18 +83,24 @@ class ChatFlow:
             messages = rag.with_context(messages, context)
         prompt = "\n".join(m.text() for m in body.messages)
         request = llm_request(body, max_tokens, messages=messages, lora_adapter=route.lora_adapter)
-        mirror(self.shadows, route, request, ROUTE, prompt, caller)
-        recorded = await started(
-            route.llm.generate(request, wake, timeline),
-            self.outcomes,
-            route=ROUTE,
-            prompt=prompt,
-            timeline=timeline,
-            hits=hits,
-            caller=caller,
-            version=route.version,
-            alias=route.alias,
-        )
+        send_mirror = partial(mirror, self.shadows, route, request, ROUTE, prompt, caller)
+        try:
+            recorded = await started(
+                route.llm.generate(request, wake, timeline),
+                self.outcomes,
+                route=ROUTE,
+                prompt=prompt,
+                timeline=timeline,
+                hits=hits,
+                caller=caller,
+                version=route.version,
+                alias=route.alias,
+            )
+        except ApiError:
+            send_mirror()  # the shadow sees failed requests too
+            raise
+        if route.shadow is not None:
+            recorded = mirrored_when_done(recorded, send_mirror)
         return Generation(
             model=body.model, deltas=recorded, timeline=timeline, extra=extra, version=route.version
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
-from deployments.flows.shadow import ShadowMirror, mirror
+from deployments.flows.shadow import ShadowMirror, mirror, mirrored_when_done
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, CompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
@@ -40,16 +42,22 @@ class CompletionFlow:
         timeline = Timeline()
         wake = route.llm.maybe_wake(timeline)
         request = llm_request(body, max_tokens, prompt=body.prompt, lora_adapter=route.lora_adapter)
-        mirror(self.shadows, route, request, ROUTE, body.prompt, caller)
-        recorded = await started(
-            route.llm.generate(request, wake, timeline),
-            self.outcomes,
-            route=ROUTE,
-            prompt=body.prompt,
-            timeline=timeline,
-            hits=[],
-            caller=caller,
-            version=route.version,
-            alias=route.alias,
-        )
+        send_mirror = partial(mirror, self.shadows, route, request, ROUTE, body.prompt, caller)
+        try:
+            recorded = await started(
+                route.llm.generate(request, wake, timeline),
+                self.outcomes,
+                route=ROUTE,
+                prompt=body.prompt,
+                timeline=timeline,
+                hits=[],
+                caller=caller,
+                version=route.version,
+                alias=route.alias,
+            )
+        except ApiError:
+            send_mirror()  # the shadow sees failed requests too
+            raise
+        if route.shadow is not None:
+            recorded = mirrored_when_done(recorded, send_mirror)
         return Generation(model=body.model, deltas=recorded, timeline=timeline, version=route.version)

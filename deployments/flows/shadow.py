@@ -10,7 +10,9 @@ alias it mirrors), where `surge compare` sets it against the primary's records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,3 +127,21 @@ def mirror(
     """Mirror the request when the router picked a shadow for it (a no-op otherwise)."""
     if shadows is not None and route.shadow is not None:
         shadows.mirror(ShadowJob(route.shadow, dict(request), route_name, prompt, route.alias, caller))
+
+
+async def mirrored_when_done(
+    deltas: AsyncIterator[dict[str, Any]], send_mirror: Callable[[], None]
+) -> AsyncIterator[dict[str, Any]]:
+    """Pass the caller's deltas through, and queue the mirror once the caller's answer has ended.
+
+    Why after, not alongside: on a small machine a shadow generating at the same moment takes CPU from the
+    very request it mirrors (caller p50 1.27-1.47x measured here with the copy sent at the start, 2 cores at
+    load 30-80); queued at the end it overlaps no caller's request of its own, and it still sees every
+    request, failed ones included."""
+    try:
+        # aclosing: a caller that stops reading closes the inner stream too (recorded as 499, not lost).
+        async with contextlib.aclosing(deltas) as inner:  # type: ignore[type-var]
+            async for delta in inner:
+                yield delta
+    finally:
+        send_mirror()
