@@ -100,38 +100,39 @@ class VersionedIndexes:
         self._settings = store
         self._open: dict[str, VectorStore] = {}
         self._lock = threading.Lock()
+        self._catalog: VersionCatalog | None = None  # opened on first use, then kept (one connection)
+
+    def _registered(self) -> dict[str, EmbeddingVersion]:
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = open_version_catalog(self._settings)
+            return self._catalog.read().versions
 
     def get(self, version: str | None) -> VectorStore:
         """The index of `version` (None: the base one); ValueError naming it when it is not registered."""
         if version is None:
             return self.base
-        with self._lock:
-            found = self._open.get(version)
-            if found is None:
-                catalog = open_version_catalog(self._settings)
-                try:
-                    registered = catalog.read().versions.get(version)
-                finally:
-                    catalog.close()
+        found = self._open.get(version)
+        if found is None:
+            registered = self._registered().get(version)
+            with self._lock:
                 if registered is None:
                     raise ValueError(
                         f"embedding_version {version!r} is not registered in the index's catalog"
                     )
-                found = self._open[version] = open_version_store(self._settings, registered)
-            return found
+                found = self._open.get(version) or open_version_store(self._settings, registered)
+                self._open[version] = found
+        return found
 
     def everything(self) -> list[VectorStore]:
         """The base index and every registered version's (for deletes, which must reach them all)."""
-        catalog = open_version_catalog(self._settings)
-        try:
-            names = sorted(catalog.read().versions)
-        finally:
-            catalog.close()
-        return [self.base, *(self.get(name) for name in names)]
+        return [self.base, *(self.get(name) for name in sorted(self._registered()))]
 
     def close(self) -> None:
         with self._lock:
             for store in self._open.values():
                 store.close()
             self._open.clear()
+            if self._catalog is not None:
+                self._catalog.close()
         self.base.close()

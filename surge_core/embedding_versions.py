@@ -7,7 +7,7 @@ version* is a named model setting (`EmbeddingVersion`) with an index of its own:
 - embedded store: the directory `<store.path>/versions/<name>`; pgvector: the table `<store.table>_v_<name>`;
 - every chunk written into a version carries `metadata["embedding_version"] = <name>` (`VersionStampedStore`),
   so a chunk found anywhere says which model embedded it;
-- a *catalog* next to the store (`<store.path>/versions.json`, or the row of `<store.table>_versions`)
+- a *catalog* next to the store (`<store.path>/versions.json`, or the row of `<store.table>_embedding_versions`)
   records each version's model, dimensions, state (`building` -> `complete`), its rebuild checkpoint (the
   next `documents` offset per partition) and the `active` pointer.
 
@@ -212,7 +212,7 @@ class FileVersionCatalog(VersionCatalog):
 
 
 class PgVersionCatalog(VersionCatalog):
-    """One jsonb row in `<store.table>_versions`, changed in a transaction holding its row lock."""
+    """One jsonb row in `<store.table>_embedding_versions`, changed in a transaction holding its row lock."""
 
     def __init__(self, store: PgVectorStoreSettings) -> None:
         import psycopg
@@ -221,7 +221,8 @@ class PgVersionCatalog(VersionCatalog):
         if not dsn:
             raise ValueError(f"store.dsn_env: environment variable {store.dsn_env} is not set")
         self._conn = psycopg.connect(dsn, autocommit=False, connect_timeout=int(store.connect_timeout_s))
-        self._table = f"{store.table}_versions"[:63]
+        # Not `<table>_versions`: the pgvector store keeps its documents' Kafka versions there.
+        self._table = f"{store.table}_embedding_versions"[:63]
         with self._conn.transaction():
             self._conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self._table} (id int PRIMARY KEY, doc jsonb NOT NULL)"
