@@ -6,10 +6,11 @@ efficiency (`benchmarks/stream_relay.py`). Never a default: `llm.engine` must na
 
 Behaviour, through the same interface as the real engines:
 - Each sequence emits `synthetic_output_tokens` tokens (capped by the request's `max_tokens`, finish
-  "length"), one `GenerationDelta` per token, on an absolute schedule: token i is due at
-  `start + i / synthetic_tokens_per_s` (the first at once). A consumer that falls behind gets the late tokens
-  back to back, so the engine's own rate does not drift down with the event loop's delays.
-  E.g. 100 tokens/s and 50 tokens: due at 0, 10 ms, ..., 490 ms.
+  "length"), one `GenerationDelta` per token, on an absolute schedule: token i (from 0) is due at
+  `start + (i + 1) / synthetic_tokens_per_s`, one engine step per token, the first included (so the
+  in-process time to first token is one step, as with a real engine's prefill, not zero). A consumer that
+  falls behind gets the late tokens back to back, so the engine's own rate does not drift down with the
+  event loop's delays. E.g. 100 tokens/s and 50 tokens: due at 10 ms, 20 ms, ..., 500 ms.
 - A token is one word and a space (`"w17 "`); the prompt is counted in whitespace-separated words. There is
   no tokenizer, so there are no special tokens to neutralise.
 - A stop string ends the sequence with finish "stop" (the stop string is not returned); `abort()` ends it
@@ -69,7 +70,7 @@ class SyntheticEngine(LLMEngine):
         text = ""
         try:
             for index in range(length):
-                delay = started + index * self._interval_s - time.monotonic()
+                delay = started + (index + 1) * self._interval_s - time.monotonic()
                 # sleep(0) when late still yields, as a real engine's output handler does between steps.
                 await asyncio.sleep(max(delay, 0.0))
                 if request_id in self._aborted:
