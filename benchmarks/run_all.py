@@ -27,6 +27,7 @@ BENCHMARKS = [
     "feature_and_drift",
     "trace_replay",
     "openai_load",
+    "stream_relay",
 ]
 # Need only Kafka: against a cluster they would measure this machine, so --base-url skips them.
 LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift"}

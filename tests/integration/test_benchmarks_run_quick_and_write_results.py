@@ -111,3 +111,15 @@ def test_feature_job_and_drift_monitor_report_throughput(ray_session: None, tmp_
     doc = run_quick("feature_and_drift", tmp_path)
     assert doc["figures"]["drift monitor via Kafka"]["windows"]["median"] >= 1
     assert doc["figures"]["feature job"]["records_per_s"]["median"] > 0
+
+
+def test_stream_relay_compares_surge_with_the_engine_in_process_and_writes_its_headline(
+    serve_http_port: int, tmp_path: Path
+) -> None:
+    doc = run_quick("stream_relay", tmp_path)
+    assert set(doc["figures"]) == {"in-process", "surge coalesced", "surge per-token"}
+    assert doc["headline"]["goal"] == 0.9 and doc["headline"]["better"] == "higher"
+    assert doc["headline"]["value"] > 0
+    per_token = doc["figures"]["surge per-token"]["events_per_stream"]["median"]
+    assert per_token == doc["parameters"]["output_tokens"]  # one SSE event per token without coalescing
+    assert doc["figures"]["surge coalesced"]["events_per_stream"]["median"] < per_token
