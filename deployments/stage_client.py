@@ -369,9 +369,11 @@ class LLMClient(StageClient):
         try:
             while True:
                 # A hung replica (stopped, deadlocked, its node gone quiet) sends nothing: give up after
-                # the idle timeout instead of holding the client and the slot forever.
+                # the idle timeout instead of holding the client and the slot forever. asyncio.timeout, not
+                # wait_for: on Python 3.11 wait_for wraps every item of every stream in a new task.
                 try:
-                    delta = await asyncio.wait_for(generator.__anext__(), timeout=self.idle_timeout_s)
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        delta = await generator.__anext__()
                 except StopAsyncIteration:
                     break
                 except TimeoutError as exc:
