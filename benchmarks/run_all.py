@@ -31,6 +31,7 @@ BENCHMARKS = [
     "openai_load",
     "auth_overhead",
     "prefix_affinity",
+    "stream_relay",
 ]
 # Need only Kafka (or nothing): against a cluster they would measure this machine, so --base-url skips them;
 # prefix_affinity deploys both of its sides itself (the router is a deployment option).

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,20 +32,12 @@ from deployments.api_keys import ApiKeyAuth
 from deployments.flows import ChatFlow, CompletionFlow, DocumentFlow, EmbeddingFlow, OutcomeRecorder
 from deployments.flows.shadow import ShadowMirror
 from deployments.gateway_metrics import GatewayMetrics
-from deployments.http_guards import (
-    PUBLIC_PATHS,
-    Admitted,
-    BodySizeLimit,
-    admit,
-    app_path,
-    install_error_handlers,
-)
+from deployments.http_guards import AdmissionGuard, BodySizeLimit, install_error_handlers
 from deployments.inference_logging import InferenceLogger
 from deployments.model_events import ModelEventLog
 from deployments.model_registry import AliasSettings, SurgeAppSettings
 from deployments.model_router import PIN_HEADER, VERSION_HEADER, ModelRouter, ServedVersion
 from deployments.openai_api import (
-    ApiError,
     ChatCompletionRequest,
     CompletionRequest,
     DocumentsRequest,
@@ -68,60 +59,13 @@ from surge_core.feature_store import open_online_store
 
 logger = logging.getLogger("ray.serve")
 
-# Generation routes: their flows log every request they start; the middleware logs their admission refusals.
-LOGGED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
-
 api = FastAPI(title="surge", version="0.1.0", docs_url=None, redoc_url=None)
 install_error_handlers(api)
 
 
-@api.middleware("http")
-async def _guard(request: Request, call_next: Any) -> Any:
-    """Auth, scopes, per-principal limits and per-request metrics for every route (health is public)."""
-    gateway: Gateway = request.app.state.gateway
-    started = time.perf_counter()
-    route = app_path(request.scope)
-    admitted: Admitted | None = None
-    try:
-        if route not in PUBLIC_PATHS:
-            admitted = admit(gateway.auth, gateway.limiter, route, request.headers.get("authorization"))
-            request.state.caller = admitted.caller
-        response = await call_next(request)
-    except ApiError as error:
-        if error.status_code in (403, 429):
-            # Name the principal, never the key.
-            logger.info("%s %s -> %d: %s", request.method, route, error.status_code, error.message)
-        if admitted is None and route in LOGGED_ROUTES:  # refused at admission: no flow logs it
-            gateway.inference_log.record_rejection(
-                route=route,
-                status_code=error.status_code,
-                arrived_at=time.time() - (time.perf_counter() - started),
-                principal=None,
-                tenant=None,
-            )
-        response = JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
-    except BaseException:
-        if admitted is not None:
-            admitted.limits.release()
-        raise
-    if admitted is not None:
-        response.headers.update(admitted.limits.headers)
-        body = getattr(response, "body_iterator", None)
-        if body is None:
-            admitted.limits.release()
-        else:
-            # A stream is still running when call_next returns: the concurrency slot is freed at its end.
-            response.body_iterator = _released_at_end(body, admitted.limits.release)
-    gateway.metrics.observe(route, response.status_code, time.perf_counter() - started)
-    return response
-
-
-async def _released_at_end(body: AsyncIterator[Any], release: Callable[[], None]) -> AsyncIterator[Any]:
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        release()
+# Auth, scopes, limits and metrics in front of every route (pure ASGI: see AdmissionGuard); the body-size
+# limit is added outside it when the Gateway starts.
+api.add_middleware(AdmissionGuard)
 
 
 SESSION_HEADER = "x-surge-session"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.api_keys import ApiKeyAuth
@@ -68,6 +70,77 @@ def admit(auth: ApiKeyAuth, limiter: RateLimiter, route: str, authorization: str
         principal.require(scope)
     admission = limiter.admit(principal)
     return Admitted(Caller(principal, admission.spend_tokens), admission)
+
+
+# Generation routes: their flows log every request they start; the guard logs their admission refusals.
+LOGGED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+class AdmissionGuard:
+    """Pure ASGI middleware: auth, scopes, per-principal limits and per-request metrics for every route
+    (health is public). The app's `state.gateway` supplies `auth`, `limiter`, `metrics` and `inference_log`.
+
+    A refused request gets OpenAI's error object (401/403/429, with the limiter's headers). An admitted one
+    runs with `request.state.caller` set; its response carries the limit headers, the metrics see its
+    status when the response starts, and its concurrency slot is freed when the app returns: after the
+    last body chunk of a stream, or on a failure or disconnect. Decision: not `@app.middleware("http")`
+    (Starlette's BaseHTTPMiddleware), which runs the app in a task group and relays the body through an
+    extra memory stream per request: a cost paid on every SSE chunk of a stream.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gateway = scope["app"].state.gateway
+        started = time.perf_counter()
+        route = app_path(scope)
+        admitted: Admitted | None = None
+        if route not in PUBLIC_PATHS:
+            try:
+                admitted = admit(gateway.auth, gateway.limiter, route, _header(scope, b"authorization"))
+            except ApiError as error:
+                if error.status_code in (403, 429):
+                    # Name the principal, never the key.
+                    logger.info(
+                        "%s %s -> %d: %s", scope.get("method"), route, error.status_code, error.message
+                    )
+                if route in LOGGED_ROUTES:  # refused at admission: no flow logs it
+                    gateway.inference_log.record_rejection(
+                        route=route,
+                        status_code=error.status_code,
+                        arrived_at=time.time() - (time.perf_counter() - started),
+                        principal=None,
+                        tenant=None,
+                    )
+                response = JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+                await response(scope, receive, send)
+                gateway.metrics.observe(route, error.status_code, time.perf_counter() - started)
+                return
+            scope.setdefault("state", {})["caller"] = admitted.caller
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if admitted is not None:
+                    MutableHeaders(scope=message).update(admitted.limits.headers)
+                gateway.metrics.observe(route, message["status"], time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_limits)
+        finally:
+            if admitted is not None:
+                admitted.limits.release()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 class BodySizeLimit:

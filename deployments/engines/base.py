@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from deployments.settings import LLMSettings
@@ -75,6 +75,8 @@ class LLMEngine(ABC):
     # The Hugging Face tokenizer, set by `start()`; its special tokens are what `neutralise` breaks up.
     _tokenizer: Any = None
     _specials: tuple[str, ...] | None = None
+    # False for an engine that loads no weights (the synthetic one): `build_engine` then resolves no model.
+    needs_model_files: ClassVar[bool] = True
 
     def __init__(self, settings: LLMSettings, model_path: Path) -> None:
         self.settings = settings
@@ -161,6 +163,8 @@ def render_with_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 ENGINES: dict[str, str] = {
     "vllm": "deployments.engines.vllm_engine:VLLMEngine",
     "transformers": "deployments.engines.transformers_engine:TransformersEngine",
+    # Benchmarks only: tokens at a set rate, no model (see synthetic_engine.py).
+    "synthetic": "deployments.engines.synthetic_engine:SyntheticEngine",
 }
 
 
@@ -174,6 +178,11 @@ def build_engine(settings: LLMSettings, model_path: Path | None = None) -> LLMEn
         raise ValueError(f"llm.engine {settings.engine!r} is not one of {sorted(ENGINES)}") from None
     module_name, class_name = target.split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
-    path = model_path if model_path is not None else resolve_llm_model(settings.model)
+    if model_path is not None:
+        path = model_path
+    elif engine_class.needs_model_files:
+        path = resolve_llm_model(settings.model)
+    else:
+        path = Path(settings.model)
     engine: LLMEngine = engine_class(settings, path)
     return engine

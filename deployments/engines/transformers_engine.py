@@ -89,7 +89,9 @@ class TransformersEngine(LLMEngine):
             raise InvalidRequestError("the transformers engine serves no LoRA adapters; use engine 'vllm'")
         if request_id in self._requests:
             raise InvalidRequestError(f"request_id {request_id!r} is already running")
-        prompt_ids = self._tokenizer(prompt, add_special_tokens=True).input_ids
+        # Tokenising a long prompt takes milliseconds: off the event loop that relays the other streams.
+        encoded = await asyncio.to_thread(self._tokenizer, prompt, add_special_tokens=True)
+        prompt_ids = encoded.input_ids
         if len(prompt_ids) >= self.settings.max_model_len:
             raise InvalidRequestError(
                 f"prompt is {len(prompt_ids)} tokens; llm.max_model_len is {self.settings.max_model_len}"

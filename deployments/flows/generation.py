@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from deployments.inference_logging import InferenceLogger
+from deployments.llm import GenerateRequest
 from deployments.openai_api import ApiError, new_id
 from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
@@ -159,15 +162,26 @@ async def _failing(error: ApiError) -> AsyncIterator[dict[str, Any]]:
     yield {}  # pragma: no cover - makes this an async generator
 
 
-def llm_request(body: Any, max_tokens: int, **prompt: Any) -> dict[str, Any]:
-    """The LLM stage's request (`deployments.llm.GenerateRequest`): sampling from the body, plus exactly one
-    of `messages=` or `prompt=`."""
-    return {
-        "max_tokens": max_tokens,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "stop": body.stop_list,
-        "seed": body.seed,
-        "request_id": new_id("req"),
-        **prompt,
-    }
+def llm_request(body: Any, max_tokens: int, **prompt: Any) -> GenerateRequest:
+    """The LLM stage's request: sampling from the body, plus exactly one of `messages=` or `prompt=`.
+
+    Validated here, once: the stage takes a `GenerateRequest` as it is (it validates only dicts), and a
+    value it would refuse is a 400 naming the field before anything is sent."""
+    try:
+        return GenerateRequest.model_validate(
+            {
+                "max_tokens": max_tokens,
+                "temperature": body.temperature,
+                "top_p": body.top_p,
+                "stop": body.stop_list,
+                "seed": body.seed,
+                "request_id": new_id("req"),
+                **prompt,
+            }
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ())) or None
+        raise ApiError(
+            400, f"{field}: {first.get('msg')}" if field else str(first.get("msg")), param=field
+        ) from None

@@ -142,3 +142,15 @@ def test_prefix_affinity_compares_ttft_and_cache_hits_with_power_of_two(
         assert doc["figures"][router]["requests"] == 4
         assert doc["figures"][router]["prefix_cache_hit_rate"] is not None, "vLLM reports cached tokens"
     assert doc["headline"]["better"] == "lower" and doc["headline"]["value"] > 0
+
+
+def test_stream_relay_compares_surge_with_the_engine_in_process_and_writes_its_headline(
+    serve_http_port: int, tmp_path: Path
+) -> None:
+    doc = run_quick("stream_relay", tmp_path)
+    assert set(doc["figures"]) == {"in-process", "surge coalesced", "surge per-token"}
+    assert doc["headline"]["goal"] == 0.9 and doc["headline"]["better"] == "higher"
+    assert doc["headline"]["value"] > 0
+    per_token = doc["figures"]["surge per-token"]["events_per_stream"]["median"]
+    assert per_token == doc["parameters"]["output_tokens"]  # one SSE event per token without coalescing
+    assert doc["figures"]["surge coalesced"]["events_per_stream"]["median"] < per_token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,17 @@ class FakeModel:
 
 
 @pytest.fixture(autouse=True)
+def fresh_batch_queue() -> Iterator[None]:
+    """Serve keeps one batch queue per decorated method (one replica per process), bound to the event loop
+    it was created in: each test runs its own loop, so each gets a fresh queue, and none is left behind (a
+    live queue holds weakrefs, and the Embedder class could no longer be pickled by `serve.run`)."""
+    lazy = Embedder.func_or_class._embed_batch.set_max_batch_size.__self__
+    lazy._queue = None
+    yield
+    lazy._queue = None
+
+
+@pytest.fixture(autouse=True)
 def replica_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Serve's batcher reads max_ongoing_requests from the replica context: give it one outside Serve."""
     from types import SimpleNamespace
@@ -44,9 +56,6 @@ def replica_context(monkeypatch: pytest.MonkeyPatch) -> None:
 def replica(max_batch_size: int, wait_s: float = 0.05) -> Any:
     cls = Embedder.func_or_class  # the class under @serve.deployment, run without Serve
     embedder = cls.__new__(cls)
-    # Serve keeps one batch queue per decorated method (one replica per process), bound to the event loop
-    # it was created in: each test runs its own loop, so each starts with a fresh queue.
-    embedder._embed_batch.set_max_batch_size.__self__._queue = None
     embedder.settings = EmbedderSettings(max_batch_size=max_batch_size)
     embedder.model = FakeModel()
     loaded = LoadedModel(embedder=embedder.model, version=None)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from deployments.flows import ChatFlow, CompletionFlow, DocumentFlow, EmbeddingFlow, OutcomeRecorder
+from deployments.llm import GenerateRequest
 from deployments.model_router import ModelRouter
 from deployments.openai_api import (
     ApiError,
@@ -78,10 +79,11 @@ class FakeLLM:
         self.calls.append("wake")
 
     async def generate(
-        self, request: dict[str, Any], wake: Any, timeline: Timeline
+        self, request: GenerateRequest, wake: Any, timeline: Timeline
     ) -> AsyncIterator[dict[str, Any]]:
         self.calls.append("generate")
-        self.requests.append(request)
+        # The flow sends a validated GenerateRequest (validated once, never again by the stage).
+        self.requests.append(request.model_dump())
 
         async def deltas() -> AsyncIterator[dict[str, Any]]:
             for i, word in enumerate(["Sic", "ily"]):
