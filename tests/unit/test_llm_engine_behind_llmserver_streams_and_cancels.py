@@ -46,7 +46,10 @@ def test_chat_messages_stream_as_dicts_ending_with_usage(llm: Any) -> None:
     request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0}
     chunks = list(llm.options(stream=True).generate.remote(request))
     assert len(chunks) > 1
-    assert set(chunks[-1]) == {"text", "finish_reason", "prompt_tokens", "completion_tokens"}
+    assert set(chunks[-1]) == {"text", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens"}
+    assert (
+        chunks[-1]["cached_tokens"] is None or 0 <= chunks[-1]["cached_tokens"] <= chunks[-1]["prompt_tokens"]
+    )
     assert chunks[-1]["finish_reason"] == "length"
     assert chunks[-1]["completion_tokens"] == 6
     assert chunks[-1]["prompt_tokens"] > 0
