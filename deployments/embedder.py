@@ -15,19 +15,24 @@ from ray import serve
 
 from deployments.observability import record_replica_ready
 from deployments.settings import EmbedderSettings
+from deployments.stage_tracing import stage_span
+from surge_core import tracing
 from surge_core.embedding import TextEmbedder
+
+STAGE = "embedder"
 
 
 @serve.deployment
 class Embedder:
     def __init__(self, settings: EmbedderSettings) -> None:
         self.started_at = time.time()
+        tracing.configure_tracing("surge")
         self.settings = settings
         self.model = TextEmbedder(settings)
         self._embed_batch.set_max_batch_size(settings.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.ready_at = time.time()
-        record_replica_ready("embedder", self.started_at, self.ready_at)
+        record_replica_ready(STAGE, self.started_at, self.ready_at)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
@@ -35,14 +40,18 @@ class Embedder:
         vectors = await asyncio.to_thread(self.model.embed, texts)
         return list(vectors)
 
-    async def embed(self, texts: list[str]) -> dict[str, Any]:
-        """Embed `texts`; each text joins whatever batch is forming, across all callers."""
+    async def embed(self, texts: list[str], trace_context: dict[str, str] | None = None) -> dict[str, Any]:
+        """Embed `texts`; each text joins whatever batch is forming, across all callers. `trace_context`
+        (the caller's `surge_core.tracing.carrier()`) makes this call's span a child of the caller's."""
         if not texts:
             return {"embeddings": np.zeros((0, self.model.dimensions), np.float32), "tokens": 0}
-        vectors = await asyncio.gather(*(self._embed_batch(text) for text in texts))
+        with stage_span(STAGE, "embedder.embed", trace_context, self.model.model_name) as span:
+            vectors = await asyncio.gather(*(self._embed_batch(text) for text in texts))
+            tokens = self.model.count_tokens(texts)
+            tracing.set_attributes(span, **{tracing.TOKENS_IN: tokens, "surge.texts": len(texts)})
         return {
             "embeddings": np.stack(vectors),
-            "tokens": self.model.count_tokens(texts),
+            "tokens": tokens,
             "model": self.model.model_name,
             "ready_at": self.ready_at,
         }

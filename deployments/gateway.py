@@ -51,6 +51,7 @@ from deployments.openai_api import (
 )
 from deployments.principal import ANONYMOUS, Caller
 from deployments.rate_limits import RateLimiter
+from deployments.request_tracing import RequestSpan
 from deployments.settings import AppSettings
 from deployments.stage_client import (
     FAILED_STATUSES,
@@ -62,6 +63,7 @@ from deployments.stage_client import (
     serve_app_status,
 )
 from surge_core.feature_store import open_online_store
+from surge_core.tracing import configure_tracing
 
 logger = logging.getLogger("ray.serve")
 
@@ -76,20 +78,25 @@ async def _guard(request: Request, call_next: Any) -> Any:
     started = time.perf_counter()
     route = app_path(request.scope)
     admitted: Admitted | None = None
+    # Probes are not traced: a trace per request, not per health check.
+    span = RequestSpan(request.method, route, request.headers, traced=route not in PUBLIC_PATHS)
     try:
         if route not in PUBLIC_PATHS:
             admitted = admit(gateway.auth, gateway.limiter, route, request.headers.get("authorization"))
             request.state.caller = admitted.caller
+            span.admitted(admitted.caller.principal.tenant, admitted.caller.principal.name)
         response = await call_next(request)
     except ApiError as error:
         if error.status_code in (403, 429):
             # Name the principal, never the key.
             logger.info("%s %s -> %d: %s", request.method, route, error.status_code, error.message)
         response = JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
-    except BaseException:
+    except BaseException as error:
+        span.failed(error)
         if admitted is not None:
             admitted.limits.release()
         raise
+    span.detach()
     if admitted is not None:
         response.headers.update(admitted.limits.headers)
         body = getattr(response, "body_iterator", None)
@@ -98,6 +105,11 @@ async def _guard(request: Request, call_next: Any) -> Any:
         else:
             # A stream is still running when call_next returns: the concurrency slot is freed at its end.
             response.body_iterator = _released_at_end(body, admitted.limits.release)
+    body = getattr(response, "body_iterator", None)
+    if body is None:
+        span.finish(response.status_code)
+    else:
+        response.body_iterator = span.finished_at_end(body, response.status_code)
     gateway.metrics.observe(route, response.status_code, time.perf_counter() - started)
     return response
 
@@ -125,6 +137,7 @@ class Gateway:
         llm: DeploymentHandle,
     ) -> None:
         gateway = settings.gateway
+        configure_tracing("surge")
         self.auth = ApiKeyAuth(gateway)
         self.limiter = RateLimiter(gateway.rate_limits)
         self.metrics = GatewayMetrics()

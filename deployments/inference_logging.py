@@ -63,7 +63,10 @@ class InferenceLogger:
         prompt_embedding: Sequence[float] | None = None,
         principal: str | None = None,
         tenant: str | None = None,
+        trace_headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
+        """`trace_headers` (`surge_core.tracing.kafka_headers()`) ride on the record: a consumer of the
+        inference log can continue the request's trace."""
         if self._publisher is None:
             return
         record = InferenceLogRecord(
@@ -81,7 +84,7 @@ class InferenceLogger:
             principal=principal,
             tenant=tenant,
         )
-        self._publisher.publish(record)
+        self._publisher.publish(record, trace_headers or [])
 
     def _prompt(self, prompt: str) -> str | None:
         if not self.settings.include_prompt:

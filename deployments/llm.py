@@ -35,6 +35,8 @@ from ray.serve import metrics
 from deployments.engines import GenerationDelta, SamplingSettings, build_engine
 from deployments.observability import LATENCY_BUCKETS_S, log_event, record_replica_ready
 from deployments.settings import LLMSettings
+from deployments.stage_tracing import start_stage_span
+from surge_core import tracing
 
 STAGE = "llm"
 
@@ -66,6 +68,9 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(None, description="Seed for reproducible sampling.")
     request_id: str = Field(
         default_factory=lambda: uuid.uuid4().hex, min_length=1, description="Id used to abort the request."
+    )
+    trace_context: dict[str, str] = Field(
+        default_factory=dict, description="The caller's W3C trace context (surge_core.tracing.carrier())."
     )
 
     @model_validator(mode="after")
@@ -150,6 +155,7 @@ class LLMServer:
     # Ray Serve awaits an async constructor; mypy only knows the sync protocol.
     async def __init__(self, settings: LLMSettings) -> None:  # type: ignore[misc]
         self._started_at = time.time()
+        tracing.configure_tracing("surge")
         self.settings = settings
         self._model_tag = {"model": settings.served_model_name}
         self._engine = build_engine(settings)
@@ -164,6 +170,7 @@ class LLMServer:
         prompt = self.engine_prompt(parsed)
         last: GenerationDelta | None = None
         outcome = "error"
+        span = start_stage_span(STAGE, "llm.generate", parsed.trace_context, self.settings.served_model_name)
         try:
             async for delta in self._engine.generate(prompt, parsed.sampling(), parsed.request_id):
                 if last is None:
@@ -182,6 +189,15 @@ class LLMServer:
                 completion_tokens_total().inc(last.completion_tokens, tags=self._model_tag)
             requests_total().inc(1, tags={**self._model_tag, "finish_reason": outcome})
             generation_seconds().observe(time.monotonic() - arrived, tags=self._model_tag)
+            tracing.set_attributes(
+                span,
+                **{
+                    tracing.TOKENS_IN: last.prompt_tokens if last else 0,
+                    tracing.TOKENS_OUT: last.completion_tokens if last else 0,
+                    "surge.finish_reason": outcome,
+                },
+            )
+            span.end()
 
     def engine_prompt(self, parsed: GenerateRequest) -> str:
         """The prompt string the engine tokenises. Every message (and a raw prompt) has the model's special

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import time
 
+from opentelemetry.trace import Span
+
+from surge_core import tracing
+
 
 class Timeline:
     """Marks such as `embedded`, `retrieved`, `first_token`, `generated` and `<stage>_cold_start_s`."""
@@ -12,6 +16,8 @@ class Timeline:
         self.arrived = time.time()
         self.marks: dict[str, float] = {}
         self.query_embedding: list[float] | None = None
+        # The request's span (the gateway's), for what is learnt after the handler returned (tokens).
+        self.span: Span = tracing.current_span()
 
     def mark(self, name: str) -> None:
         self.marks[name] = round(time.time() - self.arrived, 4)

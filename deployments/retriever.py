@@ -18,10 +18,13 @@ from ray.serve.exceptions import RayServeException
 
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
+from deployments.stage_tracing import stage_span
+from surge_core import tracing
 from surge_core.tenancy import DEFAULT_TENANT, split_stored_id, stored_doc_id
 from surge_core.vector_store import ChunkRecord, VectorStore, WriteResult, open_vector_store
 from surge_core.vector_store.base import DocVersion
 
+STAGE = "retriever"
 CHUNK_FIELDS = frozenset({"doc_id", "chunk_index", "text", "embedding", "metadata"})
 
 
@@ -70,10 +73,11 @@ class Retriever:
 
     def __init__(self, settings: RetrieverSettings) -> None:
         self.started_at = time.time()
+        tracing.configure_tracing("surge")
         self.settings = settings
         self.store: VectorStore = open_vector_store(settings.store, settings.dimensions)
         self.ready_at = time.time()
-        record_replica_ready("retriever", self.started_at, self.ready_at)
+        record_replica_ready(STAGE, self.started_at, self.ready_at)
 
     def _check_top_k(self, top_k: int) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -87,11 +91,22 @@ class Retriever:
         top_k: int,
         where: dict[str, Any] | None = None,
         tenant: str = DEFAULT_TENANT,
+        trace_context: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The `top_k` closest chunks of `tenant`'s documents as dicts (doc_id, chunk_index, text, metadata,
         score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks."""
-        self._check_top_k(top_k)
-        hits = await asyncio.to_thread(self.store.search, embedding, top_k, where, tenant)
+        with stage_span(STAGE, "retriever.search", trace_context) as span:
+            self._check_top_k(top_k)
+            hits = await asyncio.to_thread(self.store.search, embedding, top_k, where, tenant)
+            tracing.set_attributes(
+                span,
+                **{
+                    tracing.TENANT: tenant,
+                    tracing.TOP_K: top_k,
+                    tracing.SCORES: [round(float(hit.score), 4) for hit in hits],
+                    "surge.store": self.store.backend,
+                },
+            )
         return [{**asdict(hit), "doc_id": split_stored_id(hit.doc_id)[1]} for hit in hits]
 
     async def replace_documents(
@@ -99,6 +114,7 @@ class Retriever:
         documents: dict[str, list[dict[str, Any]]],
         versions: dict[str, tuple[int, int]] | None = None,
         tenant: str = DEFAULT_TENANT,
+        trace_context: dict[str, str] | None = None,
     ) -> dict[str, int]:
         """Make each of `tenant`'s documents' chunks exactly the given ones; returns written/unchanged/
         deleted/fenced counts. `versions` fences older writes (see `surge_core.vector_store.base.is_stale`).
@@ -107,9 +123,11 @@ class Retriever:
             stored_doc_id(tenant, doc_id): [_stored_chunk(tenant, doc_id, chunk) for chunk in chunks]
             for doc_id, chunks in documents.items()
         }
-        result: WriteResult = await asyncio.to_thread(
-            self.store.replace_documents, records, _versions(versions, tenant)
-        )
+        with stage_span(STAGE, "retriever.replace_documents", trace_context) as span:
+            result: WriteResult = await asyncio.to_thread(
+                self.store.replace_documents, records, _versions(versions, tenant)
+            )
+            tracing.set_attributes(span, **{tracing.TENANT: tenant, "surge.documents": len(records)})
         return asdict(result)
 
     async def delete_documents(
@@ -117,10 +135,12 @@ class Retriever:
         doc_ids: list[str],
         versions: dict[str, tuple[int, int]] | None = None,
         tenant: str = DEFAULT_TENANT,
+        trace_context: dict[str, str] | None = None,
     ) -> int:
         """Remove these documents of `tenant`; returns the number of chunks removed."""
         stored = [stored_doc_id(tenant, doc_id) for doc_id in doc_ids]
-        return await asyncio.to_thread(self.store.delete_documents, stored, _versions(versions, tenant))
+        with stage_span(STAGE, "retriever.delete_documents", trace_context):
+            return await asyncio.to_thread(self.store.delete_documents, stored, _versions(versions, tenant))
 
     async def stats(self) -> dict[str, Any]:
         chunks = await asyncio.to_thread(self.store.count_chunks)

@@ -23,9 +23,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -34,6 +36,7 @@ from deployments.observability import record_cold_start
 from deployments.openai_api import ApiError
 from deployments.request_timeline import Timeline
 from deployments.settings import AutoscalingSettings
+from surge_core import tracing
 
 FAILED_STATUSES = frozenset({"DEPLOY_FAILED", "UNHEALTHY"})
 # A failed stage needs a config change and a redeploy (or a replica replaced by Serve): not seconds.
@@ -228,18 +231,33 @@ class StageClient:
             call, stage=self.stage, deployment=self.deployment, board=self.board, waits=self.waits
         )
 
-    def account_cold_start(self, timeline: Timeline, ready_at: float | None) -> None:
+    def account_cold_start(
+        self, timeline: Timeline, ready_at: float | None, span: Span = INVALID_SPAN
+    ) -> None:
         """A replica that became ready after the request arrived means the request waited for a cold start."""
-        if ready_at is not None and ready_at > timeline.arrived:
+        cold = ready_at is not None and ready_at > timeline.arrived
+        if cold and ready_at is not None:
             record_cold_start(self.stage, timeline.arrived, ready_at)
             timeline.since_arrival(f"{self.stage}_cold_start_s", ready_at)
+        seconds = round(ready_at - timeline.arrived, 4) if cold and ready_at is not None else None
+        tracing.set_attributes(span, **{tracing.COLD_START: cold, tracing.COLD_START_S: seconds})
+
+    def traced(self, method: str) -> AbstractContextManager[Span]:
+        """The gateway-side span of one stage call (its wait, a cold start included); the replica's span
+        is its child through the carrier (`tracing.carrier()` inside the block)."""
+        return tracing.span(
+            f"{self.stage}.call {method}",
+            kind=SpanKind.CLIENT,
+            attributes={tracing.STAGE: self.stage, "surge.deployment": self.deployment},
+        )
 
 
 class EmbedderClient(StageClient):
     async def embed(self, texts: list[str], timeline: Timeline) -> dict[str, Any]:
         """`{"embeddings": ndarray, "tokens": int, "ready_at": float}` for `texts`."""
-        result: dict[str, Any] = await self.call("embed", texts)
-        self.account_cold_start(timeline, result.get("ready_at"))
+        with self.traced("embed") as span:
+            result: dict[str, Any] = await self.call("embed", texts, tracing.carrier())
+            self.account_cold_start(timeline, result.get("ready_at"), span)
         timeline.mark("embedded")
         return result
 
@@ -250,20 +268,27 @@ class RetrieverClient(StageClient):
     async def search(
         self, vector: list[float], top_k: int, where: dict[str, Any] | None, tenant: str, timeline: Timeline
     ) -> list[dict[str, Any]]:
-        hits: list[dict[str, Any]] = await self.call("search", vector, top_k, where, tenant)
+        with self.traced("search"):
+            hits: list[dict[str, Any]] = await self.call(
+                "search", vector, top_k, where, tenant, tracing.carrier()
+            )
         timeline.mark("retrieved")
         return hits
 
     async def replace_documents(
         self, grouped: dict[str, list[dict[str, Any]]], versions: dict[str, tuple[int, int]], tenant: str
     ) -> dict[str, int]:
-        result: dict[str, int] = await self.call("replace_documents", grouped, versions, tenant)
+        with self.traced("replace_documents"):
+            result: dict[str, int] = await self.call(
+                "replace_documents", grouped, versions, tenant, tracing.carrier()
+            )
         return result
 
     async def delete_documents(
         self, doc_ids: list[str], versions: dict[str, tuple[int, int]], tenant: str
     ) -> int:
-        return int(await self.call("delete_documents", doc_ids, versions, tenant))
+        with self.traced("delete_documents"):
+            return int(await self.call("delete_documents", doc_ids, versions, tenant, tracing.carrier()))
 
 
 def idle_to_zero_seconds(scaling: AutoscalingSettings) -> float:
@@ -324,8 +349,9 @@ class LLMClient(StageClient):
 
     async def _wake(self, timeline: Timeline) -> None:
         timeline.mark("llm_wake_sent")
-        info: dict[str, Any] = await self.call("wake")
-        self.account_cold_start(timeline, info.get("ready_at"))
+        with self.traced("wake") as span:
+            info: dict[str, Any] = await self.call("wake")
+            self.account_cold_start(timeline, info.get("ready_at"), span)
         timeline.since_arrival("llm_replica_started", info["replica_started_at"])
         timeline.mark("llm_ready")
 
@@ -335,6 +361,11 @@ class LLMClient(StageClient):
         """Send the request and wait (bounded) for the first delta, so errors surface before a 200; returns
         the stream of deltas, the first included."""
         started: list[DeploymentResponseGenerator] = []
+        # The call's span lasts until the stream ends (`_rest`), so it is ended by hand, not by a block.
+        span = tracing.start_span(
+            f"{self.stage}.call generate", kind=SpanKind.CLIENT, attributes={tracing.STAGE: self.stage}
+        )
+        request = {**request, "trace_context": tracing.carrier(span)} if span.is_recording() else request
 
         def first_delta() -> Awaitable[dict[str, Any]]:
             # Ray answers a call to a deployment it gave up on with DeploymentUnavailableError, sometimes
@@ -345,8 +376,11 @@ class LLMClient(StageClient):
         try:
             first = await self.bounded(first_delta)
         except StopAsyncIteration as exc:
+            span.end()
             raise ApiError(500, "the model returned no output", error_type="server_error") from exc
         except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
             for generator in started:
                 _cancel_quietly(generator)
             if isinstance(exc, ApiError) or not isinstance(exc, Exception):
@@ -357,10 +391,10 @@ class LLMClient(StageClient):
                 await asyncio.gather(wake, return_exceptions=True)
         timeline.mark("first_token")
         self._last_seen = time.time()
-        return self._rest(first, started[0])
+        return self._rest(first, started[0], span)
 
     async def _rest(
-        self, first: dict[str, Any], generator: DeploymentResponseGenerator
+        self, first: dict[str, Any], generator: DeploymentResponseGenerator, span: Span = INVALID_SPAN
     ) -> AsyncIterator[dict[str, Any]]:
         yield first
         try:
@@ -381,5 +415,6 @@ class LLMClient(StageClient):
         except Exception as exc:
             raise model_error(exc) from exc
         finally:
+            span.end()
             _cancel_quietly(generator)
             self._last_seen = time.time()

@@ -10,6 +10,8 @@ from deployments.inference_logging import InferenceLogger
 from deployments.openai_api import ApiError, new_id
 from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
+from surge_core import tracing
+from surge_core.model_version import model_and_version
 
 # Status recorded for a stream the client stopped reading (nginx's "client closed request").
 CLIENT_CLOSED = 499
@@ -74,6 +76,17 @@ class OutcomeRecorder:
             raise
         finally:
             caller.spend_tokens(last.get("prompt_tokens", 0) + last.get("completion_tokens", 0))
+            model, version = model_and_version(self.model)
+            tracing.set_attributes(
+                timeline.span,
+                **{
+                    tracing.MODEL: model,
+                    tracing.VERSION: version,
+                    tracing.TOKENS_IN: last.get("prompt_tokens", 0),
+                    tracing.TOKENS_OUT: last.get("completion_tokens", 0),
+                    tracing.TOP_K: len(hits) if hits else None,
+                },
+            )
             self.inference_log.record(
                 route=route,
                 status_code=status,
@@ -86,6 +99,7 @@ class OutcomeRecorder:
                 prompt_embedding=timeline.query_embedding,
                 principal=caller.principal.name,
                 tenant=caller.principal.tenant,
+                trace_headers=tracing.kafka_headers(timeline.span),
             )
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
 

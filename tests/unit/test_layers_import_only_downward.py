@@ -31,6 +31,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.http_guards",
             "deployments.gateway_metrics",
             "deployments.api_keys",
+            "deployments.request_tracing",
         },
     ),
     ("flows", {"deployments.flows", "deployments.rag", "deployments.inference_logging"}),
@@ -47,6 +48,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.observability",
             "deployments.principal",
             "deployments.rate_limits",
+            "deployments.stage_tracing",
         },
     ),
 ]
