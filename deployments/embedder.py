@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.cost_metrics import ReplicaMeter
 from deployments.observability import record_replica_ready
 from deployments.settings import EmbedderSettings
 from deployments.stage_tracing import stage_span
@@ -33,6 +34,10 @@ class Embedder:
         self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.ready_at = time.time()
         record_replica_ready(STAGE, self.started_at, self.ready_at)
+        self.meter = ReplicaMeter(
+            STAGE, self.model.model_name, gpus=settings.num_gpus, started_at=self.started_at
+        )
+        self.meter.ready(self.ready_at)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
@@ -45,7 +50,10 @@ class Embedder:
         (the caller's `surge_core.tracing.carrier()`) makes this call's span a child of the caller's."""
         if not texts:
             return {"embeddings": np.zeros((0, self.model.dimensions), np.float32), "tokens": 0}
-        with stage_span(STAGE, "embedder.embed", trace_context, self.model.model_name) as span:
+        with (
+            self.meter.busy(),
+            stage_span(STAGE, "embedder.embed", trace_context, self.model.model_name) as span,
+        ):
             vectors = await asyncio.gather(*(self._embed_batch(text) for text in texts))
             tokens = self.model.count_tokens(texts)
             tracing.set_attributes(span, **{tracing.TOKENS_IN: tokens, "surge.texts": len(texts)})

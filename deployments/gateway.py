@@ -62,6 +62,7 @@ from deployments.stage_client import (
     StageWaits,
     serve_app_status,
 )
+from deployments.usage_recording import UsageRecorder
 from surge_core.feature_store import open_online_store
 from surge_core.tracing import configure_tracing
 
@@ -159,7 +160,10 @@ class Gateway:
         )
         llm_name = settings.llm.served_model_name
         self.router = ModelRouter(llm_name, llm_client, settings.embedder.model)
-        outcomes = OutcomeRecorder(InferenceLogger(gateway.inference_log, llm_name), self.metrics, llm_name)
+        usage = UsageRecorder(settings, llm_name)
+        outcomes = OutcomeRecorder(
+            InferenceLogger(gateway.inference_log, llm_name), self.metrics, llm_name, usage
+        )
         features = open_online_store(gateway.online_features) if gateway.online_features else None
         self.chat = ChatFlow(settings, self.router, embedder_client, retriever_client, features, outcomes)
         self.completion = CompletionFlow(gateway, self.router, outcomes)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import metrics
 
+from deployments.cost_metrics import ReplicaMeter
 from deployments.engines import GenerationDelta, SamplingSettings, build_engine
 from deployments.observability import LATENCY_BUCKETS_S, log_event, record_replica_ready
 from deployments.settings import LLMSettings
@@ -162,6 +163,10 @@ class LLMServer:
         await asyncio.wait_for(self._engine.start(), timeout=settings.load_timeout_s)
         self._ready_at = time.time()
         record_replica_ready(STAGE, self._started_at, self._ready_at)
+        self._meter = ReplicaMeter(
+            STAGE, settings.served_model_name, gpus=settings.num_gpus, started_at=self._started_at
+        )
+        self._meter.ready(self._ready_at)
 
     async def generate(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Stream `{"text", "finish_reason", "prompt_tokens", "completion_tokens"}` dicts (see the engines)."""
@@ -171,6 +176,7 @@ class LLMServer:
         last: GenerationDelta | None = None
         outcome = "error"
         span = start_stage_span(STAGE, "llm.generate", parsed.trace_context, self.settings.served_model_name)
+        self._meter.enter()
         try:
             async for delta in self._engine.generate(prompt, parsed.sampling(), parsed.request_id):
                 if last is None:
@@ -198,6 +204,7 @@ class LLMServer:
                 },
             )
             span.end()
+            self._meter.leave()
 
     def engine_prompt(self, parsed: GenerateRequest) -> str:
         """The prompt string the engine tokenises. Every message (and a raw prompt) has the model's special

@@ -16,6 +16,7 @@ from typing import Any
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
+from deployments.cost_metrics import ReplicaMeter
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
 from deployments.stage_tracing import stage_span
@@ -78,6 +79,11 @@ class Retriever:
         self.store: VectorStore = open_vector_store(settings.store, settings.dimensions)
         self.ready_at = time.time()
         record_replica_ready(STAGE, self.started_at, self.ready_at)
+        # The Retriever serves no model: its "model" label is the index it holds.
+        self.meter = ReplicaMeter(
+            STAGE, f"{self.store.backend}-index", gpus=settings.num_gpus, started_at=self.started_at
+        )
+        self.meter.ready(self.ready_at)
 
     def _check_top_k(self, top_k: int) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -95,7 +101,7 @@ class Retriever:
     ) -> list[dict[str, Any]]:
         """The `top_k` closest chunks of `tenant`'s documents as dicts (doc_id, chunk_index, text, metadata,
         score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks."""
-        with stage_span(STAGE, "retriever.search", trace_context) as span:
+        with self.meter.busy(), stage_span(STAGE, "retriever.search", trace_context) as span:
             self._check_top_k(top_k)
             hits = await asyncio.to_thread(self.store.search, embedding, top_k, where, tenant)
             tracing.set_attributes(
@@ -123,7 +129,7 @@ class Retriever:
             stored_doc_id(tenant, doc_id): [_stored_chunk(tenant, doc_id, chunk) for chunk in chunks]
             for doc_id, chunks in documents.items()
         }
-        with stage_span(STAGE, "retriever.replace_documents", trace_context) as span:
+        with self.meter.busy(), stage_span(STAGE, "retriever.replace_documents", trace_context) as span:
             result: WriteResult = await asyncio.to_thread(
                 self.store.replace_documents, records, _versions(versions, tenant)
             )
@@ -139,7 +145,7 @@ class Retriever:
     ) -> int:
         """Remove these documents of `tenant`; returns the number of chunks removed."""
         stored = [stored_doc_id(tenant, doc_id) for doc_id in doc_ids]
-        with stage_span(STAGE, "retriever.delete_documents", trace_context):
+        with self.meter.busy(), stage_span(STAGE, "retriever.delete_documents", trace_context):
             return await asyncio.to_thread(self.store.delete_documents, stored, _versions(versions, tenant))
 
     async def stats(self) -> dict[str, Any]:

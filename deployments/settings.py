@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from surge_core.cost import CostSettings
 from surge_core.embedding import EmbeddingModelSettings
 from surge_core.feature_store import OnlineStoreSettings
 from surge_core.inference_log import InferenceLogSettings
@@ -350,6 +351,10 @@ class AppSettings(StrictModel):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="The Embedder.")
     retriever: RetrieverSettings = Field(default_factory=RetrieverSettings, description="The Retriever.")
     llm: LLMSettings = Field(default_factory=LLMSettings, description="The LLM stage.")
+    cost: CostSettings = Field(
+        default_factory=CostSettings,
+        description="Prices and footprints for cost attribution (surge_core.cost).",
+    )
 
     @model_validator(mode="after")
     def _llm_fits_the_context(self) -> AppSettings:

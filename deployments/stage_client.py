@@ -255,9 +255,11 @@ class StageClient:
 class EmbedderClient(StageClient):
     async def embed(self, texts: list[str], timeline: Timeline) -> dict[str, Any]:
         """`{"embeddings": ndarray, "tokens": int, "ready_at": float}` for `texts`."""
+        started = time.monotonic()
         with self.traced("embed") as span:
             result: dict[str, Any] = await self.call("embed", texts, tracing.carrier())
             self.account_cold_start(timeline, result.get("ready_at"), span)
+        timeline.add_stage_seconds(self.stage, time.monotonic() - started)
         timeline.mark("embedded")
         return result
 
@@ -268,10 +270,12 @@ class RetrieverClient(StageClient):
     async def search(
         self, vector: list[float], top_k: int, where: dict[str, Any] | None, tenant: str, timeline: Timeline
     ) -> list[dict[str, Any]]:
+        started = time.monotonic()
         with self.traced("search"):
             hits: list[dict[str, Any]] = await self.call(
                 "search", vector, top_k, where, tenant, tracing.carrier()
             )
+        timeline.add_stage_seconds(self.stage, time.monotonic() - started)
         timeline.mark("retrieved")
         return hits
 
@@ -360,6 +364,7 @@ class LLMClient(StageClient):
     ) -> AsyncIterator[dict[str, Any]]:
         """Send the request and wait (bounded) for the first delta, so errors surface before a 200; returns
         the stream of deltas, the first included."""
+        called = time.monotonic()
         started: list[DeploymentResponseGenerator] = []
         # The call's span lasts until the stream ends (`_rest`), so it is ended by hand, not by a block.
         span = tracing.start_span(
@@ -377,10 +382,12 @@ class LLMClient(StageClient):
             first = await self.bounded(first_delta)
         except StopAsyncIteration as exc:
             span.end()
+            timeline.add_stage_seconds(self.stage, time.monotonic() - called)
             raise ApiError(500, "the model returned no output", error_type="server_error") from exc
         except BaseException as exc:
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.end()
+            timeline.add_stage_seconds(self.stage, time.monotonic() - called)
             for generator in started:
                 _cancel_quietly(generator)
             if isinstance(exc, ApiError) or not isinstance(exc, Exception):
@@ -391,10 +398,15 @@ class LLMClient(StageClient):
                 await asyncio.gather(wake, return_exceptions=True)
         timeline.mark("first_token")
         self._last_seen = time.time()
-        return self._rest(first, started[0], span)
+        return self._rest(first, started[0], span, timeline, called)
 
     async def _rest(
-        self, first: dict[str, Any], generator: DeploymentResponseGenerator, span: Span = INVALID_SPAN
+        self,
+        first: dict[str, Any],
+        generator: DeploymentResponseGenerator,
+        span: Span = INVALID_SPAN,
+        timeline: Timeline | None = None,
+        called: float = 0.0,
     ) -> AsyncIterator[dict[str, Any]]:
         yield first
         try:
@@ -416,5 +428,7 @@ class LLMClient(StageClient):
             raise model_error(exc) from exc
         finally:
             span.end()
+            if timeline is not None:  # the LLM is charged from the call to the stream's end
+                timeline.add_stage_seconds(self.stage, time.monotonic() - called)
             _cancel_quietly(generator)
             self._last_seen = time.time()

@@ -29,10 +29,10 @@ from pydantic import Field
 
 from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
-from surge_core.records import InferenceLogRecord
+from surge_core.records import InferenceLogRecord, UsageRecord
 from surge_core.retry import RetryPolicy
 from surge_core.store_settings import StrictModel
-from surge_core.topics import INFERENCE_LOG
+from surge_core.topics import INFERENCE_LOG, TopicSpec
 
 logger = logging.getLogger("surge.inference_log")
 
@@ -40,8 +40,10 @@ SEND_BATCH = 500
 # Waits between reconnection attempts while the broker is down: 0.5 s doubling to 5 s.
 # Kafka record headers sent with a record (the request's trace context, `surge_core.tracing`).
 Headers = Sequence[tuple[str, bytes]]
+# What a publisher sends: the inference log's records, and the same publisher class serves `usage`.
+PublishedRecord = InferenceLogRecord | UsageRecord
 # A queued record: the record, its serialised value and its headers.
-Queued = tuple[InferenceLogRecord, bytes, list[tuple[str, bytes]]]
+Queued = tuple[PublishedRecord, bytes, list[tuple[str, bytes]]]
 RECONNECT = RetryPolicy(max_attempts=100, base_delay_s=0.5, multiplier=2.0, max_delay_s=5.0, jitter=0.2)
 
 
@@ -73,7 +75,7 @@ class InferenceLogSettings(StrictModel):
 class InferenceLogPublisher(Protocol):
     """What the gateway calls. Both methods are safe from any thread and never raise."""
 
-    def publish(self, record: InferenceLogRecord, headers: Headers = ()) -> None: ...
+    def publish(self, record: PublishedRecord, headers: Headers = ()) -> None: ...
 
     def close(self, timeout_s: float = 5.0) -> None: ...
 
@@ -90,7 +92,7 @@ class PublisherStats:
 class NoopInferenceLogPublisher:
     """Used when the inference log is disabled."""
 
-    def publish(self, record: InferenceLogRecord, headers: Headers = ()) -> None:
+    def publish(self, record: PublishedRecord, headers: Headers = ()) -> None:
         return None
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -109,9 +111,10 @@ class KafkaInferenceLogPublisher:
         *,
         warn_interval_s: float = 30.0,
         delivery_timeout_s: float = 10.0,
+        topic: TopicSpec = INFERENCE_LOG,
     ) -> None:
         self.settings = settings
-        self.topic = INFERENCE_LOG.with_prefix(settings.topic_prefix)
+        self.topic = topic.with_prefix(settings.topic_prefix)
         self.warn_interval_s = warn_interval_s
         self.delivery_timeout_s = delivery_timeout_s
         # (record, its serialised bytes): the queue is bounded in records and in bytes.
@@ -134,7 +137,7 @@ class KafkaInferenceLogPublisher:
 
     # -- request path ----------------------------------------------------------------------------------
 
-    def publish(self, record: InferenceLogRecord, headers: Headers = ()) -> None:
+    def publish(self, record: PublishedRecord, headers: Headers = ()) -> None:
         """`headers`: Kafka record headers (the request's `traceparent`), sent with the record."""
         try:
             with self._lock:
@@ -229,7 +232,12 @@ class KafkaInferenceLogPublisher:
     def _send(self, batch: list[Queued]) -> None:
         producer = self._open_producer()
         futures: list[Any] = [
-            producer.send(self.topic.name, key=record.model.encode("utf-8"), value=value, headers=headers)
+            producer.send(
+                self.topic.name,
+                key=str(getattr(record, self.topic.key_field)).encode("utf-8"),
+                value=value,
+                headers=headers,
+            )
             for record, value, headers in batch
         ]
         producer.flush(timeout=self.delivery_timeout_s + 5)
@@ -289,7 +297,7 @@ class KafkaInferenceLogPublisher:
 def build_inference_log_publisher(
     settings: InferenceLogSettings, **options: Any
 ) -> KafkaInferenceLogPublisher | NoopInferenceLogPublisher:
-    """The publisher the gateway holds: a no-op when disabled."""
+    """The publisher the gateway holds: a no-op when disabled. `topic=USAGE` publishes usage records."""
     if not settings.enabled:
         return NoopInferenceLogPublisher()
     return KafkaInferenceLogPublisher(settings, **options)

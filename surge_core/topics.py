@@ -16,6 +16,7 @@ from surge_core.records import (
     DriftAlertRecord,
     EventRecord,
     InferenceLogRecord,
+    UsageRecord,
 )
 
 
@@ -53,7 +54,10 @@ EVENTS = TopicSpec("events", 4, TypeAdapter(EventRecord), key_field="entity_id")
 INFERENCE_LOG = TopicSpec("inference-log", 2, TypeAdapter(InferenceLogRecord), key_field="model")
 DRIFT_ALERTS = TopicSpec("drift-alerts", 1, TypeAdapter(DriftAlertRecord), key_field="model", consumed=False)
 
-TOPICS: dict[str, TopicSpec] = {t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS)}
+# One record per request, keyed by tenant (a tenant's usage stays ordered); read by `surge cost`.
+USAGE = TopicSpec("usage", 2, TypeAdapter(UsageRecord), key_field="tenant", consumed=False)
+
+TOPICS: dict[str, TopicSpec] = {t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS, USAGE)}
 
 
 def topic_specs(prefix: str = "") -> dict[str, TopicSpec]:

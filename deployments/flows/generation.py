@@ -10,6 +10,7 @@ from deployments.inference_logging import InferenceLogger
 from deployments.openai_api import ApiError, new_id
 from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
+from deployments.usage_recording import UsageRecorder
 from surge_core import tracing
 from surge_core.model_version import model_and_version
 
@@ -43,10 +44,13 @@ class Generation:
 class OutcomeRecorder:
     """Records each finished generation: one inference-log record and the token counters."""
 
-    def __init__(self, inference_log: InferenceLogger, metrics: Any, model: str) -> None:
+    def __init__(
+        self, inference_log: InferenceLogger, metrics: Any, model: str, usage: UsageRecorder | None = None
+    ) -> None:
         self.inference_log = inference_log
         self.metrics = metrics
         self.model = model
+        self.usage = usage
 
     async def recorded(
         self,
@@ -102,6 +106,16 @@ class OutcomeRecorder:
                 trace_headers=tracing.kafka_headers(timeline.span),
             )
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
+            if self.usage is not None:
+                self.usage.record(
+                    route=route,
+                    status_code=status,
+                    timeline=timeline,
+                    tokens_in=last.get("prompt_tokens", 0),
+                    tokens_out=last.get("completion_tokens", 0),
+                    principal=caller.principal.name,
+                    tenant=caller.principal.tenant,
+                )
 
 
 async def started(

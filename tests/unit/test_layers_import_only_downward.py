@@ -34,7 +34,15 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.request_tracing",
         },
     ),
-    ("flows", {"deployments.flows", "deployments.rag", "deployments.inference_logging"}),
+    (
+        "flows",
+        {
+            "deployments.flows",
+            "deployments.rag",
+            "deployments.inference_logging",
+            "deployments.usage_recording",
+        },
+    ),
     (
         "routing and stage clients",
         {"deployments.model_router", "deployments.stage_client", "deployments.request_timeline"},
@@ -49,6 +57,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.principal",
             "deployments.rate_limits",
             "deployments.stage_tracing",
+            "deployments.cost_metrics",
         },
     ),
 ]
