@@ -75,6 +75,12 @@ def tokens_total() -> metrics.Counter:
     )
 
 
+def add(counter: metrics.Counter, value: float, tags: dict[str, str]) -> None:
+    """Ray's counters refuse a zero or negative increment (ValueError): skip those."""
+    if value > 0:
+        counter.inc(value, tags=tags)
+
+
 def replica_tags(stage: str, served_model: str) -> dict[str, str]:
     model, version = model_and_version(served_model)
     return {"stage": stage, "model": model, "version": version}
@@ -109,8 +115,8 @@ class ReplicaMeter:
 
     def ready(self, ready_at: float) -> None:
         """The replica has loaded: count the cold start and start accruing."""
-        cold_starts().inc(1, tags=self.tags)
-        cold_start_seconds().inc(max(0.0, ready_at - self._started_at), tags=self.tags)
+        add(cold_starts(), 1, self.tags)
+        add(cold_start_seconds(), ready_at - self._started_at, self.tags)
         self._thread.start()
 
     @contextmanager
@@ -144,11 +150,9 @@ class ReplicaMeter:
                 self._pending_idle += now - self._idle_since
                 self._idle_since = now
             idle, self._pending_idle = self._pending_idle, 0.0
-        replica_seconds().inc(live, tags=self.tags)
-        if self.gpus:
-            gpu_seconds().inc(live * self.gpus, tags=self.tags)
-        if idle > 0:
-            idle_warm_seconds().inc(idle, tags=self.tags)
+        add(replica_seconds(), live, self.tags)
+        add(gpu_seconds(), live * self.gpus, self.tags)
+        add(idle_warm_seconds(), idle, self.tags)
         return live, idle
 
     def _run(self) -> None:

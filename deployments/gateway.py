@@ -167,7 +167,7 @@ class Gateway:
         features = open_online_store(gateway.online_features) if gateway.online_features else None
         self.chat = ChatFlow(settings, self.router, embedder_client, retriever_client, features, outcomes)
         self.completion = CompletionFlow(gateway, self.router, outcomes)
-        self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder)
+        self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder, usage)
         self.documents_flow = DocumentFlow(gateway, embedder_client, retriever_client)
         api.state.gateway = self
         api.add_middleware(BodySizeLimit, max_bytes=gateway.max_body_bytes)

@@ -9,10 +9,12 @@ background sender; never blocks or fails a request), whenever the inference log 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from typing import Any
 
-from deployments.cost_metrics import tokens_total, usd_total
+from deployments.cost_metrics import add, tokens_total, usd_total
 from deployments.request_timeline import Timeline
 from deployments.settings import AppSettings
 from surge_core.cost import ReplicaCost
@@ -21,6 +23,8 @@ from surge_core.model_version import model_and_version
 from surge_core.records import UsageRecord
 from surge_core.tenancy import DEFAULT_TENANT
 from surge_core.topics import USAGE
+
+logger = logging.getLogger("ray.serve")
 
 
 def stage_costs(settings: AppSettings) -> dict[str, ReplicaCost]:
@@ -50,7 +54,16 @@ class UsageRecorder:
         usd = {stage: self.costs[stage].usd_for(s) for stage, s in seconds.items() if stage in self.costs}
         return seconds, usd
 
-    def record(
+    def record(self, **request: Any) -> UsageRecord | None:
+        """Charge and publish one finished request (see `charge_and_publish`); never raises: a failure here
+        costs a warning, never the request it accounts for."""
+        try:
+            return self.charge_and_publish(**request)
+        except Exception:
+            logger.warning("usage: could not record a request", exc_info=True)
+            return None
+
+    def charge_and_publish(
         self,
         *,
         route: str,
@@ -60,22 +73,24 @@ class UsageRecorder:
         tokens_out: int,
         principal: str | None,
         tenant: str | None,
+        served_model: str | None = None,
     ) -> UsageRecord:
+        """Charge and publish one finished request; `served_model` names another model than the LLM (the
+        embedding model of /v1/embeddings)."""
         tenant = tenant or DEFAULT_TENANT
+        model, version = model_and_version(served_model) if served_model else (self.model, self.version)
         seconds, usd = self.charge(timeline)
+        tags = {"model": model, "version": version, "tenant": tenant}
         for stage, amount in usd.items():
-            usd_total().inc(
-                amount, tags={"stage": stage, "model": self.model, "version": self.version, "tenant": tenant}
-            )
-        tags = {"model": self.model, "version": self.version, "tenant": tenant}
-        tokens_total().inc(tokens_in, tags={**tags, "direction": "in"})
-        tokens_total().inc(tokens_out, tags={**tags, "direction": "out"})
+            add(usd_total(), amount, {**tags, "stage": stage})
+        add(tokens_total(), tokens_in, {**tags, "direction": "in"})
+        add(tokens_total(), tokens_out, {**tags, "direction": "out"})
         record = UsageRecord(
             request_id=uuid.uuid4().hex,
             principal=principal,
             tenant=tenant,
-            model=self.model,
-            version=self.version,
+            model=model,
+            version=version,
             route=route,
             status_code=status_code,
             tokens_in=tokens_in,

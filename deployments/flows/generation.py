@@ -88,7 +88,7 @@ class OutcomeRecorder:
                     tracing.VERSION: version,
                     tracing.TOKENS_IN: last.get("prompt_tokens", 0),
                     tracing.TOKENS_OUT: last.get("completion_tokens", 0),
-                    tracing.TOP_K: len(hits) if hits else None,
+                    "surge.retrieval.hits": len(hits) if hits else None,
                 },
             )
             self.inference_log.record(

@@ -74,7 +74,7 @@ def test_a_requests_stage_seconds_are_priced_by_each_stages_replica() -> None:
     assert usd["llm"] == pytest.approx(0.000633, abs=1e-6)
     assert usd["embedder"] == pytest.approx(0.2 * costs["embedder"].usd_per_hour / 3600)
     assert "gateway" in usd
-    record = recorder.record(
+    record = recorder.charge_and_publish(
         route="/v1/chat/completions",
         status_code=200,
         timeline=timeline,
@@ -153,3 +153,45 @@ def test_default_cost_settings_price_every_stage() -> None:
     settings = CostSettings()
     assert set(settings.stages) == {"gateway", "embedder", "retriever", "llm"}
     assert settings.accelerator in settings.prices.accelerator_usd_per_hour
+
+
+def test_an_embeddings_request_is_charged_to_its_tenant_under_the_embedding_model() -> None:
+    import asyncio
+
+    import numpy as np
+
+    from deployments.flows import EmbeddingFlow
+    from deployments.openai_api import EmbeddingRequest
+    from deployments.principal import Caller, Principal
+
+    settings = AppSettings()
+    recorded: list[UsageRecord] = []
+
+    class Capturing(UsageRecorder):
+        def record(self, **fields: object) -> UsageRecord | None:
+            record = super().record(**fields)
+            assert record is not None
+            recorded.append(record)
+            return record
+
+    class Embedder:
+        async def embed(self, texts: list[str], timeline: Timeline) -> dict[str, object]:
+            timeline.add_stage_seconds("embedder", 0.5)
+            return {"embeddings": np.ones((len(texts), 4), np.float32), "tokens": 7}
+
+    class Router:
+        def check_embedding_model(self, model: str) -> None:
+            return None
+
+    flow = EmbeddingFlow(Router(), Embedder(), settings.embedder, Capturing(settings, "llm-name"))  # type: ignore[arg-type]
+    caller = Caller(Principal(name="alice", tenant="acme", scopes=frozenset({"admin"})))
+    asyncio.run(flow.run(EmbeddingRequest(model="all-MiniLM-L6-v2", input=["hi"]), caller))
+    (record,) = recorded
+    assert (record.model, record.version, record.tenant, record.principal) == (
+        "all-MiniLM-L6-v2",
+        "1",
+        "acme",
+        "alice",
+    )
+    assert (record.tokens_in, record.tokens_out, record.route) == (7, 0, "/v1/embeddings")
+    assert record.stage_seconds["embedder"] == 0.5
