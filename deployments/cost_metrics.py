@@ -6,6 +6,8 @@ Counters (Ray Serve's metrics API, exported by Ray's Prometheus endpoint; charte
   (GPU-seconds = replica-seconds x GPUs reserved) accrue while a replica lives, `surge_cost_idle_warm_seconds_total`
   while it is up with nothing in flight (the cost scale-to-zero saves), and `surge_cost_cold_starts_total` /
   `surge_cost_cold_start_seconds_total` count replica starts and their load time (paid, not serving);
+- prices: `surge_cost_replica_usd_per_hour{stage}` (a gauge the gateway sets: what `surge cost --prometheus`
+  prices the always-on alternative with);
 - requests: `surge_cost_usd_total{stage, model, version, tenant}` (each stage's seconds priced by
   `surge_core.cost.ReplicaCost`) and `surge_cost_tokens_total{model, version, tenant, direction}`.
 
@@ -72,6 +74,15 @@ def tokens_total() -> metrics.Counter:
         "surge_cost_tokens_total",
         "Tokens by direction (in, out).",
         ("model", "version", "tenant", "direction"),
+    )
+
+
+@cache
+def replica_usd_per_hour() -> metrics.Gauge:
+    return metrics.Gauge(
+        "surge_cost_replica_usd_per_hour",
+        description="Price of one replica of each stage per hour (the price table applied; set by the gateway).",
+        tag_keys=("stage",),
     )
 
 

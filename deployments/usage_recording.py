@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from deployments.cost_metrics import add, tokens_total, usd_total
+from deployments.cost_metrics import add, replica_usd_per_hour, tokens_total, usd_total
 from deployments.request_timeline import Timeline
 from deployments.settings import AppSettings
 from surge_core.cost import ReplicaCost
@@ -44,6 +44,8 @@ def stage_costs(settings: AppSettings) -> dict[str, ReplicaCost]:
 class UsageRecorder:
     def __init__(self, settings: AppSettings, served_model: str) -> None:
         self.costs = stage_costs(settings)
+        for stage, cost in self.costs.items():
+            replica_usd_per_hour().set(cost.usd_per_hour, tags={"stage": stage})
         self.model, self.version = model_and_version(served_model)
         log = settings.gateway.inference_log
         self._publisher = build_inference_log_publisher(log, topic=USAGE) if log.enabled else None

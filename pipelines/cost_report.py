@@ -1,7 +1,8 @@
 """`surge cost --since 24h`: what serving cost per model, version and tenant, and what always-on would have.
 
 From the `usage` topic (one record per request, written by the gateway) by default, or from Prometheus
-with `--prometheus URL` (the `surge_cost_*` counters). The always-on figure prices one replica of every
+with `--prometheus URL` (the `surge_cost_*` counters; there the always-on price is the app's, from the
+`surge_cost_replica_usd_per_hour` gauge, and requests are not counted). The always-on figure prices one replica of every
 stage a model's requests used, kept up for the whole window (`ReplicaCost.always_on_usd`): e.g. the
 default CPU stages (gateway 0.25 vCPU + 0.5 GiB, embedder 0.25 + 1, retriever 0.25 + 1, llm 1 + 4) cost
 0.0111 + 0.0132 + 0.0132 + 0.053 = 0.0905 USD/h, so 2.17 USD over 24 h, against what the requests were
@@ -54,6 +55,8 @@ class CostReport:
     # Per (model, version): USD per hour of one replica of every stage its requests used.
     always_on_usd_per_hour: dict[tuple[str, str], float] = field(default_factory=dict)
     skipped: int = 0
+    # From Prometheus: USD per hour of one replica of every stage of the app (models are not told apart).
+    app_always_on_usd_per_hour: float | None = None
 
     def always_on_usd(self, model: str, version: str) -> float:
         return self.always_on_usd_per_hour.get((model, version), 0.0) * self.window_s / 3600
@@ -76,6 +79,12 @@ class CostReport:
             lines.append(
                 f"{model}@{version}: charged {charged:.6f} USD over {hours:g} h; always-on (one replica of each "
                 f"stage for {hours:g} h) would have cost {always_text}"
+            )
+        if self.app_always_on_usd_per_hour is not None:
+            lines.append(
+                f"the app: charged {sum(r.cost_usd for r in self.rows.values()):.6f} USD over {hours:g} h; "
+                f"always-on (one replica of each stage for {hours:g} h) would have cost "
+                f"{self.app_always_on_usd_per_hour * hours:.4f} USD"
             )
         if not self.rows:
             lines.append(f"no usage in the last {hours:g} h")
@@ -164,6 +173,9 @@ def report_from_prometheus(url: str, window_s: float) -> CostReport:
             row.tokens_in += tokens
         else:
             row.tokens_out += tokens
+    prices = _prometheus(url, "max by (stage) (surge_cost_replica_usd_per_hour)")
+    if prices:
+        report.app_always_on_usd_per_hour = sum(float(sample["value"][1]) for sample in prices)
     return report
 
 

@@ -195,3 +195,56 @@ def test_an_embeddings_request_is_charged_to_its_tenant_under_the_embedding_mode
     )
     assert (record.tokens_in, record.tokens_out, record.route) == (7, 0, "/v1/embeddings")
     assert record.stage_seconds["embedder"] == 0.5
+
+
+def test_the_cost_report_reads_usd_and_tokens_per_tenant_from_prometheus() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    from pipelines.cost_report import report_from_prometheus
+
+    queries: list[str] = []
+
+    def vector(query: str) -> list[dict[str, object]]:
+        labels = {"model": "smollm2", "version": "1", "tenant": "acme"}
+        if "surge_cost_usd_total" in query:
+            return [{"metric": labels, "value": [0, "0.25"]}]
+        if "surge_cost_replica_usd_per_hour" in query:
+            return [
+                {"metric": {"stage": "llm"}, "value": [0, "0.9"]},
+                {"metric": {"stage": "gateway"}, "value": [0, "0.1"]},
+            ]
+        return [
+            {"metric": {**labels, "direction": "in"}, "value": [0, "120"]},
+            {"metric": {**labels, "direction": "out"}, "value": [0, "30.4"]},
+        ]
+
+    class Prometheus(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = parse_qs(urlparse(self.path).query)["query"][0]
+            queries.append(query)
+            body = json.dumps(
+                {"status": "success", "data": {"resultType": "vector", "result": vector(query)}}
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Prometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        report = report_from_prometheus(f"http://127.0.0.1:{server.server_address[1]}", window_s=86400)
+    finally:
+        server.shutdown()
+        server.server_close()
+    row = report.rows[("smollm2", "1", "acme")]
+    assert (row.cost_usd, row.tokens_in, row.tokens_out) == (0.25, 120, 30)
+    assert sum("[86400s]" in q for q in queries) == 2
+    assert report.app_always_on_usd_per_hour == pytest.approx(1.0)
+    assert "would have cost 24.0000 USD" in report.render()
