@@ -68,19 +68,29 @@ _INCOMING = TraceContextTextMapPropagator()  # from clients: their trace, never 
 _OFF: AbstractContextManager[Span] = nullcontext(INVALID_SPAN)
 
 
-def _otlp_http() -> SpanExporter:
+def _otlp_http(environ: Mapping[str, str]) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter()
+    # The spec: a signal-specific endpoint is used as is, the general one gets `/v1/traces` appended.
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not endpoint and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        endpoint = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    return OTLPSpanExporter(endpoint=endpoint or None)
 
 
-def _otlp_grpc() -> SpanExporter:
+def _otlp_grpc(environ: Mapping[str, str]) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter()
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return OTLPSpanExporter(endpoint=endpoint or None)
 
 
-OTLP_PROTOCOLS: dict[str, Callable[[], SpanExporter]] = {"http/protobuf": _otlp_http, "grpc": _otlp_grpc}
+# The endpoint comes from `environ` (the process's environment unless a test passes one); the exporters read
+# their other variables (headers, timeout, compression, certificates) from the process's environment.
+OTLP_PROTOCOLS: dict[str, Callable[[Mapping[str, str]], SpanExporter]] = {
+    "http/protobuf": _otlp_http,
+    "grpc": _otlp_grpc,
+}
 
 
 def _otlp(environ: Mapping[str, str]) -> SpanExporter:
@@ -89,7 +99,7 @@ def _otlp(environ: Mapping[str, str]) -> SpanExporter:
     )
     if protocol not in OTLP_PROTOCOLS:
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use one of {sorted(OTLP_PROTOCOLS)}")
-    return OTLP_PROTOCOLS[protocol]()
+    return OTLP_PROTOCOLS[protocol](environ)
 
 
 # `OTEL_TRACES_EXPORTER` names -> exporter factories (the registry; `none` means off).

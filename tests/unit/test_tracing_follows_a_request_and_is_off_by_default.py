@@ -271,3 +271,25 @@ def test_one_request_is_one_trace_gateway_client_and_replica_spans_with_their_at
     assert search[tracing.TOP_K] == 2
     assert len(search[tracing.SCORES]) == 1 and search[tracing.SCORES][0] == pytest.approx(1.0, abs=1e-3)
     assert (gateway.attributes or {})[tracing.TENANT] == "acme"
+
+
+def test_the_otlp_endpoint_variable_sends_spans_over_otlp_http_to_a_collector() -> None:
+    from tests.otlp_receiver import OtlpReceiver
+
+    receiver = OtlpReceiver()
+    try:
+        assert tracing.configure_tracing(
+            "surge-unit", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+        )
+        with tracing.span("exported", attributes={tracing.STAGE: "gateway"}) as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+        tracing.shutdown_tracing()  # flushes the batch
+        (received,) = receiver.trace(trace_id)
+        assert (received.name, received.service, received.attributes[tracing.STAGE]) == (
+            "exported",
+            "surge-unit",
+            "gateway",
+        )
+    finally:
+        tracing.shutdown_tracing()
+        receiver.close()
