@@ -154,17 +154,20 @@ def _prometheus(url: str, query: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
-def report_from_prometheus(url: str, window_s: float) -> CostReport:
-    """The same table from the counters (requests are not counted there: shown as '-')."""
+def report_from_prometheus(url: str, window_s: float, prefix: str = "ray_") -> CostReport:
+    """The same table from the counters (requests are not counted there: shown as '-'). Ray's metrics
+    endpoint exports Serve's application metrics with a `ray_` prefix (`ray_surge_cost_usd_total`)."""
     window = f"{int(window_s)}s"
     report = CostReport(window_s=window_s)
     labels = ("model", "version", "tenant")
     for sample in _prometheus(
-        url, f"sum by (model, version, tenant) (increase(surge_cost_usd_total[{window}]))"
+        url, f"sum by (model, version, tenant) (increase({prefix}surge_cost_usd_total[{window}]))"
     ):
         key = tuple(sample["metric"].get(k, "") for k in labels)
         report.rows.setdefault(key, Row(requests=-1)).cost_usd += float(sample["value"][1])
-    query = f"sum by (model, version, tenant, direction) (increase(surge_cost_tokens_total[{window}]))"
+    query = (
+        f"sum by (model, version, tenant, direction) (increase({prefix}surge_cost_tokens_total[{window}]))"
+    )
     for sample in _prometheus(url, query):
         key = tuple(sample["metric"].get(k, "") for k in labels)
         row = report.rows.setdefault(key, Row(requests=-1))
@@ -173,7 +176,7 @@ def report_from_prometheus(url: str, window_s: float) -> CostReport:
             row.tokens_in += tokens
         else:
             row.tokens_out += tokens
-    prices = _prometheus(url, "max by (stage) (surge_cost_replica_usd_per_hour)")
+    prices = _prometheus(url, f"max by (stage) ({prefix}surge_cost_replica_usd_per_hour)")
     if prices:
         report.app_always_on_usd_per_hour = sum(float(sample["value"][1]) for sample in prices)
     return report
@@ -182,7 +185,7 @@ def report_from_prometheus(url: str, window_s: float) -> CostReport:
 def run_cost(args: argparse.Namespace, kafka: KafkaSettings) -> int:
     window_s = parse_since(args.since)
     if args.prometheus:
-        report = report_from_prometheus(args.prometheus, window_s)
+        report = report_from_prometheus(args.prometheus, window_s, args.metric_prefix)
     else:
         report = report_from_records(
             read_usage_values(kafka, USAGE.with_prefix(args.topic_prefix).name), window_s
@@ -209,6 +212,9 @@ def register_cli(subparsers: Any) -> None:
         "--bootstrap-servers", help="Kafka bootstrap servers (default $SURGE_BOOTSTRAP_SERVERS)."
     )
     parser.add_argument("--topic-prefix", default="", help="Prefix of every topic name.")
+    parser.add_argument(
+        "--metric-prefix", default="ray_", help="Prefix Ray's exporter puts on the metrics (default ray_)."
+    )
     parser.set_defaults(handler=_cost_command)
 
 

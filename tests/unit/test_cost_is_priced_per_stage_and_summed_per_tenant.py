@@ -246,5 +246,6 @@ def test_the_cost_report_reads_usd_and_tokens_per_tenant_from_prometheus() -> No
     row = report.rows[("smollm2", "1", "acme")]
     assert (row.cost_usd, row.tokens_in, row.tokens_out) == (0.25, 120, 30)
     assert sum("[86400s]" in q for q in queries) == 2
+    assert all("ray_surge_cost_" in q for q in queries)  # Ray's exporter prefixes Serve metrics with ray_
     assert report.app_always_on_usd_per_hour == pytest.approx(1.0)
     assert "would have cost 24.0000 USD" in report.render()
