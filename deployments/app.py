@@ -5,7 +5,9 @@ Two ways to run it, as Ray users expect:
     serve run deployments.app:app                # defaults (same as the config's args)
 
 `build_app(args)` is the builder the serve config points at: `args` is validated into AppSettings before
-anything is deployed, so a bad config fails at load time with the field named.
+anything is deployed, so a bad config fails at load time with the field named. The `OTEL_*` variables of
+the process that builds the app reach every replica (`with_tracing_env`): tracing is configured by the
+environment alone (`surge_core.tracing`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from deployments.llm import LLMServer
 from deployments.model_registry import SurgeAppSettings, stable_version
 from deployments.retriever import Retriever
 from deployments.settings import AppSettings
+from surge_core.tracing import otel_env
 
 
 def build_app(args: dict[str, Any] | AppSettings | None = None) -> Application:
@@ -54,7 +57,21 @@ def _stage(deployment: object, options: dict[str, Any], versioned_by: Any) -> De
         raise TypeError(f"{deployment!r} is not a Serve deployment")
     # A version derived from the settings: `serve.run` of a changed app keeps the replicas of every
     # deployment whose settings are unchanged (a serve-config deploy versions by its args instead).
-    return deployment.options(**options, version=stable_version(versioned_by), _internal=True)
+    return deployment.options(
+        **with_tracing_env(options), version=stable_version(versioned_by), _internal=True
+    )
+
+
+def with_tracing_env(options: dict[str, Any]) -> dict[str, Any]:
+    """Pass the building process's `OTEL_*` variables to the stage's replicas (runtime_env env_vars), so
+    tracing is configured where the app is deployed; a stage's own `env` wins over them."""
+    passed = otel_env()
+    if not passed:
+        return options
+    actor = dict(options.get("ray_actor_options", {}))
+    runtime_env = dict(actor.get("runtime_env", {}))
+    runtime_env["env_vars"] = {**passed, **runtime_env.get("env_vars", {})}
+    return {**options, "ray_actor_options": {**actor, "runtime_env": runtime_env}}
 
 
 def load_settings(args: dict[str, Any] | AppSettings | None) -> SurgeAppSettings:

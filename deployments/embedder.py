@@ -22,9 +22,12 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.cost_metrics import ReplicaMeter
 from deployments.embedding_versions import ActiveEmbeddingModel, LoadedModel
 from deployments.observability import record_replica_ready
 from deployments.settings import EmbedderSettings
+from deployments.stage_tracing import stage_span
+from surge_core import tracing
 
 
 def texts_in(items: list[tuple[list[str], Any]]) -> int:
@@ -37,16 +40,24 @@ def slices(texts: list[str], size: int) -> list[list[str]]:
     return [texts[start : start + size] for start in range(0, len(texts), size)]
 
 
+STAGE = "embedder"
+
+
 @serve.deployment
 class Embedder:
     def __init__(self, settings: EmbedderSettings) -> None:
         self.started_at = time.time()
+        tracing.configure_tracing("surge")
         self.settings = settings
         self.models = ActiveEmbeddingModel(settings, settings.versions_store)
         self._embed_batch.set_max_batch_size(settings.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.ready_at = time.time()
-        record_replica_ready("embedder", self.started_at, self.ready_at)
+        record_replica_ready(STAGE, self.started_at, self.ready_at)
+        self.meter = ReplicaMeter(
+            STAGE, self.models.current.embedder.model_name, gpus=settings.num_gpus, started_at=self.started_at
+        )
+        self.meter.ready(self.ready_at)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=texts_in)
     async def _embed_batch(self, items: list[tuple[list[str], LoadedModel]]) -> list[np.ndarray]:
@@ -64,18 +75,25 @@ class Embedder:
                 out[i] = rows
         return [rows for rows in out if rows is not None]
 
-    async def embed(self, texts: list[str]) -> dict[str, Any]:
-        """Embed `texts`; they join whatever batch is forming, across all callers."""
+    async def embed(self, texts: list[str], trace_context: dict[str, str] | None = None) -> dict[str, Any]:
+        """Embed `texts`; they join whatever batch is forming, across all callers. `trace_context` (the
+        caller's `surge_core.tracing.carrier()`) makes this call's span a child of the caller's."""
         model = await self.models.get()
         if not texts:
             empty = np.zeros((0, model.embedder.dimensions), np.float32)
             return {"embeddings": empty, "tokens": 0, "embedding_version": model.version}
-        parts = await asyncio.gather(
-            *(self._embed_batch((part, model)) for part in slices(texts, self.settings.max_batch_size))
-        )
+        with (
+            self.meter.busy(),
+            stage_span(STAGE, "embedder.embed", trace_context, model.embedder.model_name) as span,
+        ):
+            parts = await asyncio.gather(
+                *(self._embed_batch((part, model)) for part in slices(texts, self.settings.max_batch_size))
+            )
+            tokens = model.embedder.count_tokens(texts)
+            tracing.set_attributes(span, **{tracing.TOKENS_IN: tokens, "surge.texts": len(texts)})
         return {
             "embeddings": parts[0] if len(parts) == 1 else np.concatenate(parts),
-            "tokens": model.embedder.count_tokens(texts),
+            "tokens": tokens,
             "model": model.embedder.model_name,
             "embedding_version": model.version,
             "ready_at": self.ready_at,

@@ -55,7 +55,9 @@ from deployments.stage_client import (
     StageWaits,
     serve_app_status,
 )
+from deployments.usage_recording import UsageRecorder
 from surge_core.feature_store import open_online_store
+from surge_core.tracing import configure_tracing
 
 logger = logging.getLogger("ray.serve")
 
@@ -91,6 +93,7 @@ class Gateway:
         llms: dict[str, DeploymentHandle],
     ) -> None:
         gateway = settings.gateway
+        configure_tracing("surge")
         self.auth = ApiKeyAuth(gateway)
         self.limiter = RateLimiter(gateway.rate_limits)
         self.metrics = GatewayMetrics()
@@ -125,7 +128,10 @@ class Gateway:
         self.guard = RollbackGuard(self.router, self.model_events, settings.rollback_guard)
         llm_name = settings.model_versions()[0].name
         self.inference_log = InferenceLogger(gateway.inference_log, llm_name)
-        outcomes = OutcomeRecorder(self.inference_log, self.metrics, llm_name, observer=self.guard.observe)
+        usage = UsageRecorder(settings, llm_name)
+        outcomes = OutcomeRecorder(
+            self.inference_log, self.metrics, llm_name, observer=self.guard.observe, usage=usage
+        )
         self.shadows = ShadowMirror(
             self.inference_log, settings.shadow_queue_size, settings.shadow_concurrency
         )
@@ -134,7 +140,7 @@ class Gateway:
             settings, self.router, embedder_client, retriever_client, features, outcomes, self.shadows
         )
         self.completion = CompletionFlow(gateway, self.router, outcomes, self.shadows)
-        self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder)
+        self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder, usage)
         self.documents_flow = DocumentFlow(gateway, embedder_client, retriever_client)
         api.state.gateway = self
         api.add_middleware(BodySizeLimit, max_bytes=gateway.max_body_bytes)

@@ -22,6 +22,8 @@ from deployments.api_keys import ApiKeyAuth
 from deployments.openai_api import ApiError
 from deployments.principal import Caller
 from deployments.rate_limits import Admission, RateLimiter
+from deployments.request_tracing import RequestSpan
+from surge_core import tracing
 
 logger = logging.getLogger("ray.serve")
 
@@ -99,6 +101,8 @@ class AdmissionGuard:
         started = time.perf_counter()
         route = app_path(scope)
         admitted: Admitted | None = None
+        # The request's span (a no-op unless tracing is on); probes are not traced.
+        span = RequestSpan(scope.get("method", ""), route, _headers(scope), traced=route not in PUBLIC_PATHS)
         if route not in PUBLIC_PATHS:
             try:
                 admitted = admit(gateway.auth, gateway.limiter, route, _header(scope, b"authorization"))
@@ -118,22 +122,41 @@ class AdmissionGuard:
                     )
                 response = JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
                 await response(scope, receive, send)
+                span.finish(error.status_code)
                 gateway.metrics.observe(route, error.status_code, time.perf_counter() - started)
                 return
             scope.setdefault("state", {})["caller"] = admitted.caller
+            span.admitted(admitted.caller.principal.tenant, admitted.caller.principal.name)
+        status = 500
 
         async def send_with_limits(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 if admitted is not None:
                     MutableHeaders(scope=message).update(admitted.limits.headers)
-                gateway.metrics.observe(route, message["status"], time.perf_counter() - started)
+                gateway.metrics.observe(route, status, time.perf_counter() - started)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_limits)
+        except BaseException as error:
+            span.failed(error)
+            raise
+        else:
+            span.finish(status)  # after the last body chunk: a stream's span covers the whole stream
         finally:
             if admitted is not None:
                 admitted.limits.release()
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers as a dict, read only when tracing is on (it is per request work)."""
+    if not tracing.enabled():
+        return {}
+    return {
+        bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1") for k, v in scope.get("headers") or ()
+    }
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

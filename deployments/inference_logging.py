@@ -74,7 +74,10 @@ class InferenceLogger:
         shadow: bool = False,
         answer: str | None = None,
         sources: Sequence[str] | None = None,
+        trace_headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
+        """`trace_headers` (`surge_core.tracing.kafka_headers()`) ride on the record: a consumer of the
+        inference log can continue the request's trace."""
         if self._publisher is None:
             return
         record = InferenceLogRecord(
@@ -97,7 +100,7 @@ class InferenceLogger:
             answer=self._text(answer, MAX_LOGGED_ANSWER_CHARS),
             sources=self._sources(sources),
         )
-        self._publisher.publish(record)
+        self._publisher.publish(record, trace_headers or [])
 
     def record_rejection(
         self, *, route: str, status_code: int, arrived_at: float, principal: str | None, tenant: str | None

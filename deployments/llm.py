@@ -34,10 +34,13 @@ from ray import serve
 from ray.serve import metrics
 
 from deployments.autoscaling.stats import GenerationStats
+from deployments.cost_metrics import ReplicaMeter
 from deployments.engines import GenerationDelta, SamplingSettings, build_engine
 from deployments.engines.coalescing import CoalescePolicy, coalesced
 from deployments.observability import LATENCY_BUCKETS_S, log_event, record_replica_ready
 from deployments.settings import LLMSettings
+from deployments.stage_tracing import start_stage_span
+from surge_core import tracing
 
 STAGE = "llm"
 
@@ -70,6 +73,9 @@ class GenerateRequest(BaseModel):
     lora_adapter: str | None = Field(None, description="LoRA adapter of this version to apply.")
     request_id: str = Field(
         default_factory=lambda: uuid.uuid4().hex, min_length=1, description="Id used to abort the request."
+    )
+    trace_context: dict[str, str] = Field(
+        default_factory=dict, description="The caller's W3C trace context (surge_core.tracing.carrier())."
     )
 
     @model_validator(mode="after")
@@ -156,6 +162,7 @@ class LLMServer:
     # Ray Serve awaits an async constructor; mypy only knows the sync protocol.
     async def __init__(self, settings: LLMSettings) -> None:  # type: ignore[misc]
         self._started_at = time.time()
+        tracing.configure_tracing("surge")
         self.settings = settings
         self._model_tag = {"model": settings.served_model_name}
         self._engine = build_engine(settings)
@@ -166,6 +173,10 @@ class LLMServer:
         await asyncio.wait_for(self._engine.start(), timeout=settings.load_timeout_s)
         self._ready_at = time.time()
         record_replica_ready(STAGE, self._started_at, self._ready_at)
+        self._meter = ReplicaMeter(
+            STAGE, settings.served_model_name, gpus=settings.num_gpus, started_at=self._started_at
+        )
+        self._meter.ready(self._ready_at)
 
     async def generate(
         self, request: GenerateRequest | dict[str, Any]
@@ -186,6 +197,8 @@ class LLMServer:
             self._engine.generate(prompt, parsed.sampling(), parsed.request_id), self._coalescing
         )
         self._stats.started()
+        span = start_stage_span(STAGE, "llm.generate", parsed.trace_context, self.settings.served_model_name)
+        self._meter.enter()
         try:
             # aclosing: a caller that goes away closes the coalescer now, and with it the engine's stream.
             async with contextlib.aclosing(stream):
@@ -209,6 +222,16 @@ class LLMServer:
                 completion_tokens_total().inc(last.completion_tokens, tags=self._model_tag)
             requests_total().inc(1, tags={**self._model_tag, "finish_reason": outcome})
             generation_seconds().observe(time.monotonic() - arrived, tags=self._model_tag)
+            tracing.set_attributes(
+                span,
+                **{
+                    tracing.TOKENS_IN: last.prompt_tokens if last else 0,
+                    tracing.TOKENS_OUT: last.completion_tokens if last else 0,
+                    "surge.finish_reason": outcome,
+                },
+            )
+            span.end()
+            self._meter.leave()
 
     def engine_prompt(self, parsed: GenerateRequest) -> str:
         """The prompt string the engine tokenises. Every message (and a raw prompt) has the model's special

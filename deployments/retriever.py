@@ -16,13 +16,17 @@ from typing import Any
 from ray import serve
 from ray.serve.exceptions import RayServeException
 
+from deployments.cost_metrics import ReplicaMeter
 from deployments.embedding_versions import VersionedIndexes
 from deployments.observability import record_replica_ready
 from deployments.settings import RetrieverSettings
+from deployments.stage_tracing import stage_span
+from surge_core import tracing
 from surge_core.tenancy import DEFAULT_TENANT, split_stored_id, stored_doc_id
 from surge_core.vector_store import ChunkRecord, VectorStore, WriteResult, open_vector_store
 from surge_core.vector_store.base import DocVersion
 
+STAGE = "retriever"
 CHUNK_FIELDS = frozenset({"doc_id", "chunk_index", "text", "embedding", "metadata"})
 
 
@@ -71,12 +75,18 @@ class Retriever:
 
     def __init__(self, settings: RetrieverSettings) -> None:
         self.started_at = time.time()
+        tracing.configure_tracing("surge")
         self.settings = settings
         self.store: VectorStore = open_vector_store(settings.store, settings.dimensions)
         # Embedding versions' indexes (`deployments.embedding_versions`): a call naming a version uses its index.
         self.indexes = VersionedIndexes(self.store, settings.store)
         self.ready_at = time.time()
-        record_replica_ready("retriever", self.started_at, self.ready_at)
+        record_replica_ready(STAGE, self.started_at, self.ready_at)
+        # The Retriever serves no model: its "model" label is the index it holds.
+        self.meter = ReplicaMeter(
+            STAGE, f"{self.store.backend}-index", gpus=settings.num_gpus, started_at=self.started_at
+        )
+        self.meter.ready(self.ready_at)
 
     def _check_top_k(self, top_k: int) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -91,13 +101,24 @@ class Retriever:
         where: dict[str, Any] | None = None,
         tenant: str = DEFAULT_TENANT,
         embedding_version: str | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The `top_k` closest chunks of `tenant`'s documents as dicts (doc_id, chunk_index, text, metadata,
         score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks.
         `embedding_version`: the version `embedding` was made for; its index is searched (None: the base)."""
-        self._check_top_k(top_k)
-        store = await asyncio.to_thread(self.indexes.get, embedding_version)
-        hits = await asyncio.to_thread(store.search, embedding, top_k, where, tenant)
+        with self.meter.busy(), stage_span(STAGE, "retriever.search", trace_context) as span:
+            self._check_top_k(top_k)
+            store = await asyncio.to_thread(self.indexes.get, embedding_version)
+            hits = await asyncio.to_thread(store.search, embedding, top_k, where, tenant)
+            tracing.set_attributes(
+                span,
+                **{
+                    tracing.TENANT: tenant,
+                    tracing.TOP_K: top_k,
+                    tracing.SCORES: [round(float(hit.score), 4) for hit in hits],
+                    "surge.store": self.store.backend,
+                },
+            )
         return [{**asdict(hit), "doc_id": split_stored_id(hit.doc_id)[1]} for hit in hits]
 
     async def replace_documents(
@@ -106,6 +127,7 @@ class Retriever:
         versions: dict[str, tuple[int, int]] | None = None,
         tenant: str = DEFAULT_TENANT,
         embedding_version: str | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> dict[str, int]:
         """Make each of `tenant`'s documents' chunks exactly the given ones; returns written/unchanged/
         deleted/fenced counts. `versions` fences older writes (see `surge_core.vector_store.base.is_stale`).
@@ -114,10 +136,12 @@ class Retriever:
             stored_doc_id(tenant, doc_id): [_stored_chunk(tenant, doc_id, chunk) for chunk in chunks]
             for doc_id, chunks in documents.items()
         }
-        store = await asyncio.to_thread(self.indexes.get, embedding_version)
-        result: WriteResult = await asyncio.to_thread(
-            store.replace_documents, records, _versions(versions, tenant)
-        )
+        with self.meter.busy(), stage_span(STAGE, "retriever.replace_documents", trace_context) as span:
+            store = await asyncio.to_thread(self.indexes.get, embedding_version)
+            result: WriteResult = await asyncio.to_thread(
+                store.replace_documents, records, _versions(versions, tenant)
+            )
+            tracing.set_attributes(span, **{tracing.TENANT: tenant, "surge.documents": len(records)})
         return asdict(result)
 
     async def delete_documents(
@@ -125,14 +149,16 @@ class Retriever:
         doc_ids: list[str],
         versions: dict[str, tuple[int, int]] | None = None,
         tenant: str = DEFAULT_TENANT,
+        trace_context: dict[str, str] | None = None,
     ) -> int:
         """Remove these documents of `tenant` from every embedding version's index (a version being built
         must not bring them back); returns the most chunks removed from any one index."""
         stored = [stored_doc_id(tenant, doc_id) for doc_id in doc_ids]
         removed = 0
-        for store in await asyncio.to_thread(self.indexes.everything):
-            count = await asyncio.to_thread(store.delete_documents, stored, _versions(versions, tenant))
-            removed = max(removed, count)
+        with self.meter.busy(), stage_span(STAGE, "retriever.delete_documents", trace_context):
+            for store in await asyncio.to_thread(self.indexes.everything):
+                count = await asyncio.to_thread(store.delete_documents, stored, _versions(versions, tenant))
+                removed = max(removed, count)
         return removed
 
     async def stats(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from deployments.autoscaling.config import AutoscalingPolicySettings
+from surge_core.cost import CostSettings
 from surge_core.embedding import EmbeddingModelSettings
 from surge_core.feature_store import OnlineStoreSettings
 from surge_core.inference_log import InferenceLogSettings
@@ -311,7 +312,6 @@ class LLMSettings(DeploymentSettings):
             )
         return self
 
-
     synthetic_tokens_per_s: float = Field(
         50.0, gt=0, le=1_000_000, description="Benchmarks only, engine 'synthetic': tokens/s per sequence."
     )
@@ -474,6 +474,10 @@ class AppSettings(StrictModel):
     llm: LLMSettings = Field(default_factory=LLMSettings, description="The LLM stage.")
     guardrails: GuardrailSettings = Field(
         default_factory=GuardrailSettings, description="Guardrail overrides (checked when the app is built)."
+    )
+    cost: CostSettings = Field(
+        default_factory=CostSettings,
+        description="Prices and footprints for cost attribution (surge_core.cost).",
     )
 
     @model_validator(mode="after")

@@ -23,9 +23,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -34,6 +36,7 @@ from deployments.observability import record_cold_start
 from deployments.openai_api import ApiError
 from deployments.request_timeline import Timeline
 from deployments.settings import AutoscalingSettings
+from surge_core import tracing
 
 if TYPE_CHECKING:
     from deployments.llm import GenerateRequest
@@ -231,18 +234,35 @@ class StageClient:
             call, stage=self.stage, deployment=self.deployment, board=self.board, waits=self.waits
         )
 
-    def account_cold_start(self, timeline: Timeline, ready_at: float | None) -> None:
+    def account_cold_start(
+        self, timeline: Timeline, ready_at: float | None, span: Span = INVALID_SPAN
+    ) -> None:
         """A replica that became ready after the request arrived means the request waited for a cold start."""
-        if ready_at is not None and ready_at > timeline.arrived:
+        cold = ready_at is not None and ready_at > timeline.arrived
+        if cold and ready_at is not None:
             record_cold_start(self.stage, timeline.arrived, ready_at)
             timeline.since_arrival(f"{self.stage}_cold_start_s", ready_at)
+        seconds = round(ready_at - timeline.arrived, 4) if cold and ready_at is not None else None
+        tracing.set_attributes(span, **{tracing.COLD_START: cold, tracing.COLD_START_S: seconds})
+
+    def traced(self, method: str) -> AbstractContextManager[Span]:
+        """The gateway-side span of one stage call (its wait, a cold start included); the replica's span
+        is its child through the carrier (`tracing.carrier()` inside the block)."""
+        return tracing.span(
+            f"{self.stage}.call {method}",
+            kind=SpanKind.CLIENT,
+            attributes={tracing.STAGE: self.stage, "surge.deployment": self.deployment},
+        )
 
 
 class EmbedderClient(StageClient):
     async def embed(self, texts: list[str], timeline: Timeline) -> dict[str, Any]:
         """`{"embeddings": ndarray, "tokens": int, "ready_at": float}` for `texts`."""
-        result: dict[str, Any] = await self.call("embed", texts)
-        self.account_cold_start(timeline, result.get("ready_at"))
+        started = time.monotonic()
+        with self.traced("embed") as span:
+            result: dict[str, Any] = await self.call("embed", texts, tracing.carrier())
+            self.account_cold_start(timeline, result.get("ready_at"), span)
+        timeline.add_stage_seconds(self.stage, time.monotonic() - started)
         timeline.mark("embedded")
         return result
 
@@ -260,9 +280,12 @@ class RetrieverClient(StageClient):
         embedding_version: str | None = None,
     ) -> list[dict[str, Any]]:
         """`embedding_version`: the version the Embedder named for `vector` (searched in that index)."""
-        hits: list[dict[str, Any]] = await self.call(
-            "search", vector, top_k, where, tenant, embedding_version
-        )
+        started = time.monotonic()
+        with self.traced("search"):
+            hits: list[dict[str, Any]] = await self.call(
+                "search", vector, top_k, where, tenant, embedding_version, tracing.carrier()
+            )
+        timeline.add_stage_seconds(self.stage, time.monotonic() - started)
         timeline.mark("retrieved")
         return hits
 
@@ -273,15 +296,17 @@ class RetrieverClient(StageClient):
         tenant: str,
         embedding_version: str | None = None,
     ) -> dict[str, int]:
-        result: dict[str, int] = await self.call(
-            "replace_documents", grouped, versions, tenant, embedding_version
-        )
+        with self.traced("replace_documents"):
+            result: dict[str, int] = await self.call(
+                "replace_documents", grouped, versions, tenant, embedding_version, tracing.carrier()
+            )
         return result
 
     async def delete_documents(
         self, doc_ids: list[str], versions: dict[str, tuple[int, int]], tenant: str
     ) -> int:
-        return int(await self.call("delete_documents", doc_ids, versions, tenant))
+        with self.traced("delete_documents"):
+            return int(await self.call("delete_documents", doc_ids, versions, tenant, tracing.carrier()))
 
 
 def idle_to_zero_seconds(scaling: AutoscalingSettings) -> float:
@@ -342,8 +367,9 @@ class LLMClient(StageClient):
 
     async def _wake(self, timeline: Timeline) -> None:
         timeline.mark("llm_wake_sent")
-        info: dict[str, Any] = await self.call("wake")
-        self.account_cold_start(timeline, info.get("ready_at"))
+        with self.traced("wake") as span:
+            info: dict[str, Any] = await self.call("wake")
+            self.account_cold_start(timeline, info.get("ready_at"), span)
         timeline.since_arrival("llm_replica_started", info["replica_started_at"])
         timeline.mark("llm_ready")
 
@@ -352,7 +378,14 @@ class LLMClient(StageClient):
     ) -> AsyncIterator[dict[str, Any]]:
         """Send the request and wait (bounded) for the first delta, so errors surface before a 200; returns
         the stream of deltas, the first included."""
+        called = time.monotonic()
         started: list[DeploymentResponseGenerator] = []
+        # The call's span lasts until the stream ends (`_rest`), so it is ended by hand, not by a block.
+        span = tracing.start_span(
+            f"{self.stage}.call generate", kind=SpanKind.CLIENT, attributes={tracing.STAGE: self.stage}
+        )
+        if span.is_recording():
+            request = request.model_copy(update={"trace_context": tracing.carrier(span)})
 
         def first_delta() -> Awaitable[dict[str, Any]]:
             # Ray answers a call to a deployment it gave up on with DeploymentUnavailableError, sometimes
@@ -363,8 +396,13 @@ class LLMClient(StageClient):
         try:
             first = await self.bounded(first_delta)
         except StopAsyncIteration as exc:
+            span.end()
+            timeline.add_stage_seconds(self.stage, time.monotonic() - called)
             raise ApiError(500, "the model returned no output", error_type="server_error") from exc
         except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
+            timeline.add_stage_seconds(self.stage, time.monotonic() - called)
             for generator in started:
                 _cancel_quietly(generator)
             if isinstance(exc, ApiError) or not isinstance(exc, Exception):
@@ -375,10 +413,15 @@ class LLMClient(StageClient):
                 await asyncio.gather(wake, return_exceptions=True)
         timeline.mark("first_token")
         self._last_seen = time.time()
-        return self._rest(first, started[0])
+        return self._rest(first, started[0], span, timeline, called)
 
     async def _rest(
-        self, first: dict[str, Any], generator: DeploymentResponseGenerator
+        self,
+        first: dict[str, Any],
+        generator: DeploymentResponseGenerator,
+        span: Span = INVALID_SPAN,
+        timeline: Timeline | None = None,
+        called: float = 0.0,
     ) -> AsyncIterator[dict[str, Any]]:
         yield first
         try:
@@ -401,5 +444,8 @@ class LLMClient(StageClient):
         except Exception as exc:
             raise model_error(exc) from exc
         finally:
+            span.end()
+            if timeline is not None:  # the LLM is charged from the call to the stream's end
+                timeline.add_stage_seconds(self.stage, time.monotonic() - called)
             _cancel_quietly(generator)
             self._last_seen = time.time()

@@ -5,6 +5,7 @@
     surge topics list | create       topics and their dead-letter topics (created idempotently)
     surge ingest                     run the ingestion consumer (documents -> index)
     surge broker start | stop        a local Kafka-protocol broker (noida-db) for a laptop
+    surge cost --since 24h           cost per model, version and tenant (usage topic or --prometheus URL)
 
 Every command takes `--bootstrap-servers` (default: $SURGE_BOOTSTRAP_SERVERS, else 127.0.0.1:9092) and
 `--topic-prefix`. Bad input and an unreachable broker end with exit code 2 and a one-line message.
@@ -38,6 +39,7 @@ PLUGIN_MODULES = {
     "rayservice": "pipelines.cluster",
     "compare": "pipelines.model_compare",
     "reembed": "pipelines.reembed",
+    "cost": "pipelines.cost_report",
 }
 DEFAULT_BROKER_DIR = cache_dir() / "broker"  # $SURGE_CACHE_DIR/broker
 PROGRESS_THRESHOLD = 1000

@@ -43,6 +43,7 @@ from pipelines.consumer import AtLeastOnceConsumer, ConsumerSettings
 from pipelines.decoding import json_record_decoder
 from pipelines.dlq import PoisonKind, PoisonRecord
 from pipelines.metrics import ConsumerMetrics
+from pipelines.record_tracing import RecordTraces
 from pipelines.reindex import ReplayStats, committed_offsets, replay
 from pipelines.sinks import (  # re-exported: the sinks used to live here
     DirectSinkSettings,
@@ -58,6 +59,7 @@ from surge_core.kafka_admin import BrokerUnreachable, ensure_topics
 from surge_core.records import DOCUMENT_RECORD, DocumentDelete
 from surge_core.tenancy import split_stored_id
 from surge_core.topics import DOCUMENTS
+from surge_core.tracing import configure_tracing
 
 logger = logging.getLogger("surge.ingestion")
 
@@ -102,11 +104,17 @@ def tombstone_delete(key: bytes | None) -> DocumentDelete:
 class DocumentHandler:
     """Plugs documents into the generic loop: decode + validate, then write through the sink."""
 
-    def __init__(self, sink: DocumentSink) -> None:
+    def __init__(self, sink: DocumentSink, topic: str = DOCUMENTS.name) -> None:
         self.sink = sink
         self._decode_value = json_record_decoder(DOCUMENT_RECORD)
+        self.traces = RecordTraces("ingestion", topic)
 
     def decode(self, message: ConsumerRecord) -> DocumentOp:
+        record = self._decode(message)
+        self.traces.remember(message)
+        return record
+
+    def _decode(self, message: ConsumerRecord) -> DocumentOp:
         if message.value is None:
             return tombstone_delete(message.key)
         record: DocumentOp = self._decode_value(message.value)
@@ -124,7 +132,9 @@ class DocumentHandler:
         # A document's version is where its record sits in Kafka (one doc_id, one partition): the store
         # refuses a write older than the one it holds, so a zombie or a replay never overwrites newer.
         versions = {record.storage_id: position for record, position in zip(records, positions, strict=True)}
-        self.sink.write(records, versions)
+        with self.traces.batch_span(positions, **{"surge.documents": len(records)}):
+            self.sink.write(records, versions)
+        self.traces.forget(positions)
 
 
 def build_ingestion_consumer(
@@ -133,7 +143,7 @@ def build_ingestion_consumer(
     topic = DOCUMENTS.with_prefix(settings.topic_prefix).name
     metrics = ConsumerMetrics(settings.group_id)
     return AtLeastOnceConsumer(
-        settings, topic, DocumentHandler(sink or build_sink(settings.sink)), metrics=metrics
+        settings, topic, DocumentHandler(sink or build_sink(settings.sink), topic), metrics=metrics
     )
 
 
@@ -287,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_ingestion_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging()
+    configure_tracing("surge-ingestion")  # on only when the OTEL_* environment asks (surge_core.tracing)
     try:
         settings = settings_from_args(args)
         logger.info("settings: %s", json.dumps(settings.model_dump(mode="json"))[:2000])

@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.consumer import SinkUnavailable
+from surge_core import tracing
 from surge_core.embedding import EmbeddingModelSettings
 from surge_core.embedding_versions import EmbeddingVersionFollower, open_version_store
 from surge_core.records import DocumentDelete, DocumentUpsert
@@ -244,7 +245,10 @@ class DirectSink:
                 )
             pieces.append((doc, chunks))
         texts = [chunk for _, chunks in pieces for chunk in chunks]
-        vectors = self.embedder.embed(texts)
+        with tracing.span(
+            "ingestion.embed", attributes={tracing.STAGE: "embedder", "surge.texts": len(texts)}
+        ):
+            vectors = self.embedder.embed(texts)
         documents: dict[str, list[Any]] = {}
         row = 0
         for doc, chunks in pieces:
@@ -254,10 +258,14 @@ class DirectSink:
             ]
             row += len(chunks)
         try:
-            if documents:
-                self.store.replace_documents(documents, versions)
-            if deletes:
-                self.store.delete_documents(deletes, versions)
+            with tracing.span(
+                "ingestion.index_write",
+                attributes={"surge.documents": len(documents), "surge.deletes": len(deletes)},
+            ):
+                if documents:
+                    self.store.replace_documents(documents, versions)
+                if deletes:
+                    self.store.delete_documents(deletes, versions)
         except self._transient as error:
             raise SinkUnavailable(f"vector store unreachable: {error}") from error
         except (sqlite3.Error, OSError) as error:
@@ -301,7 +309,8 @@ class HttpSink:
 
     def _post(self, body: dict[str, Any]) -> None:
         try:
-            response = self.client.post("/v1/documents", json=body)
+            # The current trace (a traced record's batch) continues in the app's gateway.
+            response = self.client.post("/v1/documents", json=body, headers=tracing.carrier())
         except httpx.TransportError as error:
             raise SinkUnavailable(f"{self.settings.url} unreachable: {error}") from error
         if response.status_code in self.RETRYABLE_STATUS:

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,15 +29,21 @@ from pydantic import Field
 
 from surge_core.kafka_admin import ensure_topics
 from surge_core.kafka_settings import KafkaSettings
-from surge_core.records import InferenceLogRecord
+from surge_core.records import InferenceLogRecord, UsageRecord
 from surge_core.retry import RetryPolicy
 from surge_core.store_settings import StrictModel
-from surge_core.topics import INFERENCE_LOG
+from surge_core.topics import INFERENCE_LOG, TopicSpec
 
 logger = logging.getLogger("surge.inference_log")
 
 SEND_BATCH = 500
 # Waits between reconnection attempts while the broker is down: 0.5 s doubling to 5 s.
+# Kafka record headers sent with a record (the request's trace context, `surge_core.tracing`).
+Headers = Sequence[tuple[str, bytes]]
+# What a publisher sends: the inference log's records, and the same publisher class serves `usage`.
+PublishedRecord = InferenceLogRecord | UsageRecord
+# A queued record: the record, its serialised value and its headers.
+Queued = tuple[PublishedRecord, bytes, list[tuple[str, bytes]]]
 RECONNECT = RetryPolicy(max_attempts=100, base_delay_s=0.5, multiplier=2.0, max_delay_s=5.0, jitter=0.2)
 
 
@@ -74,7 +81,7 @@ class InferenceLogSettings(StrictModel):
 class InferenceLogPublisher(Protocol):
     """What the gateway calls. Both methods are safe from any thread and never raise."""
 
-    def publish(self, record: InferenceLogRecord) -> None: ...
+    def publish(self, record: PublishedRecord, headers: Headers = ()) -> None: ...
 
     def close(self, timeout_s: float = 5.0) -> None: ...
 
@@ -91,7 +98,7 @@ class PublisherStats:
 class NoopInferenceLogPublisher:
     """Used when the inference log is disabled."""
 
-    def publish(self, record: InferenceLogRecord) -> None:
+    def publish(self, record: PublishedRecord, headers: Headers = ()) -> None:
         return None
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -110,13 +117,14 @@ class KafkaInferenceLogPublisher:
         *,
         warn_interval_s: float = 30.0,
         delivery_timeout_s: float = 10.0,
+        topic: TopicSpec = INFERENCE_LOG,
     ) -> None:
         self.settings = settings
-        self.topic = INFERENCE_LOG.with_prefix(settings.topic_prefix)
+        self.topic = topic.with_prefix(settings.topic_prefix)
         self.warn_interval_s = warn_interval_s
         self.delivery_timeout_s = delivery_timeout_s
         # (record, its serialised bytes): the queue is bounded in records and in bytes.
-        self._queue: deque[tuple[InferenceLogRecord, bytes]] = deque()
+        self._queue: deque[Queued] = deque()
         self._queued_bytes = 0
         self._lock = threading.Condition()
         self._closing = False
@@ -135,13 +143,14 @@ class KafkaInferenceLogPublisher:
 
     # -- request path ----------------------------------------------------------------------------------
 
-    def publish(self, record: InferenceLogRecord) -> None:
+    def publish(self, record: PublishedRecord, headers: Headers = ()) -> None:
+        """`headers`: Kafka record headers (the request's `traceparent`), sent with the record."""
         try:
             with self._lock:
                 if self._closing:
                     return
                 value = record.model_dump_json().encode("utf-8")
-                self._queue.append((record, value))
+                self._queue.append((record, value, list(headers)))
                 self._queued_bytes += len(value)
                 self._published += 1
                 self._trim()
@@ -156,13 +165,13 @@ class KafkaInferenceLogPublisher:
             len(self._queue) > self.settings.max_queue_records
             or self._queued_bytes > self.settings.max_queue_bytes
         ):
-            _, value = self._queue.popleft()
+            _, value, _ = self._queue.popleft()
             self._queued_bytes -= len(value)
             self._dropped += 1
 
-    def _take(self, count: int) -> list[tuple[InferenceLogRecord, bytes]]:
+    def _take(self, count: int) -> list[Queued]:
         batch = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
-        self._queued_bytes -= sum(len(value) for _, value in batch)
+        self._queued_bytes -= sum(len(value) for _, value, _ in batch)
         return batch
 
     def stats(self) -> PublisherStats:
@@ -226,11 +235,16 @@ class KafkaInferenceLogPublisher:
             )
         return self._producer
 
-    def _send(self, batch: list[tuple[InferenceLogRecord, bytes]]) -> None:
+    def _send(self, batch: list[Queued]) -> None:
         producer = self._open_producer()
         futures: list[Any] = [
-            producer.send(self.topic.name, key=record.model.encode("utf-8"), value=value)
-            for record, value in batch
+            producer.send(
+                self.topic.name,
+                key=str(getattr(record, self.topic.key_field)).encode("utf-8"),
+                value=value,
+                headers=headers,
+            )
+            for record, value, headers in batch
         ]
         producer.flush(timeout=self.delivery_timeout_s + 5)
         delivered = [f for f in futures if f.is_done and f.succeeded()]
@@ -243,10 +257,10 @@ class KafkaInferenceLogPublisher:
             error = next((f.exception for f in futures if f.is_done and f.failed()), None)
             raise RuntimeError(f"{len(failed)} of {len(futures)} records not acknowledged: {error}")
 
-    def _requeue(self, batch: list[tuple[InferenceLogRecord, bytes]]) -> None:
+    def _requeue(self, batch: list[Queued]) -> None:
         with self._lock:
             self._queue.extendleft(reversed(batch))
-            self._queued_bytes += sum(len(value) for _, value in batch)
+            self._queued_bytes += sum(len(value) for _, value, _ in batch)
             self._send_failures += 1
             self._trim()
 
@@ -289,7 +303,7 @@ class KafkaInferenceLogPublisher:
 def build_inference_log_publisher(
     settings: InferenceLogSettings, **options: Any
 ) -> KafkaInferenceLogPublisher | NoopInferenceLogPublisher:
-    """The publisher the gateway holds: a no-op when disabled."""
+    """The publisher the gateway holds: a no-op when disabled. `topic=USAGE` publishes usage records."""
     if not settings.enabled:
         return NoopInferenceLogPublisher()
     return KafkaInferenceLogPublisher(settings, **options)

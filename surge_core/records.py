@@ -149,6 +149,33 @@ class ModelEventRecord(Record):
     source: str = Field(description="Which process published it (e.g. gateway:<app>).")
 
 
+class UsageRecord(Record):
+    """One record per request on the `usage` topic: who used which model, how much, and what it cost."""
+
+    request_id: str = Field(min_length=1, max_length=128, description="Request id (dedup key).")
+    timestamp: AwareDatetime = Field(default_factory=utc_now, description="When the request finished.")
+    principal: str | None = Field(
+        None, max_length=256, description="Principal of the API key (never the key)."
+    )
+    tenant: str = Field(DEFAULT_TENANT, pattern=TENANT_PATTERN, description="Tenant charged.")
+    model: str = Field(min_length=1, max_length=256, description="Model name (without its version).")
+    version: str = Field("1", min_length=1, max_length=64, description="Model version.")
+    route: str = Field(max_length=256, description="API route, e.g. /v1/chat/completions.")
+    status_code: int = Field(ge=100, le=599, description="HTTP status returned.")
+    tokens_in: int = Field(0, ge=0, description="Prompt tokens.")
+    tokens_out: int = Field(0, ge=0, description="Generated tokens.")
+    stage_seconds: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Seconds the request spent in each stage (embedder, retriever, llm).",
+    )
+    cost_usd: float = Field(
+        0.0, ge=0, description="Stage seconds priced by the price table (surge_core.cost)."
+    )
+    stage_usd_per_hour: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="Price of one replica of each stage the request used, per hour."
+    )
+
+
 class DriftAlertRecord(Record):
     """Published to drift-alerts when a drift score crosses its threshold."""
 

@@ -17,6 +17,7 @@ from surge_core.records import (
     EventRecord,
     InferenceLogRecord,
     ModelEventRecord,
+    UsageRecord,
 )
 
 
@@ -57,8 +58,11 @@ DRIFT_ALERTS = TopicSpec("drift-alerts", 1, TypeAdapter(DriftAlertRecord), key_f
 # Model-lifecycle changes (deploy, weight change, rollback), keyed by alias; an audit trail, not consumed.
 MODEL_EVENTS = TopicSpec("model-events", 1, TypeAdapter(ModelEventRecord), key_field="alias", consumed=False)
 
+# One record per request, keyed by tenant (a tenant's usage stays ordered); read by `surge cost`.
+USAGE = TopicSpec("usage", 2, TypeAdapter(UsageRecord), key_field="tenant", consumed=False)
+
 TOPICS: dict[str, TopicSpec] = {
-    t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS, MODEL_EVENTS)
+    t.name: t for t in (DOCUMENTS, EVENTS, INFERENCE_LOG, DRIFT_ALERTS, MODEL_EVENTS, USAGE)
 }
 
 

@@ -12,6 +12,7 @@ from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
 from deployments.settings import EmbedderSettings
 from deployments.stage_client import EmbedderClient
+from deployments.usage_recording import UsageRecorder
 
 
 def check_texts(texts: list[str], field: str, limits: EmbedderSettings) -> None:
@@ -40,15 +41,34 @@ class Embeddings:
 
 
 class EmbeddingFlow:
-    def __init__(self, router: ModelRouter, embedder: EmbedderClient, limits: EmbedderSettings) -> None:
+    def __init__(
+        self,
+        router: ModelRouter,
+        embedder: EmbedderClient,
+        limits: EmbedderSettings,
+        usage: UsageRecorder | None = None,
+    ) -> None:
         self.router = router
         self.embedder = embedder
         self.limits = limits
+        self.usage = usage
 
     async def run(self, body: EmbeddingRequest, caller: Caller = ANONYMOUS) -> Embeddings:
         self.router.check_embedding_model(body.model)
         texts = body.texts
         check_texts(texts, "input", self.limits)
-        result = await self.embedder.embed(texts, Timeline())
+        timeline = Timeline()
+        result = await self.embedder.embed(texts, timeline)
         caller.spend_tokens(int(result["tokens"]))
+        if self.usage is not None:
+            self.usage.record(
+                route="/v1/embeddings",
+                status_code=200,
+                timeline=timeline,
+                tokens_in=int(result["tokens"]),
+                tokens_out=0,
+                principal=caller.principal.name,
+                tenant=caller.principal.tenant,
+                served_model=body.model,
+            )
         return Embeddings(vectors=result["embeddings"], tokens=result["tokens"])

@@ -13,6 +13,9 @@ from deployments.llm import GenerateRequest
 from deployments.openai_api import ApiError, new_id
 from deployments.principal import ANONYMOUS, Caller
 from deployments.request_timeline import Timeline
+from deployments.usage_recording import UsageRecorder
+from surge_core import tracing
+from surge_core.model_version import model_and_version
 
 # Status recorded for a stream the client stopped reading (nginx's "client closed request").
 CLIENT_CLOSED = 499
@@ -52,12 +55,14 @@ class OutcomeRecorder:
         metrics: Any,
         model: str,
         observer: Callable[[str, int, float | None], None] | None = None,
+        usage: UsageRecorder | None = None,
     ) -> None:
         self.inference_log = inference_log
         self.metrics = metrics
         self.model = model
         # Told (version, status, ttft_s) of every finished generation: the rollback guard.
         self.observer = observer
+        self.usage = usage
 
     async def recorded(
         self,
@@ -91,6 +96,17 @@ class OutcomeRecorder:
             raise
         finally:
             caller.spend_tokens(last.get("prompt_tokens", 0) + last.get("completion_tokens", 0))
+            model, version = model_and_version(self.model)
+            tracing.set_attributes(
+                timeline.span,
+                **{
+                    tracing.MODEL: model,
+                    tracing.VERSION: version,
+                    tracing.TOKENS_IN: last.get("prompt_tokens", 0),
+                    tracing.TOKENS_OUT: last.get("completion_tokens", 0),
+                    "surge.retrieval.hits": len(hits) if hits else None,
+                },
+            )
             self.inference_log.record(
                 route=route,
                 status_code=status,
@@ -109,10 +125,21 @@ class OutcomeRecorder:
                 answer="".join(parts),
                 # None when the request did no retrieval, [] when it found nothing.
                 sources=[str(h["text"]) for h in hits] if timeline.query_embedding is not None else None,
+                trace_headers=tracing.kafka_headers(timeline.span),
             )
             if self.observer is not None:
                 self.observer(version, status, timeline.marks.get("first_token"))
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
+            if self.usage is not None:
+                self.usage.record(
+                    route=route,
+                    status_code=status,
+                    timeline=timeline,
+                    tokens_in=last.get("prompt_tokens", 0),
+                    tokens_out=last.get("completion_tokens", 0),
+                    principal=caller.principal.name,
+                    tenant=caller.principal.tenant,
+                )
 
 
 async def started(

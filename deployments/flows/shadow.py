@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments.inference_logging import InferenceLogger
+from deployments.llm import GenerateRequest
 from deployments.model_router import LLMRoute, ServedVersion
 from deployments.openai_api import ApiError, new_id
 from deployments.principal import Caller
@@ -28,7 +29,7 @@ logger = logging.getLogger("ray.serve")
 @dataclass(frozen=True)
 class ShadowJob:
     shadow: ServedVersion
-    request: dict[str, Any]
+    request: GenerateRequest
     route: str
     prompt: str
     alias: str | None
@@ -82,7 +83,7 @@ class ShadowMirror:
 
     async def _run(self, job: ShadowJob) -> None:
         timeline = Timeline()
-        request = {**job.request, "request_id": new_id("shadow")}
+        request = job.request.model_copy(update={"request_id": new_id("shadow")})
         last: dict[str, Any] = {}
         status = 500
         try:
@@ -119,14 +120,14 @@ class ShadowMirror:
 def mirror(
     shadows: ShadowMirror | None,
     route: LLMRoute,
-    request: dict[str, Any],
+    request: GenerateRequest,
     route_name: str,
     prompt: str,
     caller: Caller,
 ) -> None:
     """Mirror the request when the router picked a shadow for it (a no-op otherwise)."""
     if shadows is not None and route.shadow is not None:
-        shadows.mirror(ShadowJob(route.shadow, dict(request), route_name, prompt, route.alias, caller))
+        shadows.mirror(ShadowJob(route.shadow, request, route_name, prompt, route.alias, caller))
 
 
 async def mirrored_when_done(

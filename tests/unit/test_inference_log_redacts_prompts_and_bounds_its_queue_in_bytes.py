@@ -20,7 +20,7 @@ def test_the_gateway_logger_keeps_only_a_redacted_prompt_and_names_the_principal
 
     published: list[InferenceLogRecord] = []
     logger = InferenceLogger(InferenceLogSettings(include_prompt=True), "m")
-    logger._publisher = type("P", (), {"publish": lambda self, r: published.append(r)})()  # type: ignore[assignment]
+    logger._publisher = type("P", (), {"publish": lambda self, r, headers=(): published.append(r)})()  # type: ignore[assignment]
     logger.record(
         route="/v1/completions",
         status_code=200,

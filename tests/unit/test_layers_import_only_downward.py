@@ -31,6 +31,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.http_guards",
             "deployments.gateway_metrics",
             "deployments.api_keys",
+            "deployments.request_tracing",
         },
     ),
     (
@@ -39,6 +40,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.flows",
             "deployments.rag",
             "deployments.inference_logging",
+            "deployments.usage_recording",
             "deployments.model_events",
             "deployments.rollback_guard",
         },
@@ -76,6 +78,8 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.routing_weights",
             "deployments.rollback_policy",
             "deployments.guardrails",
+            "deployments.stage_tracing",
+            "deployments.cost_metrics",
         },
     ),
 ]

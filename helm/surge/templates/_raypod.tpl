@@ -167,6 +167,9 @@ containers:
       {{- . | nindent 6 }}
       {{- end }}
       {{- end }}
+      {{- with $root.Values.tracing.env }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
       {{- with $g.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
