@@ -174,7 +174,7 @@ class LLMServer:
         self._ready_at = time.time()
         record_replica_ready(STAGE, self._started_at, self._ready_at)
         self._meter = ReplicaMeter(
-            STAGE, settings.served_model_name, gpus=settings.num_gpus, started_at=self._started_at
+            STAGE, settings.metered_name, gpus=settings.num_gpus, started_at=self._started_at
         )
         self._meter.ready(self._ready_at)
 
@@ -197,7 +197,7 @@ class LLMServer:
             self._engine.generate(prompt, parsed.sampling(), parsed.request_id), self._coalescing
         )
         self._stats.started()
-        span = start_stage_span(STAGE, "llm.generate", parsed.trace_context, self.settings.served_model_name)
+        span = start_stage_span(STAGE, "llm.generate", parsed.trace_context, self.settings.metered_name)
         self._meter.enter()
         try:
             # aclosing: a caller that goes away closes the coalescer now, and with it the engine's stream.

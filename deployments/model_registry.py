@@ -86,6 +86,10 @@ class ModelVersionSettings(LLMSettings):
     def key(self) -> str:
         return version_key(self.name, self.version)
 
+    @property
+    def metered_name(self) -> str:
+        return self.key
+
     @model_validator(mode="after")
     def _lora_needs_vllm(self) -> ModelVersionSettings:
         if self.lora_adapters and self.engine != "vllm":

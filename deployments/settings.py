@@ -293,6 +293,12 @@ class LLMSettings(DeploymentSettings):
         default_factory=PrefixAffinitySettings, description="Tuning of request_router 'prefix_affinity'."
     )
 
+    @property
+    def metered_name(self) -> str:
+        """The served model as cost metrics, traces and usage records name it (`name@version` once it is a
+        registry version: `model_and_version` splits it)."""
+        return self.served_model_name
+
     def serve_options(self, name: str) -> dict[str, Any]:
         options = super().serve_options(name)
         router = REQUEST_ROUTER_CLASSES[self.request_router]

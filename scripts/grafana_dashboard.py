@@ -204,12 +204,12 @@ PANELS: tuple[Panel, ...] = (
             for q, p in ((0.5, 50), (0.95, 95))
         ),
     ),
-    # -- cost per model and version (exported by the cost attribution, surge_cost_*)
+    # -- cost per model and version (exported by the cost attribution, ray_surge_cost_*)
     Panel(
         "Spend by stage, model and version (USD / hour)",
         (
             (
-                f"sum by (stage, {MV}) (rate({sel('surge_cost_usd_total')}[1h])) * 3600",
+                f"sum by (stage, {MV}) (rate({sel('ray_surge_cost_usd_total')}[1h])) * 3600",
                 "{{stage}} {{model}}@{{version}}",
             ),
         ),
@@ -217,14 +217,14 @@ PANELS: tuple[Panel, ...] = (
     ),
     Panel(
         "Spend by tenant (USD / hour)",
-        ((f"sum by (tenant) (rate({sel('surge_cost_usd_total')}[1h])) * 3600", "{{tenant}}"),),
+        ((f"sum by (tenant) (rate({sel('ray_surge_cost_usd_total')}[1h])) * 3600", "{{tenant}}"),),
         "currencyUSD",
     ),
     Panel(
         "Tokens by model version and direction",
         (
             (
-                f"sum by ({MV}, direction) (rate({sel('surge_cost_tokens_total')}[5m]))",
+                f"sum by ({MV}, direction) (rate({sel('ray_surge_cost_tokens_total')}[5m]))",
                 "{{model}}@{{version}} {{direction}}",
             ),
         ),
@@ -238,9 +238,9 @@ PANELS: tuple[Panel, ...] = (
                 f"{label} {{{{stage}}}} {{{{model}}}}@{{{{version}}}}",
             )
             for metric, label in (
-                ("surge_cost_replica_seconds_total", "replicas"),
-                ("surge_cost_gpu_seconds_total", "GPUs"),
-                ("surge_cost_idle_warm_seconds_total", "idle warm"),
+                ("ray_surge_cost_replica_seconds_total", "replicas"),
+                ("ray_surge_cost_gpu_seconds_total", "GPUs"),
+                ("ray_surge_cost_idle_warm_seconds_total", "idle warm"),
             )
         ),
         description="Replicas (or GPUs) held on average; idle warm is replica time with no request in flight.",
@@ -249,11 +249,11 @@ PANELS: tuple[Panel, ...] = (
         "Cold starts by model version (count and seconds per hour)",
         (
             (
-                f"sum by (stage, {MV}) (increase({sel('surge_cost_cold_starts_total')}[1h]))",
+                f"sum by (stage, {MV}) (increase({sel('ray_surge_cost_cold_starts_total')}[1h]))",
                 "starts {{stage}} {{model}}@{{version}}",
             ),
             (
-                f"sum by (stage, {MV}) (increase({sel('surge_cost_cold_start_seconds_total')}[1h]))",
+                f"sum by (stage, {MV}) (increase({sel('ray_surge_cost_cold_start_seconds_total')}[1h]))",
                 "seconds {{stage}} {{model}}@{{version}}",
             ),
         ),

@@ -139,6 +139,7 @@ class OutcomeRecorder:
                     tokens_out=last.get("completion_tokens", 0),
                     principal=caller.principal.name,
                     tenant=caller.principal.tenant,
+                    served_model=version or None,  # the version that answered (`name@version`)
                 )
 
 

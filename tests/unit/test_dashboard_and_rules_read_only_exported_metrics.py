@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from tests.exported_metrics import (
-    PENDING_COST_METRICS,
     REPO_ROOT,
     RULES_FILE,
     client_metric_names,
@@ -34,7 +33,7 @@ def rule_exprs() -> dict[str, str]:
 
 
 def unknown_names(exprs: dict[str, str]) -> dict[str, set[str]]:
-    known = exported_names() | PENDING_COST_METRICS
+    known = exported_names()
     return {where: missing for where, expr in exprs.items() if (missing := metric_names(expr) - known)}
 
 
@@ -70,7 +69,7 @@ def test_every_dashboard_expression_reads_only_exported_metrics() -> None:
 
 def test_every_rule_expression_reads_only_exported_metrics() -> None:
     read = set().union(*(metric_names(e) for e in rule_exprs().values()))
-    assert {"surge_consumer_lag", "surge_quality_groundedness_count", "surge_cost_usd_total"} <= read
+    assert {"surge_consumer_lag", "surge_quality_groundedness_count", "ray_surge_cost_usd_total"} <= read
     assert unknown_names(rule_exprs()) == {}
 
 
@@ -94,7 +93,18 @@ def test_every_rule_expression_reads_only_exported_metrics() -> None:
                 "surge_quality_answer_tokens_bucket",
             },
         ),
-        ("cost", set(PENDING_COST_METRICS)),
+        (
+            "cost",
+            {
+                "ray_surge_cost_usd_total",
+                "ray_surge_cost_replica_seconds_total",
+                "ray_surge_cost_gpu_seconds_total",
+                "ray_surge_cost_idle_warm_seconds_total",
+                "ray_surge_cost_tokens_total",
+                "ray_surge_cost_cold_starts_total",
+                "ray_surge_cost_cold_start_seconds_total",
+            },
+        ),
     ],
 )
 def test_the_dashboard_covers(topic: str, needed: set[str]) -> None:
@@ -104,7 +114,10 @@ def test_the_dashboard_covers(topic: str, needed: set[str]) -> None:
 
 def test_quality_and_cost_panels_break_down_by_model_and_version() -> None:
     for where, expr in dashboard_exprs().items():
-        if metric_names(expr) & (PENDING_COST_METRICS | {n for n in client_metric_names() if "quality" in n}):
+        cost_or_quality = {n for n in exported_names() if "cost" in n} | {
+            n for n in client_metric_names() if "quality" in n
+        }
+        if metric_names(expr) & cost_or_quality:
             if where.startswith("Spend by tenant"):
                 continue  # tenants, across models on purpose
             assert "model, version" in expr, where

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deployments.cost_metrics import ReplicaMeter
 from deployments.embedder import Embedder, slices, texts_in
 from deployments.embedding_versions import LoadedModel
 from deployments.settings import EmbedderSettings
@@ -67,6 +68,7 @@ def replica(max_batch_size: int, wait_s: float = 0.05) -> Any:
             return loaded
 
     embedder.models = OneVersion()
+    embedder.meter = ReplicaMeter("embedder", "fake", gpus=0, started_at=0.0)  # never started: no metrics
     embedder.ready_at = 0.0
     embedder._embed_batch.set_max_batch_size(max_batch_size)
     embedder._embed_batch.set_batch_wait_timeout_s(wait_s)

@@ -13,7 +13,7 @@ from surge_core.records import MAX_LOGGED_ANSWER_CHARS, MAX_LOGGED_SOURCE_CHARS,
 def capturing(settings: InferenceLogSettings) -> tuple[InferenceLogger, list[InferenceLogRecord]]:
     published: list[InferenceLogRecord] = []
     logger = InferenceLogger(settings, "m")
-    logger._publisher = type("P", (), {"publish": lambda self, r: published.append(r)})()  # type: ignore[assignment]
+    logger._publisher = type("P", (), {"publish": lambda self, r, headers=(): published.append(r)})()  # type: ignore[assignment]
     return logger, published
 
 
