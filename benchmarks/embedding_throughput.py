@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> Path:
     with _surge.surge_target(args, **overrides) as target:
         model = _embedding_model(target)
         asyncio.run(_surge_rate(target, model, texts[:16], 1, 4))  # warm the path and the replica
-        pids = _cpu.serve_pids(_surge.BENCH_APP, ("Gateway", "Embedder")) if target.local else {}
+        # Visible when this process runs the Ray node (a local run, or the smoke tests' session).
+        pids = _cpu.serve_pids(_surge.BENCH_APP, ("Gateway", "Embedder"))
         if not any(role != "proxy" for role in pids):
             pids = {}
         bar = h.progress_bar("embedding", rounds * (2 + len(plan)))

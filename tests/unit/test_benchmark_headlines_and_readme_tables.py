@@ -93,7 +93,7 @@ def test_result_file_carries_headline_commit_and_load_average_at_top_level(tmp_p
 def test_readme_tables_are_rendered_from_the_result_json() -> None:
     docs = render_readme.load_documents(FIXTURES)
     assert set(docs) == {"rag_latency", "kafka_ingestion"}  # a JSON without "benchmark" is not a result
-    out = render_readme.render(README, docs)
+    out = render_readme.render(README, render_readme.loader(FIXTURES))
     assert "prose stays" in out and "stale" not in out and "old headline table" not in out
     assert "| embed | 12.7 | 14.1 | 1.11 |" in out
     assert "| Kafka -> consumer -> index (docs/s) | 25.5 |" in out
@@ -105,14 +105,30 @@ def test_readme_tables_are_rendered_from_the_result_json() -> None:
     assert "commit `fedcba9876` (uncommitted changes)" in out
     headline_block = out.split("<!-- generated: headlines -->")[1].split("<!-- /generated -->")[0]
     assert "| rag_latency |" in headline_block and "| kafka_ingestion |" in headline_block
-    assert render_readme.render(out, docs) == out  # rendering twice changes nothing
+    assert render_readme.render(out, render_readme.loader(FIXTURES)) == out  # a second render changes nothing
 
 
 def test_a_table_whose_result_file_is_missing_keeps_its_content_and_is_reported() -> None:
     warnings: list[str] = []
-    out = render_readme.render(README, render_readme.load_documents(FIXTURES), warn=warnings.append)
+    out = render_readme.render(README, render_readme.loader(FIXTURES), warn=warnings.append)
     assert "<!-- generated: table cold_start -->\nkept as it was\n<!-- /generated -->" in out
-    assert warnings == ["no result file for 'cold_start': its table is left as it was"]
+    assert warnings == ["no result file for 'cold_start' in the results folder: left as it was"]
+
+
+def test_a_block_reads_its_own_from_folder_unless_results_is_given(tmp_path: Path) -> None:
+    folder = tmp_path / "measured"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "kafka_ingestion.json", folder)
+    source = (
+        folder.relative_to(render_readme.REPO_ROOT)
+        if folder.is_relative_to(render_readme.REPO_ROOT)
+        else None
+    )
+    text = f"<!-- generated: table kafka_ingestion from={source or folder} -->\nold\n<!-- /generated -->\n"
+    assert "| Kafka -> consumer -> index (docs/s) | 25.5 |" in render_readme.render(
+        text, render_readme.loader(None)
+    )
+    assert "old" in render_readme.render(text, render_readme.loader(tmp_path))  # --results overrides from=
 
 
 def test_check_mode_fails_on_a_stale_readme_and_passes_after_rendering(tmp_path: Path) -> None:

@@ -54,6 +54,15 @@ def replica_context(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batching.serve, "get_replica_context", lambda: context)
 
 
+# Serve keeps one batch queue per decorated method (one replica per process in Serve), bound to the event
+# loop it first ran on: every test here runs on this one loop.
+LOOP = asyncio.new_event_loop()
+
+
+def run(coroutine: Any) -> Any:
+    return LOOP.run_until_complete(coroutine)
+
+
 def replica(max_batch_size: int, wait_s: float = 0.05) -> Any:
     cls = Embedder.func_or_class  # the class under @serve.deployment, run without Serve
     embedder = cls.__new__(cls)
@@ -86,7 +95,7 @@ def test_concurrent_requests_share_one_forward_pass_and_get_their_own_rows_in_or
     async def both() -> list[dict[str, Any]]:
         return list(await asyncio.gather(embedder.embed(["a", "bb", "ccc"]), embedder.embed(["dddd", "e"])))
 
-    first, second = asyncio.run(both())
+    first, second = run(both())
     assert embedder.model.calls == [["a", "bb", "ccc", "dddd", "e"]]
     assert first["embeddings"][:, 0].tolist() == [1, 2, 3] and second["embeddings"][:, 0].tolist() == [4, 1]
     assert first["tokens"] == 6 and second["tokens"] == 5
@@ -95,7 +104,7 @@ def test_concurrent_requests_share_one_forward_pass_and_get_their_own_rows_in_or
 def test_a_request_bigger_than_a_batch_is_split_and_never_exceeds_max_batch_size() -> None:
     embedder = replica(max_batch_size=4)
     texts = [f"t{i}" * (i + 1) for i in range(10)]
-    result = asyncio.run(embedder.embed(texts))
+    result = run(embedder.embed(texts))
     assert all(len(call) <= 4 for call in embedder.model.calls)
     assert result["embeddings"][:, 0].tolist() == [len(t) for t in texts]  # every row, in order
 
@@ -106,6 +115,6 @@ def test_requests_that_do_not_fit_together_wait_for_the_next_batch() -> None:
     async def both() -> list[dict[str, Any]]:
         return list(await asyncio.gather(embedder.embed(["a", "b", "c"]), embedder.embed(["d", "e"])))
 
-    first, second = asyncio.run(both())
+    first, second = run(both())
     assert sorted(len(call) for call in embedder.model.calls) == [2, 3]  # 3 + 2 > 4: two passes
     assert first["embeddings"].shape == (3, 2) and second["embeddings"].shape == (2, 2)
