@@ -16,7 +16,7 @@ a reader (and `run_all`'s table) sees the gap instead of a missing key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Better = Literal["higher", "lower"]
@@ -32,6 +32,8 @@ class Headline:
     goal: float | None
     better: Better
     baseline: str
+    # Figures that qualify the headline and travel with it (e.g. trace replay's `slo_attainment` and its goal).
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.metric or not self.baseline:
@@ -74,6 +76,7 @@ class Headline:
             "better": self.better,
             "baseline": self.baseline,
             "met": self.met,
+            **self.details,
         }
 
     @classmethod
@@ -81,7 +84,8 @@ class Headline:
         missing = [k for k in HEADLINE_FIELDS if k not in data]
         if missing:
             raise ValueError(f"headline lacks {missing}")
-        return cls(**{k: data[k] for k in HEADLINE_FIELDS})
+        details = {k: v for k, v in data.items() if k not in (*HEADLINE_FIELDS, "met")}
+        return cls(**{k: data[k] for k in HEADLINE_FIELDS}, details=details)
 
     def goal_text(self) -> str:
         if self.goal is None:

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from benchmarks import _harness as h
+from benchmarks._headline import Headline
 from benchmarks.autoscale_sim import Calibration
 from benchmarks.elastic_workloads import DAY_S, MONDAY_EPOCH_S, BusinessDays, Workload, business_days, natural
 from benchmarks.traces import DEFAULT_TRACE, TRACES_DIR, load_trace
@@ -348,16 +349,18 @@ def main(argv: list[str] | None = None) -> Path:
                 ]
             )
     best = figures["business_days"]["policies"]["slo+learned"]
-    figures["headline"] = {
-        "metric": "SIMULATED LLM replica-seconds / always-on, business-days workload, held-out days, slo+learned",
-        "value": best["replica_seconds_vs_always_on"],
-        "goal": 0.4,
-        "better": "lower",
-        "baseline": "always-on (min_replicas 1), same simulated workload",
-        "slo_attainment": best["scored"]["slo_share"],
-        "slo_attainment_goal": 0.99,
-        "simulated": True,
-    }
+    headline = Headline(
+        metric="SIMULATED LLM replica-seconds / always-on, business-days workload, held-out days, slo+learned",
+        value=best["replica_seconds_vs_always_on"],
+        goal=0.4,
+        better="lower",
+        baseline="always-on (min_replicas 1), same simulated workload",
+        details={
+            "slo_attainment": best["scored"]["slo_share"],
+            "slo_attainment_goal": 0.99,
+            "simulated": True,
+        },
+    )
     results = h.Results(
         name=NAME,
         description="SIMULATED (not measured): surge's autoscaling policy objects driven through a calibrated "
@@ -385,16 +388,13 @@ def main(argv: list[str] | None = None) -> Path:
             "warm hit rate (held-out)",
         ],
         table_rows=rows,
+        headline=headline,
         notes=[
             "business_days: ratios and SLO share on the held-out days only (learned warmer frozen after training).",
             "Calibration comes from an earlier measured replay, not from this run: there is no measured replay here.",
         ],
     )
-    path = h.write_results(results, args.out, started)
-    document = json.loads(path.read_text())
-    document["headline"] = figures["headline"]
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return h.write_results(results, args.out, started)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import httpx
 
 from benchmarks import _harness as h
 from benchmarks import _surge
+from benchmarks._headline import Headline
 
 NAME = "prefix_affinity"
 APP, PREFIX = "surge-prefix-bench", "/surge-prefix-bench"
@@ -208,19 +209,16 @@ def report(
         figures=figures,
         table_headers=["router", "requests", "TTFT p50 (s)", "TTFT p90 (s)", "prefix-cache hit rate"],
         table_rows=rows,
+        headline=Headline(
+            metric="TTFT p50, prefix-cache affinity routing / power of two",
+            value=ratio,
+            goal=0.9,
+            better="lower",
+            baseline="Ray Serve power-of-two routing over the same two LLM replicas, same run",
+        ),
         notes=[f"TTFT p50 ratio (prefix affinity / power of two): {ratio} (lower is better)"],
     )
-    path = h.write_results(results, args.out, started, machine)
-    document = json.loads(path.read_text())
-    document["headline"] = {
-        "metric": "ttft_p50_ratio_prefix_affinity_over_power_of_two",
-        "value": ratio,
-        "goal": 0.9,
-        "better": "lower",
-        "baseline": "Ray Serve power-of-two routing over the same two replicas, same run",
-    }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return h.write_results(results, args.out, started, machine)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ figure, since on a small machine the load generator competes with the server.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 from benchmarks import _harness as h
 from benchmarks import _surge
+from benchmarks._headline import Headline
 
 NAME = "stream_relay"
 APP = "surge-stream-relay"
@@ -261,6 +261,14 @@ def report(
         )
     headline_label = "surge coalesced" if "surge coalesced" in runs else "surge as deployed"
     offered = args.concurrency * rate
+    headline = Headline(
+        metric=f"client tokens/s through surge ({headline_label}) / engine tokens/s in-process, "
+        f"{args.concurrency} streams, offered {offered:,.0f} tokens/s",
+        value=figures_.get(headline_label, {}).get("throughput_ratio"),
+        goal=0.9,
+        better="higher",
+        baseline="the same SyntheticEngine driven in-process (same concurrency and settings)",
+    )
     results = h.Results(
         name=NAME,
         description=f"Streamed tokens relayed by surge vs produced in-process: synthetic engine, "
@@ -288,6 +296,7 @@ def report(
             "machine busy cores",
         ],
         table_rows=rows,
+        headline=headline,
         notes=[
             "client cores: this process's CPU time / wall time (the openai client, plus this driver's Ray "
             "threads: an upper bound); machine busy cores: all processes, other users' included.",
@@ -295,27 +304,7 @@ def report(
             "and Ray hops.",
         ],
     )
-    path = h.write_results(results, args.out, started, machine)
-    ratio = figures_.get(headline_label, {}).get("throughput_ratio")
-    write_headline(
-        path,
-        {
-            "metric": f"client tokens/s through surge ({headline_label}) / engine tokens/s in-process, "
-            f"{args.concurrency} streams, offered {offered:,.0f} tokens/s",
-            "value": ratio,
-            "goal": 0.9,
-            "better": "higher",
-            "baseline": "the same SyntheticEngine driven in-process (same concurrency and settings)",
-        },
-    )
-    return path
-
-
-def write_headline(path: Path, headline: dict[str, Any]) -> None:
-    """Add the top-level `headline` to the results JSON (the harness writes everything else)."""
-    document = json.loads(path.read_text())
-    document["headline"] = headline
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    return h.write_results(results, args.out, started, machine)
 
 
 if __name__ == "__main__":
