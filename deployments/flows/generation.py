@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -157,24 +158,8 @@ async def started(
 ) -> AsyncIterator[dict[str, Any]]:
     """Await the start of a generation (its first delta); a failure before it (the replica died, the
     prompt does not fit) is recorded like one during the stream, then raised: every request is logged."""
-    try:
-        deltas = await start
-    except ApiError as error:
-        empty = _failing(error)
-        async for _ in outcomes.recorded(
-            empty,
-            route=route,
-            prompt=prompt,
-            timeline=timeline,
-            hits=hits,
-            caller=caller,
-            version=version,
-            alias=alias,
-        ):
-            pass
-        raise
-    return outcomes.recorded(
-        deltas,
+    record = partial(
+        outcomes.recorded,
         route=route,
         prompt=prompt,
         timeline=timeline,
@@ -183,6 +168,13 @@ async def started(
         version=version,
         alias=alias,
     )
+    try:
+        deltas = await start
+    except ApiError as error:
+        async for _ in record(_failing(error)):
+            pass
+        raise
+    return record(deltas)
 
 
 async def _failing(error: ApiError) -> AsyncIterator[dict[str, Any]]:
