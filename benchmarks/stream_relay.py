@@ -94,6 +94,8 @@ def deploy(port: int, args: Any, tmp: Path, rate: float, output: int, llm: dict[
         "num_cpus": 0.25,
         "synthetic_tokens_per_s": rate,
         "synthetic_output_tokens": output,
+        # Serve's slots equal the engine's (the LLM settings require it); the synthetic engine has no KV cache.
+        "max_num_seqs": 1024,
         "max_ongoing_requests": 1024,
         "max_queued_requests": -1,
         **llm,

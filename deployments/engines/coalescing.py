@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
@@ -56,13 +57,11 @@ class CoalescePolicy:
 
 
 def merge(deltas: list[GenerationDelta]) -> GenerationDelta:
-    """One delta standing for `deltas` in order: their texts joined, the last one's counts and finish."""
+    """One delta standing for `deltas` in order: their texts joined, the last one's counts, finish and
+    prefix-cache hits (every field but the text is the last delta's)."""
     if len(deltas) == 1:
         return deltas[0]
-    last = deltas[-1]
-    return GenerationDelta(
-        "".join(d.text for d in deltas), last.finish_reason, last.prompt_tokens, last.completion_tokens
-    )
+    return dataclasses.replace(deltas[-1], text="".join(d.text for d in deltas))
 
 
 async def coalesced(

@@ -97,12 +97,13 @@ class OutcomeRecorder:
             raise
         finally:
             caller.spend_tokens(last.get("prompt_tokens", 0) + last.get("completion_tokens", 0))
-            model, version = model_and_version(self.model)
+            # The version that answered (`name@version`), else the stage's one model.
+            answered_model, answered_version = model_and_version(version or self.model)
             tracing.set_attributes(
                 timeline.span,
                 **{
-                    tracing.MODEL: model,
-                    tracing.VERSION: version,
+                    tracing.MODEL: answered_model,
+                    tracing.VERSION: answered_version,
                     tracing.TOKENS_IN: last.get("prompt_tokens", 0),
                     tracing.TOKENS_OUT: last.get("completion_tokens", 0),
                     "surge.retrieval.hits": len(hits) if hits else None,
@@ -120,8 +121,8 @@ class OutcomeRecorder:
                 prompt_embedding=timeline.query_embedding,
                 principal=caller.principal.name,
                 tenant=caller.principal.tenant,
-                model=version.split("@")[0] or None,
-                model_version=version.partition("@")[2] or None,
+                model=answered_model,
+                model_version=answered_version,
                 alias=alias,
                 answer="".join(parts),
                 # None when the request did no retrieval, [] when it found nothing.
@@ -140,7 +141,7 @@ class OutcomeRecorder:
                     tokens_out=last.get("completion_tokens", 0),
                     principal=caller.principal.name,
                     tenant=caller.principal.tenant,
-                    served_model=version or None,  # the version that answered (`name@version`)
+                    served_model=f"{answered_model}@{answered_version}",
                 )
 
 

@@ -160,6 +160,14 @@ def test_merge_joins_texts_and_keeps_the_last_counts_and_finish() -> None:
     assert merged == GenerationDelta("abc", "stop", 7, 3)
 
 
+def test_merge_keeps_the_prefix_cache_hits_the_engine_reported() -> None:
+    deltas = [
+        GenerationDelta("a", None, 5, 1, cached_tokens=4),
+        GenerationDelta("b", "stop", 5, 2, cached_tokens=4),
+    ]
+    assert merge(deltas) == GenerationDelta("ab", "stop", 5, 2, cached_tokens=4)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"), [({"max_delay_s": -0.1}, "max_delay_s"), ({"max_tokens": 0}, "max_tokens")]
 )
