@@ -130,7 +130,10 @@ class OutcomeRecorder:
                 trace_headers=tracing.kafka_headers(timeline.span),
             )
             if self.observer is not None:
-                self.observer(version, status, timeline.marks.get("first_token"))
+                # A request that waited for a replica to start says nothing about the version's TTFT (the
+                # cold start is the autoscaler's): the guard counts its outcome, not its TTFT.
+                waited = any(mark.endswith("_cold_start_s") for mark in timeline.marks)
+                self.observer(version, status, None if waited else timeline.marks.get("first_token"))
             self.metrics.tokens(self.model, last.get("prompt_tokens", 0), last.get("completion_tokens", 0))
             if self.usage is not None:
                 self.usage.record(
