@@ -21,22 +21,39 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
+# The benchmark app's model settings, as `--quick` with the tiny Llama on CPU would give them.
+BENCH_ARGS = argparse.Namespace(
+    quick=True, llm_model=None, default_llm="tiny-llama", llm_engine="vllm", llm_device="cpu"
+)
+
 
 @pytest.fixture(scope="module")
-def bench_url(
-    serve_http_port: int, tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def bench_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-index")
+
+
+@pytest.fixture(scope="module")
+def bench_url(serve_http_port: int, tiny_llm_dir: Path, bench_index: Path) -> Iterator[str]:
     from benchmarks import _surge
 
     os.environ["SURGE_BENCH_NO_PROGRESS"] = "1"
-    args = argparse.Namespace(
-        quick=True, llm_model=None, default_llm="tiny-llama", llm_engine="vllm", llm_device="cpu"
-    )
     zero = {"autoscaling": _surge.FAST_ZERO}
-    settings = _surge.bench_settings(args, tmp_path_factory.mktemp("bench-index"), embedder=zero, llm=zero)
+    settings = _surge.bench_settings(BENCH_ARGS, bench_index, embedder=zero, llm=zero)
     target = _surge.deploy(serve_http_port, settings)
     yield target.base_url
     _surge.undeploy()
+
+
+@pytest.fixture(scope="module")
+def warm_bench_url(bench_url: str, serve_http_port: int, bench_index: Path) -> str:
+    """The same `surge-bench` app redeployed with every stage kept at one replica (the benchmarks' own
+    default): only `cold_start` measures from zero. On the scale-to-zero app each later benchmark found its
+    stages gone after the 4 s idle delay and paid an LLM cold start first (rag_latency measured 404x
+    in-process that way), which cost minutes of suite time and measured nothing the benchmark is about."""
+    from benchmarks import _surge
+
+    settings = _surge.bench_settings(BENCH_ARGS, bench_index)
+    return _surge.deploy(serve_http_port, settings).base_url
 
 
 def run_quick(module: str, out: Path, *flags: str) -> dict[str, Any]:
@@ -72,9 +89,9 @@ def test_cold_start_splits_time_to_first_token_into_phases(bench_url: str, tmp_p
 
 
 def test_embedding_throughput_compares_with_direct_sentence_transformers(
-    bench_url: str, tmp_path: Path
+    warm_bench_url: str, tmp_path: Path
 ) -> None:
-    doc = run_quick("embedding_throughput", tmp_path, *remote(bench_url))
+    doc = run_quick("embedding_throughput", tmp_path, *remote(warm_bench_url))
     assert {"direct batch", "direct single", "surge c=1", "surge c=8", "surge 16/request c=2"} <= set(
         doc["figures"]
     )
@@ -84,8 +101,10 @@ def test_embedding_throughput_compares_with_direct_sentence_transformers(
     assert doc["figures"]["single_sentence_ratio"]["value"] > 0
 
 
-def test_rag_latency_breaks_down_phases_against_in_process_models(bench_url: str, tmp_path: Path) -> None:
-    doc = run_quick("rag_latency", tmp_path, *remote(bench_url))
+def test_rag_latency_breaks_down_phases_against_in_process_models(
+    warm_bench_url: str, tmp_path: Path
+) -> None:
+    doc = run_quick("rag_latency", tmp_path, *remote(warm_bench_url))
     assert {"in-process", "surge", "in-process (stream pair)", "surge stream"} <= set(doc["figures"])
     assert doc["figures"]["surge"]["embed"]["n"] == 3
     assert doc["figures"]["in-process (stream pair)"]["ttft"]["n"] == 3
@@ -94,27 +113,27 @@ def test_rag_latency_breaks_down_phases_against_in_process_models(bench_url: str
 
 
 def test_trace_replay_measures_replica_seconds_and_simulates_the_trace(
-    bench_url: str, tmp_path: Path
+    warm_bench_url: str, tmp_path: Path
 ) -> None:
-    doc = run_quick("trace_replay", tmp_path, *remote(bench_url), "--duration-s", "16")
+    doc = run_quick("trace_replay", tmp_path, *remote(warm_bench_url), "--duration-s", "16")
     measured = doc["figures"]["measured"]["as deployed"][0]
     assert measured["errors"] == 0 and measured["requests"] >= 1
     assert "scale-to-zero" in doc["figures"]["simulated"] and "always-on" in doc["figures"]["simulated"]
 
 
 def test_hop_overhead_measures_bare_uvicorn_serve_hops_and_the_gateway(
-    bench_url: str, tmp_path: Path
+    warm_bench_url: str, tmp_path: Path
 ) -> None:
-    doc = run_quick("hop_overhead", tmp_path, *remote(bench_url), "--requests", "30")
+    doc = run_quick("hop_overhead", tmp_path, *remote(warm_bench_url), "--requests", "30")
     assert "serve 3 hops @c8" in doc["figures"] and "surge gateway /healthz @c1" in doc["figures"]
     cpu = doc["figures"]["embed_path_cpu"]
     assert cpu["visible"] and cpu["server_cpu_ms_per_request"]["baseline"]["median"] > 0
 
 
 def test_openai_load_runs_vllms_own_benchmark_client_against_both_servers(
-    bench_url: str, tmp_path: Path
+    warm_bench_url: str, tmp_path: Path
 ) -> None:
-    doc = run_quick("openai_load", tmp_path, *remote(bench_url))
+    doc = run_quick("openai_load", tmp_path, *remote(warm_bench_url))
     for server in ("vllm server", "surge"):
         assert doc["figures"][server]["completed"]["median"] == 8
         assert doc["figures"][server]["failed"]["median"] == 0
