@@ -1,7 +1,9 @@
 """A tiny in-process OTLP/HTTP trace receiver: what a collector would see, for tests and benchmarks.
 
 Replicas and consumers run in other processes; pointing their `OTEL_EXPORTER_OTLP_ENDPOINT` here collects
-their spans (protobuf decoded with `opentelemetry-proto`), so a test can assert the span tree.
+their spans (protobuf decoded with `opentelemetry-proto`), so a test can assert the span tree and a
+benchmark can print it (`render_span_tree`). It lives with the benchmarks (an installed package) so
+`benchmarks.tracing_overhead` can use it; `tests.otlp_receiver` re-exports it.
 """
 
 from __future__ import annotations
@@ -118,26 +120,37 @@ class OtlpReceiver:
             time.sleep(0.2)
 
     def tree(self, trace_id: str, keys: Iterable[str] = ()) -> str:
-        """The trace as an indented tree (one line per span: name, service, ms, chosen attributes)."""
-        spans = self.trace(trace_id)
-        ids = {s.span_id for s in spans}
-        children: dict[str | None, list[ReceivedSpan]] = {}
-        for s in spans:
-            children.setdefault(s.parent_id if s.parent_id in ids else None, []).append(s)
-        shown = list(keys)
-        lines: list[str] = []
-
-        def walk(parent: str | None, depth: int) -> None:
-            for s in children.get(parent, []):
-                attrs = " ".join(f"{k}={s.attributes[k]}" for k in shown if k in s.attributes)
-                remote = f" (parent {s.parent_id}, remote)" if depth == 0 and s.parent_id else ""
-                ms = (s.end_ns - s.start_ns) / 1e6
-                lines.append(f"{'  ' * depth}{s.name} [{s.service}] {ms:.1f} ms{remote} {attrs}".rstrip())
-                walk(s.span_id, depth + 1)
-
-        walk(None, 0)
-        return "\n".join(lines)
+        """The trace as an indented tree (see `render_span_tree`)."""
+        return render_span_tree(self.trace(trace_id), keys)
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def render_span_tree(spans: Iterable[ReceivedSpan], keys: Iterable[str] = ()) -> str:
+    """Spans of one trace as an indented tree, one line per span: name, [service], duration in ms, and the
+    attributes named in `keys` that the span has; children under their parent, siblings by start time. A
+    root whose parent is not among `spans` (the client's span, continued) says so.
+
+    e.g. `POST /v1/chat/completions [surge] 412.0 ms (parent 1a2b..., remote) surge.tenant=acme`
+         `  embedder.call embed [surge] 35.2 ms surge.stage=embedder`
+    """
+    ordered = sorted(spans, key=lambda s: s.start_ns)
+    ids = {s.span_id for s in ordered}
+    children: dict[str | None, list[ReceivedSpan]] = {}
+    for s in ordered:
+        children.setdefault(s.parent_id if s.parent_id in ids else None, []).append(s)
+    shown = list(keys)
+    lines: list[str] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for s in children.get(parent, []):
+            attrs = " ".join(f"{k}={s.attributes[k]}" for k in shown if k in s.attributes)
+            remote = f" (parent {s.parent_id}, remote)" if depth == 0 and s.parent_id else ""
+            ms = (s.end_ns - s.start_ns) / 1e6
+            lines.append(f"{'  ' * depth}{s.name} [{s.service}] {ms:.1f} ms{remote} {attrs}".rstrip())
+            walk(s.span_id, depth + 1)
+
+    walk(None, 0)
+    return "\n".join(lines)
