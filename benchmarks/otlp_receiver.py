@@ -103,6 +103,11 @@ class OtlpReceiver:
         with self._lock:
             return sorted((s for s in self._spans if s.trace_id == trace_id), key=lambda s: s.start_ns)
 
+    def named(self, name: str) -> list[ReceivedSpan]:
+        """Every received span called `name`, oldest first (e.g. to find the trace a producer started)."""
+        with self._lock:
+            return sorted((s for s in self._spans if s.name == name), key=lambda s: s.start_ns)
+
     def wait_for_trace(
         self, trace_id: str, names: Iterable[str], timeout_s: float = 60
     ) -> dict[str, ReceivedSpan]:
