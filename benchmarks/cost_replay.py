@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--off-s", type=float, default=20.0, help="seconds of silence per cycle")
     parser.add_argument("--keep-every", type=int, default=None, help="keep every n-th request")
     parser.add_argument("--max-tokens-cap", type=int, default=16)
+    parser.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="skip the local Prometheus (surge cost from the topic only)",
+    )
     _surge.add_app_arguments(parser)
     args = parser.parse_args(argv)
     if args.base_url:
@@ -90,25 +95,30 @@ def main(argv: list[str] | None = None) -> Path:
     machine = h.machine_info()
     from pipelines.broker import LocalBroker
 
+    prometheus: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="surge-bench-cost-") as tmp:
         broker = LocalBroker(data_dir=Path(tmp) / "broker", port=h.free_port())
         broker.start()
         try:
-            with h.local_serve() as port:
+            with h.local_serve() as port, contextlib.ExitStack() as stack:
                 settings = app_settings(args, Path(tmp), broker.bootstrap_servers)
                 target = _surge.deploy(port, settings)
-                try:
-                    _surge.wait_ready(target, 600)
-                    for key in tenant_keys():
-                        _surge.seed_documents(h.ServeTarget(target.base_url, key, True), 3, seed=args.seed)
-                    _surge.wait_for_zero(target, ("Embedder", "Retriever", "LLMServer"), 120)
-                    run = replay(target, schedule, tenants)
-                finally:
-                    _surge.undeploy()
+                stack.callback(_surge.undeploy)
+                prometheus_url = start_prometheus(stack, prometheus, args.no_prometheus)
+                _surge.wait_ready(target, 600)
+                for key in tenant_keys():
+                    _surge.seed_documents(h.ServeTarget(target.base_url, key, True), 3, seed=args.seed)
+                _surge.wait_for_zero(target, ("Embedder", "Retriever", "LLMServer"), 120)
+                run = replay(target, schedule, tenants)
+                if prometheus_url:
+                    # Ray reports replicas' metrics every few seconds, Prometheus scrapes every second.
+                    prometheus["table"] = surge_cost(
+                        broker.bootstrap_servers, run["duration_s"], prometheus=prometheus_url
+                    )
             table = surge_cost(broker.bootstrap_servers, run["duration_s"])
         finally:
             broker.stop()
-    return report(args, plan, schedule, settings, run, table, started, machine)
+    return report(args, plan, schedule, settings, run, table, prometheus, started, machine)
 
 
 def app_settings(args: Any, tmp: Path, bootstrap_servers: str) -> Any:
@@ -217,12 +227,34 @@ async def _send_all(
     return list(outcomes)
 
 
-def surge_cost(bootstrap_servers: str, window_s: float, settle_s: float = 60.0) -> str:
-    """The real `surge cost --since <window>` CLI's output (records are sent in the background: the call is
-    repeated until two readings agree, at most `settle_s`)."""
+def start_prometheus(stack: contextlib.ExitStack, facts: dict[str, Any], skip: bool) -> str | None:
+    """A local Prometheus scraping Ray's export port (its URL), or None with the reason in `facts`."""
+    if skip:
+        facts["skipped"] = "--no-prometheus"
+        return None
+    from benchmarks._prometheus import local_prometheus, ray_metrics_export_port
+
+    try:
+        url = stack.enter_context(local_prometheus(ray_metrics_export_port()))
+    except Exception as error:  # no apt, no binary: the topic table still runs
+        facts["skipped"] = f"{type(error).__name__}: {str(error)[:200]}"
+        return None
+    facts["url"] = url
+    return url
+
+
+def surge_cost(
+    bootstrap_servers: str, window_s: float, settle_s: float = 60.0, prometheus: str | None = None
+) -> str:
+    """The real `surge cost --since <window>` CLI's output, from the topic or from `prometheus` (records are
+    sent, and metrics reported, in the background: the call is repeated until two readings agree, at most
+    `settle_s`)."""
     since = f"{math.ceil(window_s) + 30}s"  # the window plus the seeding just before it
     command = [sys.executable, "-m", "pipelines.cli", "cost", "--since", since]
     command += ["--bootstrap-servers", bootstrap_servers]
+    if prometheus:
+        command += ["--prometheus", prometheus]
+        time.sleep(10)  # at least one report of Ray's metrics agent and a scrape after the last request
     deadline = time.monotonic() + settle_s
     last = ""
     while True:
@@ -244,6 +276,7 @@ def report(
     settings: Any,
     run: dict[str, Any],
     table: str,
+    prometheus: dict[str, Any],
     started: float,
     machine: dict[str, Any],
 ) -> Path:
@@ -254,6 +287,12 @@ def report(
     clients = client_totals(run["outcomes"])
     mismatches = check_tokens(rows, clients, model)
     print(table)
+    if "table" in prometheus:
+        print(prometheus["table"])
+        prometheus["rows"] = parse_cost_table(prometheus["table"])
+        # Not fatal: Prometheus's increase() cannot see a counter series' first value (the series starts
+        # at its first increment) and extrapolates to the window's edges; the topic is the exact ledger.
+        prometheus["token_differences_vs_clients"] = check_tokens(prometheus["rows"], clients, model)
     prices = {stage: cost.usd_per_hour for stage, cost in stage_costs(settings).items()}
     seconds = replica_seconds(run["polls"], run["duration_s"])
     stage_seconds = {STAGE_OF[name]: s for name, s in seconds.items() if name in STAGE_OF}
@@ -286,6 +325,7 @@ def report(
         },
         figures={
             "surge_cost_stdout": table,
+            "surge_cost_prometheus": prometheus,
             "surge_cost_rows": rows,
             "client_tokens_by_tenant": clients,
             "token_check": mismatches or "tokens in the table equal the clients' usage",
@@ -323,7 +363,14 @@ def report(
             "overlapping requests pay for the same seconds again, so it is an upper bound, here "
             f"{h.ratio(charged, bill['scale_to_zero_usd'], 1)}x the replica-second bill.",
             "Rows with the embedding model are the seeding's /v1/documents writes, not replay requests.",
-            "Prometheus was not used: the table is the usage-topic form of `surge cost`.",
+            "The table above is `surge cost` from the usage topic (exact, checked); "
+            + (
+                "`surge cost --prometheus` over a local Prometheus scraping Ray's export port every second is "
+                "in figures.surge_cost_prometheus, with its token differences from the clients' (increase() "
+                "misses each counter series' first value and extrapolates to the window's edges)."
+                if "table" in prometheus
+                else f"Prometheus was not used ({prometheus.get('skipped')})."
+            ),
         ],
     )
     path = h.write_results(results, args.out, started, machine)
