@@ -1,6 +1,6 @@
 """`/v1/documents`: synchronous upsert (chunk, embed, index; idempotent) and delete.
 
-Each request that changed the index is charged like any other (`UsageRecorder`): one `usage` record under
+Each accepted request (an upsert, a delete, or one that changed nothing) is charged like any other (`UsageRecorder`): one `usage` record under
 the embedding model, the chunks' embedding tokens as tokens in, the Embedder's and Retriever's seconds.
 """
 
