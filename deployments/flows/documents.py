@@ -1,7 +1,8 @@
 """`/v1/documents`: synchronous upsert (chunk, embed, index; idempotent) and delete.
 
-Each accepted request (an upsert, a delete, or one that changed nothing) is charged like any other (`UsageRecorder`): one `usage` record under
-the embedding model, the chunks' embedding tokens as tokens in, the Embedder's and Retriever's seconds.
+Each accepted request (an upsert, a delete, or one that changed nothing) is charged like any other
+(`UsageRecorder`): one `usage` record under the embedding model, the chunks' embedding tokens as tokens in,
+the Embedder's and Retriever's seconds.
 """
 
 from __future__ import annotations
