@@ -33,10 +33,21 @@ BENCHMARKS = [
     "prefix_affinity",
     "stream_relay",
     "policy_sim",
+    "cost_replay",
+    "tracing_overhead",
 ]
 # Need only Kafka (or nothing): against a cluster they would measure this machine, so --base-url skips them;
-# prefix_affinity deploys both of its sides itself (the router is a deployment option); policy_sim simulates.
-LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift", "auth_overhead", "prefix_affinity", "policy_sim"}
+# prefix_affinity deploys both of its sides itself (the router is a deployment option); policy_sim simulates;
+# cost_replay and tracing_overhead deploy their own apps (a usage topic, a traced twin).
+LOCAL_ONLY = {
+    "cost_replay",
+    "tracing_overhead",
+    "kafka_ingestion",
+    "feature_and_drift",
+    "auth_overhead",
+    "prefix_affinity",
+    "policy_sim",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from deployments import openai_render
 from deployments.api_keys import ApiKeyAuth
 from deployments.flows import ChatFlow, CompletionFlow, DocumentFlow, EmbeddingFlow, OutcomeRecorder
 from deployments.flows.shadow import ShadowMirror
+from deployments.gateway_metering import BusyWhileServing, start_gateway_meter
 from deployments.gateway_metrics import GatewayMetrics
 from deployments.http_guards import AdmissionGuard, BodySizeLimit, install_error_handlers
 from deployments.inference_logging import InferenceLogger
@@ -92,6 +93,7 @@ class Gateway:
         retriever: DeploymentHandle,
         llms: dict[str, DeploymentHandle],
     ) -> None:
+        started_at = time.time()
         gateway = settings.gateway
         configure_tracing("surge")
         self.auth = ApiKeyAuth(gateway)
@@ -141,9 +143,14 @@ class Gateway:
         )
         self.completion = CompletionFlow(gateway, self.router, outcomes, self.shadows)
         self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder, usage)
-        self.documents_flow = DocumentFlow(gateway, embedder_client, retriever_client)
+        self.documents_flow = DocumentFlow(
+            gateway, embedder_client, retriever_client, usage, settings.embedder.model
+        )
         api.state.gateway = self
         api.add_middleware(BodySizeLimit, max_bytes=gateway.max_body_bytes)
+        # The gateway replica's replica-, GPU- and idle-warm seconds, like every stage's.
+        self.meter = start_gateway_meter(llm_name, gateway.num_gpus, started_at)
+        api.add_middleware(BusyWhileServing, meter=self.meter)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Alias weights and shadows, applied in place by Serve (`user_config`): no replica restarts.

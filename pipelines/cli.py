@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pipelines.broker import BrokerError, LocalBroker
 from pipelines.producer import SENDERS, InputError, ProduceFailed, open_sender, produce_records, read_records
+from surge_core import tracing
 from surge_core.kafka_admin import BrokerUnreachable, describe_topics, ensure_topics
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.model_assets import cache_dir
@@ -60,11 +61,13 @@ def _produce(args: argparse.Namespace) -> int:
     kafka = _kafka(args)
     ensure_topics(kafka, [spec], timeout_s=args.connect_timeout)
     sender = open_sender(kafka, args.client, timeout_s=args.connect_timeout)
+    tracing.configure_tracing("surge-producer")  # on only when OTEL_* asks: each record then starts a trace
     try:
         show = not args.no_progress and len(records) >= PROGRESS_THRESHOLD and sys.stderr.isatty()
         result = produce_records(sender, spec, records, total=len(records), progress=show)
     finally:
         sender.close()
+        tracing.shutdown_tracing()  # flushes the producer spans
     print(
         f"produced {result.records} records to {spec.name} in {result.seconds:.2f} s "
         f"({result.per_second:,.0f}/s)"

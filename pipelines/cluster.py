@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,6 +73,10 @@ class FeatureRayJobSpec(BaseModel):
         },
         description="Resources of each worker pod.",
     )
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict,
+        description="Extra environment of the Ray pods: the trigger passes its own OTEL_* on (tracing).",
+    )
     min_workers: int = Field(0, ge=0, le=1000, description="Worker pods kept (0: the autoscaler adds them).")
     max_workers: int = Field(4, ge=1, le=1000, description="Most worker pods.")
     active_deadline_s: int = Field(3600, ge=60, description="Seconds before KubeRay stops the job.")
@@ -87,6 +91,7 @@ class FeatureRayJobSpec(BaseModel):
 
 def _pod_template(spec: FeatureRayJobSpec, name: str, resources: Resources, head: bool) -> dict[str, Any]:
     env: list[dict[str, Any]] = [{"name": "HF_HUB_OFFLINE", "value": "1"}]
+    env += [{"name": name, "value": value} for name, value in sorted(spec.env.items())]
     if spec.pg_dsn_secret:
         env.append(
             {

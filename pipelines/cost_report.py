@@ -154,28 +154,46 @@ def _prometheus(url: str, query: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
+def window_totals(
+    url: str, metric: str, by: tuple[str, ...], window_s: float
+) -> dict[tuple[str, ...], float]:
+    """How much counter `metric` grew over the window, summed by the labels `by`.
+
+    `increase(m[w])` alone misses a series' first value when the series was born inside the window (Ray
+    exports a counter series from its first increment, and every new replica starts new series): a series
+    seen once, or only with one value, adds 0. So a series with no sample before the window adds its first
+    value too (counters only grow, so that is `min_over_time`): total = increase(m[w]) + (min_over_time(m[w])
+    unless m offset w). Measured here: a 2-minute replay whose requests all ended within one minute of
+    their series' birth read 0 tokens with increase() alone.
+    """
+    window = f"{int(window_s)}s"
+    grouping = ", ".join(by)
+    totals: dict[tuple[str, ...], float] = {}
+    for query in (
+        f"sum by ({grouping}) (increase({metric}[{window}]))",
+        f"sum by ({grouping}) (min_over_time({metric}[{window}]) unless {metric} offset {window})",
+    ):
+        for sample in _prometheus(url, query):
+            key = tuple(sample["metric"].get(k, "") for k in by)
+            totals[key] = totals.get(key, 0.0) + float(sample["value"][1])
+    return totals
+
+
 def report_from_prometheus(url: str, window_s: float, prefix: str = "ray_") -> CostReport:
     """The same table from the counters (requests are not counted there: shown as '-'). Ray's metrics
     endpoint exports Serve's application metrics with a `ray_` prefix (`ray_surge_cost_usd_total`)."""
-    window = f"{int(window_s)}s"
     report = CostReport(window_s=window_s)
     labels = ("model", "version", "tenant")
-    for sample in _prometheus(
-        url, f"sum by (model, version, tenant) (increase({prefix}surge_cost_usd_total[{window}]))"
-    ):
-        key = tuple(sample["metric"].get(k, "") for k in labels)
-        report.rows.setdefault(key, Row(requests=-1)).cost_usd += float(sample["value"][1])
-    query = (
-        f"sum by (model, version, tenant, direction) (increase({prefix}surge_cost_tokens_total[{window}]))"
-    )
-    for sample in _prometheus(url, query):
-        key = tuple(sample["metric"].get(k, "") for k in labels)
-        row = report.rows.setdefault(key, Row(requests=-1))
-        tokens = round(float(sample["value"][1]))
-        if sample["metric"].get("direction") == "in":
-            row.tokens_in += tokens
+    for key, usd in window_totals(url, f"{prefix}surge_cost_usd_total", labels, window_s).items():
+        model, version, tenant = key
+        report.rows.setdefault((model, version, tenant), Row(requests=-1)).cost_usd += usd
+    tokens = window_totals(url, f"{prefix}surge_cost_tokens_total", (*labels, "direction"), window_s)
+    for (model, version, tenant, direction), count in tokens.items():
+        row = report.rows.setdefault((model, version, tenant), Row(requests=-1))
+        if direction == "in":
+            row.tokens_in += round(count)
         else:
-            row.tokens_out += tokens
+            row.tokens_out += round(count)
     prices = _prometheus(url, f"max by (stage) ({prefix}surge_cost_replica_usd_per_hour)")
     if prices:
         report.app_always_on_usd_per_hour = sum(float(sample["value"][1]) for sample in prices)

@@ -54,8 +54,10 @@ from pipelines.drift_windows import (  # re-exported: they used to live here
     WindowResult,
 )
 from pipelines.quality import QualityMetrics, QualityPolicy, QualitySignals
+from pipelines.record_tracing import RecordTraces
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import DriftAlertRecord, InferenceLogRecord
+from surge_core.tracing import configure_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -340,8 +342,12 @@ class DriftHandler:
         publish: Callable[[Sequence[DriftAlertRecord]], None],
         state_path: Path | None = None,
         quality: QualitySignals | None = None,
+        topic: str = "inference-log",
     ) -> None:
         self.monitor = monitor
+        # A batch holding records of traced requests is processed under a span continuing the first one's
+        # trace (linking the others'): the request's trace shows where its record was judged.
+        self.traces = RecordTraces("drift", topic)
         self.publish = publish
         self.state_path = state_path
         self.quality = quality
@@ -361,6 +367,7 @@ class DriftHandler:
         return fresh
 
     def decode(self, message: Any) -> InferenceLogRecord:
+        self.traces.remember(message)
         return self._decode(message.value)
 
     def process(
@@ -371,7 +378,8 @@ class DriftHandler:
         before = self.monitor.snapshot()
         try:
             fresh = self._fresh(records, positions)
-            results = [r for record in fresh for r in self.monitor.observe(record)]
+            with self.traces.batch_span(positions or (), **{"surge.records": len(records)}):
+                results = [r for record in fresh for r in self.monitor.observe(record)]
             alerts = [a for r in results for a in r.alerts]
             if alerts:
                 self.publish(alerts)
@@ -397,6 +405,7 @@ class DriftHandler:
                 r.seconds * 1000,
             )
         self.results.extend(results)
+        self.traces.forget(positions or ())
 
 
 def build_monitor_loop(settings: DriftMonitorSettings) -> tuple[AtLeastOnceConsumer[InferenceLogRecord], Any]:
@@ -417,13 +426,15 @@ def build_monitor_loop(settings: DriftMonitorSettings) -> tuple[AtLeastOnceConsu
         logger.warning("no state_path: the reference distribution is lost on restart")
     publisher = AlertPublisher(settings.kafka, specs["drift-alerts"].name)
     quality = QualitySignals(settings.quality, QualityMetrics(registry=metrics.registry))
-    handler = DriftHandler(monitor, publisher.publish, settings.state_path, quality)
+    topic = specs["inference-log"].name
+    handler = DriftHandler(monitor, publisher.publish, settings.state_path, quality, topic)
     consumer_metrics = ConsumerMetrics(settings.group_id, registry=metrics.registry)
-    loop = AtLeastOnceConsumer(settings, specs["inference-log"].name, handler, metrics=consumer_metrics)
+    loop = AtLeastOnceConsumer(settings, topic, handler, metrics=consumer_metrics)
     return loop, publisher
 
 
 def run_monitor(settings: DriftMonitorSettings) -> int:
+    configure_tracing("surge-drift-monitor")  # on only when the OTEL_* environment asks (surge_core.tracing)
     loop, publisher = build_monitor_loop(settings)
     if settings.metrics_port:
         loop.metrics.serve(settings.metrics_port, settings.metrics_host)

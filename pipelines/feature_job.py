@@ -449,8 +449,13 @@ def _trigger_command(args: argparse.Namespace) -> int:
 
     servers = args.bootstrap_servers or os.environ.get("SURGE_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
     kafka = KafkaSettings(bootstrap_servers=servers)
+    from surge_core.tracing import otel_env
+
     spec = FeatureRayJobSpec(
-        image=args.image, namespace=args.namespace, settings_configmap=args.settings_configmap
+        image=args.image,
+        namespace=args.namespace,
+        settings_configmap=args.settings_configmap,
+        env=otel_env(),  # the job's driver and workers trace like the trigger does (OTEL_* passthrough)
     )
     policy = LagTriggerPolicy(min_lag=args.min_lag)
     lag = feature_job_lag(kafka, args.topic, args.group)

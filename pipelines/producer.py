@@ -25,8 +25,10 @@ from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from surge_core import tracing
 from surge_core.kafka_admin import BrokerUnreachable
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import DOC_ID_PATTERN, DocumentUpsert
@@ -153,7 +155,9 @@ def record_key(spec: TopicSpec, record: BaseModel) -> bytes:
 class RecordSender(Protocol):
     """The one interface of a producer client: queue a record, then wait for every acknowledgement."""
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None: ...
+    def send(self, topic: str, key: bytes, value: bytes, headers: tracing.KafkaHeaders | None = None) -> None:
+        """Queue one record; `headers` (trace context) only when tracing is on."""
+        ...
 
     def flush(self, timeout_s: float) -> list[str]:
         """Wait for acknowledgements; returns one message per record that failed (empty: all acked)."""
@@ -169,8 +173,9 @@ class KafkaPythonSender:
         self.producer = producer
         self._failures: list[str] = []
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
-        self.producer.send(topic, key=key, value=value).add_errback(lambda e: self._failures.append(str(e)))
+    def send(self, topic: str, key: bytes, value: bytes, headers: tracing.KafkaHeaders | None = None) -> None:
+        future = self.producer.send(topic, key=key, value=value, headers=headers or None)
+        future.add_errback(lambda e: self._failures.append(str(e)))
 
     def flush(self, timeout_s: float) -> list[str]:
         try:
@@ -214,10 +219,12 @@ class ConfluentSender:
         if error is not None:
             self._failures.append(str(error))
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def send(self, topic: str, key: bytes, value: bytes, headers: tracing.KafkaHeaders | None = None) -> None:
+        # librdkafka's header values may be text or bytes: a list of that wider type (lists are invariant).
+        wide: list[tuple[str, str | bytes | None]] | None = [(k, v) for k, v in headers] if headers else None
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
+                self.producer.produce(topic, key=key, value=value, on_delivery=self._delivered, headers=wide)
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self.producer.poll(0.05)
@@ -259,6 +266,9 @@ def produce_records(
     """Send every record to `spec.name` keyed by `spec.key_field`; wait until all are acknowledged.
 
     `producer` is a RecordSender, or a kafka-python KafkaProducer (wrapped; the caller still closes it).
+    With tracing on (`OTEL_*`, `surge_core.tracing`), each record is sent under its own producer span and
+    carries its context as a `traceparent` header: the consumers continue that trace (one per record).
+    Off, nothing changes (no span, no header).
     """
     from tqdm import tqdm
 
@@ -268,7 +278,14 @@ def produce_records(
     bar = tqdm(total=total, unit="rec", desc=f"-> {spec.name}", disable=not progress, mininterval=0.5)
     try:
         for record in records:
-            sender.send(spec.name, record_key(spec, record), record.model_dump_json().encode("utf-8"))
+            key, value = record_key(spec, record), record.model_dump_json().encode("utf-8")
+            if tracing.enabled():
+                with tracing.span(
+                    f"{spec.name} publish", kind=SpanKind.PRODUCER, attributes=publish_attributes(spec, key)
+                ) as span:
+                    sender.send(spec.name, key, value, headers=tracing.kafka_headers(span))
+            else:
+                sender.send(spec.name, key, value)
             count += 1
             if count % 1000 == 0:
                 bar.update(1000)
@@ -279,3 +296,13 @@ def produce_records(
     if failures:
         raise ProduceFailed(f"{len(failures)} of {count} records were not acknowledged: {failures[0]}")
     return ProduceResult(count, time.perf_counter() - started)
+
+
+def publish_attributes(spec: TopicSpec, key: bytes) -> dict[str, str]:
+    """OpenTelemetry's messaging attributes of one produced record."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "publish",
+        "messaging.destination.name": spec.name,
+        "messaging.kafka.message.key": key.decode("utf-8", "replace"),
+    }

@@ -1,4 +1,5 @@
-"""Unpack Debian's `promtool` (package `prometheus`) into `.tools/bin`, idempotently, without root.
+"""Unpack Debian's `promtool` (package `prometheus`) into `.tools/bin`, idempotently, without root; and, for
+the cost replay benchmark, the `prometheus` server binary of the same package (`ensure_prometheus`).
 
 The test suite checks the alerting rules (`promtool check rules`, `promtool test rules`) and the metrics
 the stack exposes (`promtool check metrics`). Only package registries are reachable where CI runs, and no
@@ -28,7 +29,7 @@ def _works(path: Path) -> bool:
     if not (path.is_file() and os.access(path, os.X_OK)):
         return False
     result = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
-    return result.returncode == 0 and "promtool" in (result.stdout + result.stderr)
+    return result.returncode == 0 and path.name in (result.stdout + result.stderr)
 
 
 def ensure_promtool(bin_dir: Path = TOOLS_BIN) -> Path:
@@ -37,7 +38,16 @@ def ensure_promtool(bin_dir: Path = TOOLS_BIN) -> Path:
     Written under a temporary name and renamed, so concurrent callers (several checkouts share `.tools`)
     never run a half-written binary. Fails with apt's or dpkg's own message when the package cannot be had.
     """
-    target = bin_dir / "promtool"
+    return _ensure(MEMBER, bin_dir)
+
+
+def ensure_prometheus(bin_dir: Path = TOOLS_BIN) -> Path:
+    """The path of a working Prometheus server (`usr/bin/prometheus` of the same package), like promtool."""
+    return _ensure(Path("usr/bin/prometheus"), bin_dir)
+
+
+def _ensure(member: Path, bin_dir: Path) -> Path:
+    target = bin_dir / member.name
     if _works(target):
         return target
     for tool in ("apt-get", "dpkg-deb"):
@@ -56,8 +66,8 @@ def ensure_promtool(bin_dir: Path = TOOLS_BIN) -> Path:
             raise RuntimeError(f"apt-get download {PACKAGE} failed: {fetched.stderr.strip()}")
         unpacked = Path(work) / "root"
         subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(unpacked)], check=True, capture_output=True)
-        fd, tmp = tempfile.mkstemp(dir=bin_dir, prefix=".promtool.")
-        with os.fdopen(fd, "wb") as out, (unpacked / MEMBER).open("rb") as src:
+        fd, tmp = tempfile.mkstemp(dir=bin_dir, prefix=f".{member.name}.")
+        with os.fdopen(fd, "wb") as out, (unpacked / member).open("rb") as src:
             shutil.copyfileobj(src, out)
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)

@@ -121,3 +121,42 @@ def test_each_chat_request_publishes_a_usage_record_and_surge_cost_totals_them(
         sum(r.stage_usd_per_hour.values()) for r in usage_records(kafka) if r.model == "tiny-llama"
     )
     assert float(always_on.group(1)) == pytest.approx(per_hour, abs=1e-4)
+
+
+@pytest.mark.timeout(600)
+def test_a_document_write_publishes_a_usage_record_under_the_embedding_model(
+    surge_app: SurgeApp, app_broker: Any
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=app_broker.bootstrap_servers)
+    started = datetime.now(UTC)
+
+    def write() -> httpx.Response:
+        return httpx.post(
+            f"{surge_app.base_url}/v1/documents",
+            json={"documents": [{"id": "kb/usage-etna", "text": "Mount Etna is in Sicily."}]},
+            headers={"Authorization": f"Bearer {TENANT_KEY}"},
+            timeout=300,
+        )
+
+    deadline = time.monotonic() + 300  # the Embedder may be waking from zero on a loaded machine
+    while (written := write()).status_code == 503 and time.monotonic() < deadline:
+        pass
+    assert written.status_code == 200, written.text
+
+    def mine() -> list[UsageRecord]:
+        return [
+            r
+            for r in usage_records(kafka)
+            if r.route == "/v1/documents" and r.tenant == "globex" and r.timestamp > started
+        ]
+
+    wait_for(lambda: len(mine()) >= 1, 60, "a usage record of the document write")
+    (record,) = mine()
+    assert (record.model, record.principal, record.status_code) == (
+        surge_app.settings.embedder.model,
+        "globex-all",
+        200,
+    )
+    assert record.tokens_in > 0 and record.tokens_out == 0
+    assert record.stage_seconds["embedder"] > 0 and "retriever" in record.stage_seconds
+    assert record.cost_usd > 0

@@ -209,6 +209,11 @@ def test_the_cost_report_reads_usd_and_tokens_per_tenant_from_prometheus() -> No
 
     def vector(query: str) -> list[dict[str, object]]:
         labels = {"model": "smollm2", "version": "1", "tenant": "acme"}
+        if "unless" in query:  # series born inside the window: their first value (globex's only)
+            born = {**labels, "tenant": "globex"}
+            if "surge_cost_usd_total" in query:
+                return [{"metric": born, "value": [0, "0.5"]}]
+            return [{"metric": {**born, "direction": "in"}, "value": [0, "7"]}]
         if "surge_cost_usd_total" in query:
             return [{"metric": labels, "value": [0, "0.25"]}]
         if "surge_cost_replica_usd_per_hour" in query:
@@ -245,7 +250,10 @@ def test_the_cost_report_reads_usd_and_tokens_per_tenant_from_prometheus() -> No
         server.server_close()
     row = report.rows[("smollm2", "1", "acme")]
     assert (row.cost_usd, row.tokens_in, row.tokens_out) == (0.25, 120, 30)
-    assert sum("[86400s]" in q for q in queries) == 2
+    born = report.rows[("smollm2", "1", "globex")]
+    assert (born.cost_usd, born.tokens_in, born.tokens_out) == (0.5, 7, 0)
+    assert sum("increase(" in q and "[86400s]" in q for q in queries) == 2
+    assert sum("unless" in q and "offset 86400s" in q for q in queries) == 2
     assert all("ray_surge_cost_" in q for q in queries)  # Ray's exporter prefixes Serve metrics with ray_
     assert report.app_always_on_usd_per_hour == pytest.approx(1.0)
     assert "would have cost 24.0000 USD" in report.render()

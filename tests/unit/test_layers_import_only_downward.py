@@ -30,6 +30,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.openai_render",
             "deployments.http_guards",
             "deployments.gateway_metrics",
+            "deployments.gateway_metering",
             "deployments.api_keys",
             "deployments.request_tracing",
         },
