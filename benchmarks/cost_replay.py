@@ -358,10 +358,12 @@ def report(
             f"USD over {run['duration_s']:.0f} s (default price table: "
             f"{settings.cost.prices.cpu_usd_per_hour} USD/vCPU-h, "
             f"{settings.cost.prices.memory_usd_per_gib_hour} USD/GiB-h; CPU stages here).",
-            f"`surge cost`'s charged total ({charged:.6f} USD) prices each request's own stage seconds (its "
-            "whole life at the gateway, cold-start waits included) as if it held each replica alone: "
-            "overlapping requests pay for the same seconds again, so it is an upper bound, here "
-            f"{h.ratio(charged, bill['scale_to_zero_usd'], 1)}x the replica-second bill.",
+            f"`surge cost`'s charged total ({charged:.6f} USD) prices each request's stage seconds (its whole "
+            "life at the gateway, cold-start waits included) as one slot of each replica "
+            "(max_ongoing_requests): here "
+            f"{h.ratio(charged, bill['scale_to_zero_usd'], 3)}x the replica-second bill; the rest of the bill "
+            "is capacity no request used (idle warm seconds, empty slots). Before slots, each request paid "
+            "for whole replicas and the charges came to 26x the bill.",
             "Rows with the embedding model are the seeding's /v1/documents writes, not replay requests.",
             "The table above is `surge cost` from the usage topic (exact, checked); "
             + (

@@ -2,7 +2,8 @@
 
 A request's charge is each stage's seconds (measured by the stage clients, `Timeline.stage_seconds`) priced
 by that stage's `ReplicaCost` (its CPUs and GPUs from the stage settings, memory and prices from
-`cost`), plus the gateway's own seconds (arrival to the end of the response). The `usage` record is
+`cost`) for one of the replica's `max_ongoing_requests` slots, plus the gateway's own seconds (arrival to
+the end of the response, in one of the gateway's slots). The `usage` record is
 published like the inference log (`surge_core.inference_log`'s publisher: a bounded queue and a
 background sender; never blocks or fails a request), whenever the inference log is enabled.
 """
@@ -28,7 +29,7 @@ logger = logging.getLogger("ray.serve")
 
 
 def stage_costs(settings: AppSettings) -> dict[str, ReplicaCost]:
-    """One replica's price of each stage, from its CPUs/GPUs and the cost settings."""
+    """One replica's price of each stage, from its CPUs/GPUs, its slots and the cost settings."""
     stages = {
         "gateway": settings.gateway,
         "embedder": settings.embedder,
@@ -36,7 +37,9 @@ def stage_costs(settings: AppSettings) -> dict[str, ReplicaCost]:
         "llm": settings.llm,
     }
     return {
-        stage: settings.cost.replica_cost(stage, options.num_cpus, options.num_gpus)
+        stage: settings.cost.replica_cost(
+            stage, options.num_cpus, options.num_gpus, slots=options.max_ongoing_requests
+        )
         for stage, options in stages.items()
     }
 

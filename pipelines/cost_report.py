@@ -6,7 +6,8 @@ with `--prometheus URL` (the `surge_cost_*` counters; there the always-on price 
 stage a model's requests used, kept up for the whole window (`ReplicaCost.always_on_usd`): e.g. the
 default CPU stages (gateway 0.25 vCPU + 0.5 GiB, embedder 0.25 + 1, retriever 0.25 + 1, llm 1 + 4) cost
 0.0111 + 0.0132 + 0.0132 + 0.053 = 0.0905 USD/h, so 2.17 USD over 24 h, against what the requests were
-charged for the seconds they used.
+charged: each pays, per stage, its seconds in one of a replica's slots (`ReplicaCost.usd_for`), so the
+charges never exceed the busy replicas' bill, and what always-on adds is capacity nobody used.
 """
 
 from __future__ import annotations

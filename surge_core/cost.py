@@ -70,35 +70,54 @@ class CostSettings(StrictModel):
             )
         return self
 
-    def replica_cost(self, stage: str, num_cpus: float, num_gpus: float) -> ReplicaCost:
+    def replica_cost(self, stage: str, num_cpus: float, num_gpus: float, slots: int = 1) -> ReplicaCost:
         memory = self.stages.get(stage, StageFootprint()).memory_gib
         return ReplicaCost.of(
-            self.prices, self.accelerator, num_cpus=num_cpus, num_gpus=num_gpus, memory_gib=memory
+            self.prices,
+            self.accelerator,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            memory_gib=memory,
+            slots=slots,
         )
 
 
 class ReplicaCost(BaseModel):
-    """The price of one replica per hour, and of the seconds a request spends in it.
+    """The price of one replica per hour, and of the share of it a request uses.
 
     usd_per_hour = num_cpus * cpu_usd_per_hour + num_gpus * accelerator_usd_per_hour[accelerator]
                    + memory_gib * memory_usd_per_gib_hour
-    request_usd  = stage_seconds * usd_per_hour / 3600
+    request_usd  = stage_seconds * usd_per_hour / 3600 / slots
+
+    A replica serves `slots` requests at once (the stage's `max_ongoing_requests`; the LLM's equals its
+    engine's `max_num_seqs`), so a request pays for one slot of it while it runs. Charging it the whole
+    replica instead made the requests of a cost replay (`benchmarks/cost_replay.py`) pay 26x the replica
+    bill: every overlapping request paid again for the same seconds. With slots, the charges of a replica's
+    requests add up to at most its busy seconds; what a replica cost beyond them is capacity nobody used
+    (idle warm seconds, empty slots), which `surge cost` prices separately as the bill's unallocated part.
 
     Worked example (default prices): the LLM on one L4 with 4 vCPUs and 16 GiB:
-    4 * 0.035 + 1 * 0.70 + 16 * 0.0045 = 0.14 + 0.70 + 0.072 = 0.912 USD/h; a request that holds it for
-    2.5 s is charged 2.5 * 0.912 / 3600 = 0.000633 USD. A request's charge counts the replica as its own
-    while it runs: concurrent requests each pay for the seconds they overlap (an upper bound of the busy
-    cost; the idle-warm seconds are what nobody was charged for).
+    4 * 0.035 + 1 * 0.70 + 16 * 0.0045 = 0.14 + 0.70 + 0.072 = 0.912 USD/h; with 16 slots, a request that
+    runs in it for 2.5 s is charged 2.5 * 0.912 / 3600 / 16 = 0.0000396 USD, and 16 such requests side by
+    side pay exactly the 2.5 replica-seconds (0.000633 USD).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     usd_per_hour: float = Field(ge=0, allow_inf_nan=False, description="USD per hour of one replica.")
     gpus: float = Field(0.0, ge=0, description="GPUs the replica reserves (GPU-seconds accrue with it).")
+    slots: int = Field(1, ge=1, description="Requests one replica serves at once (max_ongoing_requests).")
 
     @classmethod
     def of(
-        cls, prices: PriceTable, accelerator: str, *, num_cpus: float, num_gpus: float, memory_gib: float
+        cls,
+        prices: PriceTable,
+        accelerator: str,
+        *,
+        num_cpus: float,
+        num_gpus: float,
+        memory_gib: float,
+        slots: int = 1,
     ) -> ReplicaCost:
         gpu_price = prices.accelerator_usd_per_hour.get(accelerator, 0.0) if num_gpus else 0.0
         usd = (
@@ -106,10 +125,11 @@ class ReplicaCost(BaseModel):
             + num_gpus * gpu_price
             + memory_gib * prices.memory_usd_per_gib_hour
         )
-        return cls(usd_per_hour=usd, gpus=num_gpus)
+        return cls(usd_per_hour=usd, gpus=num_gpus, slots=slots)
 
     def usd_for(self, seconds: float) -> float:
-        return max(0.0, seconds) * self.usd_per_hour / 3600
+        """A request's charge for `seconds` in one slot of this replica."""
+        return max(0.0, seconds) * self.usd_per_hour / 3600 / self.slots
 
     def always_on_usd(self, hours: float, replicas: int = 1) -> float:
         """What `replicas` replicas kept up for `hours` cost (the alternative to scaling to zero)."""

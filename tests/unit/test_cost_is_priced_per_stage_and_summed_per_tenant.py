@@ -19,10 +19,18 @@ from surge_core.records import UsageRecord
 
 
 def test_the_docstrings_worked_example_an_l4_llm_replica_costs_0_912_usd_per_hour() -> None:
-    cost = ReplicaCost.of(PriceTable(), "nvidia-l4", num_cpus=4, num_gpus=1, memory_gib=16)
+    cost = ReplicaCost.of(PriceTable(), "nvidia-l4", num_cpus=4, num_gpus=1, memory_gib=16, slots=16)
     assert cost.usd_per_hour == pytest.approx(0.912)
-    assert cost.usd_for(2.5) == pytest.approx(0.000633, abs=1e-6)
+    assert cost.usd_for(2.5) == pytest.approx(0.0000396, abs=1e-7)
     assert cost.always_on_usd(24) == pytest.approx(21.888)
+
+
+def test_requests_sharing_a_replica_pay_its_busy_seconds_once_not_once_each() -> None:
+    # 16 requests side by side for 2.5 s in a 16-slot replica: together they pay its 2.5 s, no more.
+    cost = ReplicaCost.of(PriceTable(), "nvidia-l4", num_cpus=4, num_gpus=1, memory_gib=16, slots=16)
+    assert 16 * cost.usd_for(2.5) == pytest.approx(2.5 * cost.usd_per_hour / 3600)
+    with pytest.raises(ValidationError, match="slots"):
+        ReplicaCost(usd_per_hour=1.0, slots=0)
 
 
 def test_a_cpu_replica_pays_no_accelerator_and_negative_seconds_cost_nothing() -> None:
@@ -64,6 +72,9 @@ def test_a_requests_stage_seconds_are_priced_by_each_stages_replica() -> None:
     )
     costs = stage_costs(settings)
     assert costs["llm"].usd_per_hour == pytest.approx(0.912)
+    # Each stage's slots are its max_ongoing_requests (the LLM's equal its engine's max_num_seqs, 16).
+    assert costs["llm"].slots == settings.llm.max_ongoing_requests == 16
+    assert costs["embedder"].slots == settings.embedder.max_ongoing_requests
     recorder = UsageRecorder(settings, "smollm2@3")
     timeline = Timeline()
     timeline.add_stage_seconds("llm", 2.5)
@@ -71,8 +82,10 @@ def test_a_requests_stage_seconds_are_priced_by_each_stages_replica() -> None:
     timeline.add_stage_seconds("embedder", 0.1)
     seconds, usd = recorder.charge(timeline)
     assert seconds["embedder"] == pytest.approx(0.2)
-    assert usd["llm"] == pytest.approx(0.000633, abs=1e-6)
-    assert usd["embedder"] == pytest.approx(0.2 * costs["embedder"].usd_per_hour / 3600)
+    assert usd["llm"] == pytest.approx(0.000633 / 16, abs=1e-7)
+    assert usd["embedder"] == pytest.approx(
+        0.2 * costs["embedder"].usd_per_hour / 3600 / costs["embedder"].slots
+    )
     assert "gateway" in usd
     record = recorder.charge_and_publish(
         route="/v1/chat/completions",
