@@ -75,6 +75,11 @@ class ModelVersionSettings(LLMSettings):
     max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
         16, description="Largest adapter rank vLLM reserves room for (one of vLLM's supported ranks)."
     )
+    ray_resources: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")], float] = Field(
+        default_factory=dict,
+        description="Ray custom resources one replica needs (ray_actor_options.resources); the chart pins "
+        "a version to its GPU worker group with `surge_group_<group>: 1`.",
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -85,6 +90,15 @@ class ModelVersionSettings(LLMSettings):
     @property
     def key(self) -> str:
         return version_key(self.name, self.version)
+
+    def serve_options(self, name: str) -> dict[str, Any]:
+        options = super().serve_options(name)
+        if self.ray_resources:
+            options["ray_actor_options"] = {
+                **options["ray_actor_options"],
+                "resources": dict(self.ray_resources),
+            }
+        return options
 
     @property
     def metered_name(self) -> str:
@@ -154,6 +168,17 @@ class SurgeAppSettings(AppSettings):
         64, ge=1, le=100_000, description="Mirrored requests waiting for a shadow; more are dropped."
     )
     shadow_concurrency: int = Field(4, ge=1, le=256, description="Mirrored requests run at once.")
+
+    @model_validator(mode="after")
+    def _llm_fits_the_context(self) -> SurgeAppSettings:
+        # Replaces AppSettings' check of the same name (a subclass's validator of that name wins): with
+        # `models:` the unused default `llm:` must not be held to the gateway's limit; each version is.
+        if self.legacy and self.gateway.max_tokens_limit >= self.llm.max_model_len:
+            raise ValueError(
+                f"gateway.max_tokens_limit ({self.gateway.max_tokens_limit}) must be < llm.max_model_len "
+                f"({self.llm.max_model_len}) so a prompt still fits"
+            )
+        return self
 
     @model_validator(mode="after")
     def _registry_is_consistent(self) -> SurgeAppSettings:
