@@ -76,6 +76,7 @@ class OutcomeRecorder:
         caller: Caller = ANONYMOUS,
         version: str = "",
         alias: str | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome,
         named by the caller's principal, and charge its tokens to the principal's token bucket."""
@@ -128,6 +129,7 @@ class OutcomeRecorder:
                 # None when the request did no retrieval, [] when it found nothing.
                 sources=[str(h["text"]) for h in hits] if timeline.query_embedding is not None else None,
                 trace_headers=tracing.kafka_headers(timeline.span),
+                request_id=request_id,
             )
             if self.observer is not None:
                 # A request that waited for a replica to start says nothing about the version's TTFT (the
@@ -159,6 +161,7 @@ async def started(
     caller: Caller,
     version: str = "",
     alias: str | None = None,
+    request_id: str | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Await the start of a generation (its first delta); a failure before it (the replica died, the
     prompt does not fit) is recorded like one during the stream, then raised: every request is logged."""
@@ -171,6 +174,7 @@ async def started(
         caller=caller,
         version=version,
         alias=alias,
+        request_id=request_id,
     )
     try:
         deltas = await start
