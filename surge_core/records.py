@@ -110,7 +110,8 @@ class InferenceLogRecord(Record):
     """One record per gateway request (no raw prompt unless the gateway setting turns it on).
 
     Version 2 added `shadow_of` (a shadow record names the primary request it mirrors; the primary's
-    `request_id` is then the LLM request's id). Version 1 records, which have no `shadow_of`, still read.
+    `request_id` is then the LLM request's id) and `prompt_version`. Version 1 records, which have
+    neither, still read.
     """
 
     # Not the base's Literal[1]: both versions are accepted, new records are written as 2.
@@ -140,6 +141,12 @@ class InferenceLogRecord(Record):
         max_length=128,
         description="Schema 2, shadow records only: the request_id of the primary record it mirrors.",
     )
+    prompt_version: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Schema 2: the system-prompt template version the answering model version used.",
+    )
 
     answer: str | None = Field(
         None,
@@ -157,6 +164,8 @@ class InferenceLogRecord(Record):
     def _shadow_of_names_a_primary_from_a_shadow(self) -> InferenceLogRecord:
         if self.shadow_of is not None and (self.schema_version < 2 or not self.shadow):
             raise ValueError("shadow_of: only a schema_version 2 shadow record names the primary it mirrors")
+        if self.prompt_version is not None and self.schema_version < 2:
+            raise ValueError("prompt_version: a schema_version 1 record has no prompt version")
         return self
 
 

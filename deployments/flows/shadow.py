@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deployments.flows.system_prompts import with_system_prompt
 from deployments.inference_logging import InferenceLogger
 from deployments.llm import GenerateRequest
 from deployments.model_router import LLMRoute, ServedVersion
@@ -84,7 +85,9 @@ class ShadowMirror:
 
     async def _run(self, job: ShadowJob) -> None:
         timeline = Timeline()
-        request = job.request.model_copy(update={"request_id": new_id("shadow")})
+        # The request as the caller's flow built it, with the shadow's own system-prompt template.
+        templated = with_system_prompt(job.request, job.shadow.system_prompt)
+        request = templated.model_copy(update={"request_id": new_id("shadow")})
         last: dict[str, Any] = {}
         parts: list[str] = []
         status = 500
@@ -120,6 +123,7 @@ class ShadowMirror:
             answer="".join(parts),
             request_id=request.request_id,
             shadow_of=job.request.request_id,
+            prompt_version=job.shadow.prompt_version,
         )
 
 
