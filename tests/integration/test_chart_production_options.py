@@ -166,6 +166,7 @@ def test_two_versions_at_80_20_render_into_a_serve_config_the_app_accepts(
     assert options["ray_actor_options"]["resources"] == {"surge_group_gpu_a100_2": 1}
     assert options["ray_actor_options"]["num_gpus"] == 2
     assert canary.max_num_seqs == 32  # `extra` reaches the entry
+    assert settings.system_prompt(canary) == "Answer in at most two sentences."
 
 
 def test_every_gpu_version_in_every_scenario_has_one_worker_group_holding_its_gpus(

@@ -63,6 +63,8 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
         }
         for name, alias in values["aliases"].items()
     }
+    if values["systemPrompts"]:
+        args["system_prompts"] = values["systemPrompts"]
     for stage, overrides in values["autoscaling"].items():
         autoscaling = args[stage].setdefault("autoscaling", {})
         for key, value in overrides.items():

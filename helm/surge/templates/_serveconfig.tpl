@@ -11,7 +11,8 @@ these documented cluster overrides, and nothing else:
      land on, and pin, a GPU node) and ray_resources {surge_group_<group>: 1} (the version's GPU worker
      group, one replica per pod); with gpus = 0: device cpu, num_gpus 0, num_cpus = numCpus. Each key of
      the item's autoscaling replaces the same key (snake_case), and each key of `extra` replaces its own.
-     aliases: `aliases` (weights, shadow, shadowFraction -> shadow_fraction) replaces the serve config's.
+     aliases: `aliases` (weights, shadow, shadowFraction -> shadow_fraction) replaces the serve config's;
+     system_prompts: `systemPrompts` when set.
   3. <stage>.autoscaling: each key set under autoscaling.<stage> replaces the same key (camelCase mapped
      to Serve's snake_case names); other keys keep the serve config's values.
   4. retriever.store: embedded at vectorStore.embedded.path, or pgvector (DSN from env SURGE_PG_DSN).
@@ -74,6 +75,7 @@ these documented cluster overrides, and nothing else:
 {{- $_ := set $aliases $name $a }}
 {{- end }}
 {{- $_ := set $args "aliases" $aliases }}
+{{- with .Values.systemPrompts }}{{- $_ := set $args "system_prompts" . }}{{- end }}
 {{- /* 3. per-stage autoscaling */}}
 {{- range $stage, $overrides := .Values.autoscaling }}
 {{- $stageArgs := index $args $stage }}
