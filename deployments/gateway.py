@@ -121,6 +121,8 @@ class Gateway:
                 ),
                 max_model_len=version.max_model_len,
                 lora_adapters=tuple(a.name for a in version.lora_adapters),
+                prompt_version=version.system_prompt_template_version,
+                system_prompt=settings.system_prompt(version),
             )
             for version in settings.model_versions()
         ]

@@ -75,13 +75,19 @@ class InferenceLogger:
         answer: str | None = None,
         sources: Sequence[str] | None = None,
         trace_headers: list[tuple[str, bytes]] | None = None,
+        request_id: str | None = None,
+        shadow_of: str | None = None,
+        prompt_version: str | None = None,
     ) -> None:
         """`trace_headers` (`surge_core.tracing.kafka_headers()`) ride on the record: a consumer of the
-        inference log can continue the request's trace."""
+        inference log can continue the request's trace. `request_id`: the LLM request's id (a fresh one when
+        None); `shadow_of`: on a shadow record, the primary's, so `surge compare` pairs the two answers."""
         if self._publisher is None:
             return
         record = InferenceLogRecord(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id or uuid.uuid4().hex,
+            shadow_of=shadow_of,
+            prompt_version=prompt_version,
             route=route,
             model=model or self.model,
             model_version=model_version or "1",

@@ -37,6 +37,8 @@ LEGACY_DEPLOYMENT = "LLMServer"
 LEGACY_VERSION = "1"
 
 ModelName = Annotated[str, Field(pattern=NAME_PATTERN)]
+PromptVersion = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+SystemPromptText = Annotated[str, Field(min_length=1, max_length=20_000)]
 
 
 def version_key(name: str, version: str) -> str:
@@ -63,17 +65,21 @@ class ModelVersionSettings(LLMSettings):
     version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")] = Field(
         description="Version label, unique per name (e.g. '1', '2024-06-01')."
     )
-    system_prompt_template_version: str | None = Field(
+    system_prompt_template_version: PromptVersion | None = Field(
         None,
-        min_length=1,
-        max_length=64,
-        description="Version of the system-prompt template it was tuned on.",
+        description="Key of `system_prompts`: the template put first in every chat this version answers "
+        "(recorded in the inference log and returned as `surge.prompt_version`). None: no system prompt.",
     )
     lora_adapters: list[LoRAAdapterSettings] = Field(
         default_factory=list, description="LoRA adapters on this base model (engine 'vllm' only)."
     )
     max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
         16, description="Largest adapter rank vLLM reserves room for (one of vLLM's supported ranks)."
+    )
+    ray_resources: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")], float] = Field(
+        default_factory=dict,
+        description="Ray custom resources one replica needs (ray_actor_options.resources); the chart pins "
+        "a version to its GPU worker group with `surge_group_<group>: 1`.",
     )
 
     @field_validator("version", mode="before")
@@ -85,6 +91,15 @@ class ModelVersionSettings(LLMSettings):
     @property
     def key(self) -> str:
         return version_key(self.name, self.version)
+
+    def serve_options(self, name: str) -> dict[str, Any]:
+        options = super().serve_options(name)
+        if self.ray_resources:
+            options["ray_actor_options"] = {
+                **options["ray_actor_options"],
+                "resources": dict(self.ray_resources),
+            }
+        return options
 
     @property
     def metered_name(self) -> str:
@@ -154,6 +169,22 @@ class SurgeAppSettings(AppSettings):
         64, ge=1, le=100_000, description="Mirrored requests waiting for a shadow; more are dropped."
     )
     shadow_concurrency: int = Field(4, ge=1, le=256, description="Mirrored requests run at once.")
+    system_prompts: dict[PromptVersion, SystemPromptText] = Field(
+        default_factory=dict,
+        description="Versioned system-prompt templates (version -> text) that models[].system_prompt_"
+        "template_version names; a new template is a new key, so answers stay traceable to their prompt.",
+    )
+
+    @model_validator(mode="after")
+    def _llm_fits_the_context(self) -> SurgeAppSettings:
+        # Replaces AppSettings' check of the same name (a subclass's validator of that name wins): with
+        # `models:` the unused default `llm:` must not be held to the gateway's limit; each version is.
+        if self.legacy and self.gateway.max_tokens_limit >= self.llm.max_model_len:
+            raise ValueError(
+                f"gateway.max_tokens_limit ({self.gateway.max_tokens_limit}) must be < llm.max_model_len "
+                f"({self.llm.max_model_len}) so a prompt still fits"
+            )
+        return self
 
     @model_validator(mode="after")
     def _registry_is_consistent(self) -> SurgeAppSettings:
@@ -164,6 +195,12 @@ class SurgeAppSettings(AppSettings):
             if entry.key in seen:
                 raise ValueError(f"models: {entry.key} is listed twice (name@version must be unique)")
             seen.add(entry.key)
+            template = entry.system_prompt_template_version
+            if template is not None and template not in self.system_prompts:
+                raise ValueError(
+                    f"models[{entry.key}].system_prompt_template_version: {template!r} is not in "
+                    f"system_prompts (known: {sorted(self.system_prompts)})"
+                )
             if self.gateway.max_tokens_limit >= entry.max_model_len:
                 raise ValueError(
                     f"models[{entry.key}].max_model_len ({entry.max_model_len}) must be > "
@@ -188,6 +225,11 @@ class SurgeAppSettings(AppSettings):
 
     def deployment_of(self, version: ModelVersionSettings) -> str:
         return LEGACY_DEPLOYMENT if self.legacy else deployment_name(version.name, version.version)
+
+    def system_prompt(self, version: ModelVersionSettings) -> str | None:
+        """The text of the version's system-prompt template (None when it names none)."""
+        template = version.system_prompt_template_version
+        return None if template is None else self.system_prompts[template]
 
     def routing_config(self) -> dict[str, Any]:
         """The gateway's `user_config`: what may change in place (Serve's `reconfigure`, no restart)."""

@@ -37,6 +37,9 @@ class ServedVersion:
     llm: LLMClient
     max_model_len: int
     lora_adapters: tuple[str, ...] = ()
+    # Its system-prompt template (`system_prompt_template_version` and text), None when it has none.
+    prompt_version: str | None = None
+    system_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class LLMRoute:
     max_model_len: int = 512
     shadow: ServedVersion | None = None
     lora_adapter: str | None = None
+    prompt_version: str | None = None
+    system_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,8 @@ class ModelRouter:
             max_model_len=served.max_model_len,
             shadow=self._shadow_for(alias, key),
             lora_adapter=adapter or None,
+            prompt_version=served.prompt_version,
+            system_prompt=served.system_prompt,
         )
 
     def _shadow_for(self, alias: AliasRoute | None, chosen: str) -> ServedVersion | None:

@@ -50,7 +50,7 @@ async def chat_response(generation: Generation) -> dict[str, Any]:
         ],
         "usage": usage(last["prompt_tokens"], last["completion_tokens"], last.get("cached_tokens")),
         **generation.extra,
-        "surge": {"timings": generation.timeline.marks, "version": generation.version},
+        "surge": surge_fields(generation),
     }
 
 
@@ -64,14 +64,14 @@ async def chat_events(generation: Generation, include_usage: bool) -> AsyncItera
         async for delta in generation.deltas:
             last = delta
             chunk = chat_chunk(completion_id, model, {"content": delta["text"]}, delta["finish_reason"])
-            yield sse(_with_version(chunk, delta, generation.version))
+            yield sse(_with_version(chunk, delta, generation))
         if include_usage:
             final = chat_chunk(completion_id, model, {}, None)
             final["choices"] = []
             final["usage"] = usage(
                 last["prompt_tokens"], last["completion_tokens"], last.get("cached_tokens")
             )
-            final["surge"] = {"timings": generation.timeline.marks, "version": generation.version}
+            final["surge"] = surge_fields(generation)
             yield sse(final)
     except Exception as exc:
         yield _error_event(exc)
@@ -87,7 +87,7 @@ async def completion_response(generation: Generation) -> dict[str, Any]:
         "model": generation.model,
         "choices": [{"index": 0, "text": text, "finish_reason": last["finish_reason"], "logprobs": None}],
         "usage": usage(last["prompt_tokens"], last["completion_tokens"], last.get("cached_tokens")),
-        "surge": {"timings": generation.timeline.marks, "version": generation.version},
+        "surge": surge_fields(generation),
     }
 
 
@@ -98,7 +98,7 @@ async def completion_events(generation: Generation, include_usage: bool) -> Asyn
         async for delta in generation.deltas:
             last = delta
             chunk = completion_chunk(completion_id, model, delta["text"], delta["finish_reason"])
-            yield sse(_with_version(chunk, delta, generation.version))
+            yield sse(_with_version(chunk, delta, generation))
         if include_usage:
             final = completion_chunk(completion_id, model, "", None)
             final["choices"] = []
@@ -111,10 +111,20 @@ async def completion_events(generation: Generation, include_usage: bool) -> Asyn
     yield DONE
 
 
-def _with_version(chunk: dict[str, Any], delta: dict[str, Any], version: str) -> dict[str, Any]:
+def surge_fields(generation: Generation, timings: bool = True) -> dict[str, Any]:
+    """The body's `surge` object: timings, the version that answered and, when it used one, its
+    system-prompt template version (`prompt_version`)."""
+    fields: dict[str, Any] = {"timings": generation.timeline.marks} if timings else {}
+    fields["version"] = generation.version
+    if generation.prompt_version is not None:
+        fields["prompt_version"] = generation.prompt_version
+    return fields
+
+
+def _with_version(chunk: dict[str, Any], delta: dict[str, Any], generation: Generation) -> dict[str, Any]:
     # The chunk that finishes the choice says which version answered (streams without usage too).
     if delta["finish_reason"] is not None:
-        chunk["surge"] = {"version": version}
+        chunk["surge"] = surge_fields(generation, timings=False)
     return chunk
 
 

@@ -15,6 +15,10 @@ Unchanged traffic alarmed in 1 of 2,000 windows (see `DriftPolicy`).
 Quality signals (rejections, retrieval hits, answer length, empty answers, refusals, a groundedness proxy)
 are counted per model and version by `pipelines.quality` from the same records.
 
+Shadow records (mirrored requests no caller saw) never enter a model's reference or windows: they are
+monitored as a model of their own, `shadow:<name>@<version>` (`monitored_model`), with its own reference
+and alerts, so a shadow version's different answers cannot raise, or hide, drift on the primary.
+
 Delivery: **at-least-once**. The monitor runs on the shared consumer loop (`pipelines.consumer`): offsets
 are committed only after a batch's alerts are acknowledged by the broker (acks=all) and, when
 `state_path` is set, after the monitor's state (reference and open window per model) is saved. A crash
@@ -53,7 +57,7 @@ from pipelines.drift_windows import (  # re-exported: they used to live here
     Sample,
     WindowResult,
 )
-from pipelines.quality import QualityMetrics, QualityPolicy, QualitySignals
+from pipelines.quality import SHADOW_LABEL_PREFIX, QualityMetrics, QualityPolicy, QualitySignals
 from pipelines.record_tracing import RecordTraces
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import DriftAlertRecord, InferenceLogRecord
@@ -159,6 +163,13 @@ class DriftMonitorSettings(ConsumerSettings):
         return self
 
 
+def monitored_model(record: InferenceLogRecord) -> str:
+    """Whose windows a record joins: its model, or `shadow:<name>@<version>` for a shadow record."""
+    if not record.shadow:
+        return record.model
+    return f"{SHADOW_LABEL_PREFIX}{record.model}@{record.model_version or '1'}"
+
+
 class DriftMonitor:
     """Windows and tests, without Kafka: feed records with `observe`, get evaluated windows back."""
 
@@ -178,7 +189,8 @@ class DriftMonitor:
 
     def observe(self, record: InferenceLogRecord) -> list[WindowResult]:
         """Add one record; returns the windows this record closed (zero or one)."""
-        state = self.models.setdefault(record.model, ModelState())
+        model = monitored_model(record)
+        state = self.models.setdefault(model, ModelState())
         features = self.settings.features
         if state.reference.records < self.settings.reference_size:
             state.reference.add(record, features)
@@ -188,12 +200,10 @@ class DriftMonitor:
         if window.by == "time" and state.window.first_at is not None:
             assert window.seconds is not None
             if record.timestamp.timestamp() - state.window.first_at >= window.seconds:
-                results.extend(
-                    self._close(record.model, state, evaluate=state.window.records >= window.min_size)
-                )
+                results.extend(self._close(model, state, evaluate=state.window.records >= window.min_size))
         state.window.add(record, features)
         if window.by == "count" and state.window.records >= window.size:
-            results.extend(self._close(record.model, state, evaluate=True))
+            results.extend(self._close(model, state, evaluate=True))
         return results
 
     def _close(self, model: str, state: ModelState, evaluate: bool) -> list[WindowResult]:

@@ -5,8 +5,13 @@ rate (5xx), TTFT p50/p95, tokens/s (completion tokens over the request's latency
 tokens, and drift of the output length (the two-sample Kolmogorov-Smirnov statistic, 0 = same
 distribution, 1 = disjoint). Shadow rows are the records the gateway marked `shadow: true`.
 
-Answer agreement (embedding similarity of the two answers) needs the answers, which the inference log does
-not carry (privacy by default): it is reported as `null` until the gateway logs answer sketches.
+Answer agreement: each shadow record names the primary request it mirrors (`shadow_of`, record schema 2)
+and both carry their answer (the gateway's `include_answer`, on by default, redacted). Both answers are
+embedded with `surge_core.embedding` (the Embedder's model, normalised) and a shadow row reports the mean
+cosine similarity over its pairs, a negative cosine counted as 0 (unrelated), so agreement is in [0, 1]:
+1 = the same answers; with all-MiniLM-L6-v2 a paraphrase scored 0.976 and three unrelated pairs 0.0. Pairs where either side
+failed or has no answer (include_answer off, version 1 records) are left out; `agreement_pairs` counts the
+pairs used, and agreement is `null` without any.
 """
 
 from __future__ import annotations
@@ -16,19 +21,29 @@ import json
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 from surge_core.kafka_settings import KafkaSettings
 from surge_core.records import InferenceLogRecord
 from surge_core.topics import INFERENCE_LOG
 
+# Texts -> their embeddings, one normalised row per text (`surge_core.embedding.TextEmbedder.embed`).
+Embed = Callable[[Sequence[str]], np.ndarray]
 
-def summarise(records: Iterable[InferenceLogRecord]) -> dict[str, list[dict[str, Any]]]:
-    """alias -> one row per (version, shadow) of the aliases that had shadow traffic."""
+
+def summarise(
+    records: Iterable[InferenceLogRecord], embed: Embed | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """alias -> one row per (version, shadow) of the aliases that had shadow traffic; with `embed`, shadow
+    rows carry the answer agreement with their primaries."""
+    records = list(records)
     groups: dict[str, dict[tuple[str, bool], list[InferenceLogRecord]]] = defaultdict(
         lambda: defaultdict(list)
     )
+    primaries = {r.request_id: r for r in records if not r.shadow and _answered(r)}
     for record in records:
         if record.alias is not None:
             groups[record.alias][(f"{record.model}@{record.model_version}", record.shadow)].append(record)
@@ -39,10 +54,32 @@ def summarise(records: Iterable[InferenceLogRecord]) -> dict[str, list[dict[str,
         primary_lengths = [
             r.completion_tokens for (_, shadow), rs in by_version.items() if not shadow for r in rs
         ]
-        report[alias] = [
-            _row(version, shadow, rs, primary_lengths) for (version, shadow), rs in sorted(by_version.items())
-        ]
+        report[alias] = []
+        for (version, shadow), rs in sorted(by_version.items()):
+            row = _row(version, shadow, rs, primary_lengths)
+            if shadow:
+                pairs = [(primaries[r.shadow_of], r) for r in rs if r.shadow_of in primaries and _answered(r)]
+                row["agreement_pairs"] = len(pairs)
+                row["answer_agreement"] = answer_agreement(pairs, embed) if embed is not None else None
+            report[alias].append(row)
     return report
+
+
+def _answered(record: InferenceLogRecord) -> bool:
+    return record.status_code < 500 and bool(record.answer and record.answer.strip())
+
+
+def answer_agreement(
+    pairs: Sequence[tuple[InferenceLogRecord, InferenceLogRecord]], embed: Embed
+) -> float | None:
+    """Mean cosine similarity of (primary answer, shadow answer) pairs, each clamped to [0, 1]."""
+    if not pairs:
+        return None
+    vectors = np.asarray(embed([r.answer or "" for pair in pairs for r in pair]), dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.where(norms > 0, norms, 1.0)
+    cosines = np.sum(vectors[0::2] * vectors[1::2], axis=1)
+    return round(float(np.mean(np.clip(cosines, 0.0, 1.0))), 4)
 
 
 def _row(
@@ -62,7 +99,7 @@ def _row(
         "tokens_per_s": round(statistics.median(rates), 2) if rates else None,
         "mean_output_tokens": round(statistics.fmean(lengths), 2) if lengths else None,
         "output_length_drift_ks": _ks(lengths, primary_lengths) if shadow else None,
-        "answer_agreement": None,
+        "answer_agreement": None,  # shadow rows: filled in by summarise
     }
 
 
@@ -115,12 +152,24 @@ def register_cli(subparsers: Any) -> None:
         "--bootstrap-servers", help="Kafka bootstrap servers (default $SURGE_BOOTSTRAP_SERVERS)."
     )
     parser.add_argument("--topic-prefix", default="", help="Prefix of every topic name.")
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help="Embedding model for answer agreement (default: the Embedder's, all-MiniLM-L6-v2).",
+    )
+    parser.add_argument("--no-agreement", action="store_true", help="Skip answer agreement (no model load).")
     parser.set_defaults(handler=_compare_command)
 
 
 def _compare_command(args: argparse.Namespace) -> int:
     servers = args.bootstrap_servers or os.environ.get("SURGE_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
     topic = INFERENCE_LOG.with_prefix(args.topic_prefix).name
-    report = summarise(read_inference_log(KafkaSettings(bootstrap_servers=servers), topic))
+    embed = None
+    if not args.no_agreement:
+        from surge_core.embedding import EmbeddingModelSettings, TextEmbedder
+
+        settings = EmbeddingModelSettings(**({"model": args.embedding_model} if args.embedding_model else {}))
+        embed = TextEmbedder(settings).embed
+    report = summarise(read_inference_log(KafkaSettings(bootstrap_servers=servers), topic), embed)
     print(json.dumps(report, indent=2))
     return 0

@@ -26,6 +26,11 @@ tokens and requests without passages are not scored. Use it to watch trends per 
 version whose answers drift away from their sources), not to judge one answer. It needs the answer and
 passage text in the record (the gateway's `include_answer`, on by default, redacted like prompts).
 
+**Shadow records** (a version answering mirrored requests no caller saw) are counted under their own
+version label, `shadow:<version>` (e.g. `version="shadow:2"`), never under the version's primary traffic:
+the rules group by version, so a shadow neither dilutes nor inflates its primary's rates, and
+`version=~"shadow:.*"` selects the shadows' own signals.
+
 Refusals are matched by phrases (`REFUSAL_PATTERNS`) in the answer's first 200 characters: English
 only, and a model that refuses in other words is not counted.
 
@@ -254,6 +259,16 @@ class RecordQuality:
     groundedness: float | None
 
 
+SHADOW_LABEL_PREFIX = "shadow:"
+
+
+def version_label(record: InferenceLogRecord) -> str:
+    """The `version` label of a record: its model version ("1" when empty), `shadow:<version>` for a
+    shadow record, so mirrored traffic has series of its own."""
+    version = record.model_version or "1"
+    return f"{SHADOW_LABEL_PREFIX}{version}" if record.shadow else version
+
+
 def assess(record: InferenceLogRecord, policy: QualityPolicy) -> RecordQuality:
     retrieved = (
         record.sources is not None or record.prompt_embedding is not None or bool(record.retrieval_scores)
@@ -268,7 +283,7 @@ def assess(record: InferenceLogRecord, policy: QualityPolicy) -> RecordQuality:
         score = groundedness(answer, record.sources, policy.min_answer_tokens)
     return RecordQuality(
         model=record.model,
-        version=record.model_version or "1",
+        version=version_label(record),
         rejection=rejection_kind(record.status_code),
         top_score=top_score,
         retrieved=retrieved,

@@ -10,7 +10,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
 
 from surge_core.tenancy import DEFAULT_TENANT, TENANT_PATTERN, stored_doc_id
 
@@ -99,8 +107,15 @@ class EventRecord(Record):
 
 
 class InferenceLogRecord(Record):
-    """One record per gateway request (no raw prompt unless the gateway setting turns it on)."""
+    """One record per gateway request (no raw prompt unless the gateway setting turns it on).
 
+    Version 2 added `shadow_of` (a shadow record names the primary request it mirrors; the primary's
+    `request_id` is then the LLM request's id) and `prompt_version`. Version 1 records, which have
+    neither, still read.
+    """
+
+    # Not the base's Literal[1]: both versions are accepted, new records are written as 2.
+    schema_version: Literal[1, 2] = Field(2, description="Schema version of this record.")  # type: ignore[assignment]
     request_id: str = Field(description="Request id (also in the response's x-request-id header).")
     timestamp: AwareDatetime = Field(default_factory=utc_now, description="When the request finished.")
     route: str = Field(description="API route, e.g. /v1/chat/completions.")
@@ -120,6 +135,18 @@ class InferenceLogRecord(Record):
     tenant: str | None = Field(None, description="Tenant of the principal.")
     shadow: bool = Field(False, description="A mirrored request to a shadow version (no caller saw it).")
     alias: str | None = Field(None, description="Alias the request named, when it came through one.")
+    shadow_of: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Schema 2, shadow records only: the request_id of the primary record it mirrors.",
+    )
+    prompt_version: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Schema 2: the system-prompt template version the answering model version used.",
+    )
 
     answer: str | None = Field(
         None,
@@ -132,6 +159,14 @@ class InferenceLogRecord(Record):
         description="Text of the passages retrieved for the answer, redacted and cut; [] when retrieval "
         "found nothing, None when the request did no retrieval or include_answer is off.",
     )
+
+    @model_validator(mode="after")
+    def _shadow_of_names_a_primary_from_a_shadow(self) -> InferenceLogRecord:
+        if self.shadow_of is not None and (self.schema_version < 2 or not self.shadow):
+            raise ValueError("shadow_of: only a schema_version 2 shadow record names the primary it mirrors")
+        if self.prompt_version is not None and self.schema_version < 2:
+            raise ValueError("prompt_version: a schema_version 1 record has no prompt version")
+        return self
 
 
 class ModelEventRecord(Record):

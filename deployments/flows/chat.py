@@ -21,6 +21,7 @@ from deployments import rag
 from deployments.flows.embeddings import check_texts
 from deployments.flows.generation import Generation, OutcomeRecorder, llm_request, started
 from deployments.flows.shadow import ShadowMirror, mirror, mirrored_when_done
+from deployments.flows.system_prompts import with_system_prompt
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, ChatCompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
@@ -83,10 +84,11 @@ class ChatFlow:
             messages = rag.with_context(messages, context)
         prompt = "\n".join(m.text() for m in body.messages)
         request = llm_request(body, max_tokens, messages=messages, lora_adapter=route.lora_adapter)
+        # The shadow gets the request without the primary's template and applies its own.
         send_mirror = partial(mirror, self.shadows, route, request, ROUTE, prompt, caller)
         try:
             recorded = await started(
-                route.llm.generate(request, wake, timeline),
+                route.llm.generate(with_system_prompt(request, route.system_prompt), wake, timeline),
                 self.outcomes,
                 route=ROUTE,
                 prompt=prompt,
@@ -95,6 +97,8 @@ class ChatFlow:
                 caller=caller,
                 version=route.version,
                 alias=route.alias,
+                request_id=request.request_id,  # a shadow record names it (`shadow_of`)
+                prompt_version=route.prompt_version,
             )
         except ApiError:
             send_mirror()  # the shadow sees failed requests too
@@ -102,7 +106,12 @@ class ChatFlow:
         if route.shadow is not None:
             recorded = mirrored_when_done(recorded, send_mirror)
         return Generation(
-            model=body.model, deltas=recorded, timeline=timeline, extra=extra, version=route.version
+            model=body.model,
+            deltas=recorded,
+            timeline=timeline,
+            extra=extra,
+            version=route.version,
+            prompt_version=route.prompt_version,
         )
 
     async def _user_features(

@@ -54,6 +54,7 @@ class CompletionFlow:
                 caller=caller,
                 version=route.version,
                 alias=route.alias,
+                request_id=request.request_id,  # a shadow record names it (`shadow_of`)
             )
         except ApiError:
             send_mirror()  # the shadow sees failed requests too

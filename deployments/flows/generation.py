@@ -36,6 +36,8 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
     # The `name@version` that answered (the `x-surge-model-version` header and `surge.version`).
     version: str = ""
+    # Its system-prompt template version (`surge.prompt_version`), None when it used none.
+    prompt_version: str | None = None
 
     async def collect(self) -> tuple[str, dict[str, Any]]:
         """The whole text and the last delta (finish reason and token counts)."""
@@ -76,6 +78,8 @@ class OutcomeRecorder:
         caller: Caller = ANONYMOUS,
         version: str = "",
         alias: str | None = None,
+        request_id: str | None = None,
+        prompt_version: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Pass the deltas through; when the stream ends (done, failed or abandoned) record its outcome,
         named by the caller's principal, and charge its tokens to the principal's token bucket."""
@@ -128,6 +132,8 @@ class OutcomeRecorder:
                 # None when the request did no retrieval, [] when it found nothing.
                 sources=[str(h["text"]) for h in hits] if timeline.query_embedding is not None else None,
                 trace_headers=tracing.kafka_headers(timeline.span),
+                request_id=request_id,
+                prompt_version=prompt_version,
             )
             if self.observer is not None:
                 # A request that waited for a replica to start says nothing about the version's TTFT (the
@@ -159,6 +165,8 @@ async def started(
     caller: Caller,
     version: str = "",
     alias: str | None = None,
+    request_id: str | None = None,
+    prompt_version: str | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Await the start of a generation (its first delta); a failure before it (the replica died, the
     prompt does not fit) is recorded like one during the stream, then raised: every request is logged."""
@@ -171,6 +179,8 @@ async def started(
         caller=caller,
         version=version,
         alias=alias,
+        request_id=request_id,
+        prompt_version=prompt_version,
     )
     try:
         deltas = await start

@@ -4,7 +4,8 @@ The caller's request never waits for, fails with or changes because of its shado
 copy in a bounded queue (`put_nowait`; a full queue drops the copy and counts it), and a few background
 workers send the copies to the shadow's own deployment, so the shadow takes no capacity from the primary.
 Each shadow result goes to the inference log marked `shadow: true` (model and version of the shadow, the
-alias it mirrors), where `surge compare` sets it against the primary's records.
+alias it mirrors, its answer, and `shadow_of`: the primary's request id), where `surge compare` sets it
+against the primary's records and pairs the two answers for answer agreement.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from deployments.flows.system_prompts import with_system_prompt
 from deployments.inference_logging import InferenceLogger
 from deployments.llm import GenerateRequest
 from deployments.model_router import LLMRoute, ServedVersion
@@ -83,13 +85,17 @@ class ShadowMirror:
 
     async def _run(self, job: ShadowJob) -> None:
         timeline = Timeline()
-        request = job.request.model_copy(update={"request_id": new_id("shadow")})
+        # The request as the caller's flow built it, with the shadow's own system-prompt template.
+        templated = with_system_prompt(job.request, job.shadow.system_prompt)
+        request = templated.model_copy(update={"request_id": new_id("shadow")})
         last: dict[str, Any] = {}
+        parts: list[str] = []
         status = 500
         try:
             deltas = await job.shadow.llm.generate(request, None, timeline)
             async for delta in deltas:
                 last = delta
+                parts.append(delta.get("text") or "")
             status = 200
         except ApiError as error:
             status = error.status_code
@@ -114,6 +120,10 @@ class ShadowMirror:
             model_version=job.shadow.key.partition("@")[2],
             alias=job.alias,
             shadow=True,
+            answer="".join(parts),
+            request_id=request.request_id,
+            shadow_of=job.request.request_id,
+            prompt_version=job.shadow.prompt_version,
         )
 
 

@@ -18,19 +18,20 @@ ALLOWED_VOLUME_TYPES = {
 SECRET_LOOKING = re.compile(r"KEY|TOKEN|SECRET|PASSW|DSN|CREDENTIAL|USERNAME", re.IGNORECASE)
 
 
-def _gpu_group(rendered: Rendered) -> dict[str, Any] | None:
+def _gpu_group(rendered: Rendered, name: str | None = None) -> dict[str, Any] | None:
+    """The GPU worker group `name`, or any GPU group when None (the chart names them gpu-<gpus>)."""
     groups = rendered.one("RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    return next((g for g in groups if g["groupName"] == "gpu"), None)
+    return next((g for g in groups if g["groupName"] != "cpu" and name in (None, g["groupName"])), None)
 
 
 @pytest.mark.parametrize("scenario", ["default", "gpu"])
 def test_gpu_group_should_have_gpu_limit_selector_and_tolerations_when_gpu_values(
     scenarios: dict[str, Rendered], scenario: str
 ) -> None:
-    group = _gpu_group(scenarios[scenario])
+    expected_gpus = 2 if scenario == "gpu" else 1
+    group = _gpu_group(scenarios[scenario], f"gpu-{expected_gpus}")
     assert group is not None
     pod = group["template"]["spec"]
-    expected_gpus = 2 if scenario == "gpu" else 1
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == expected_gpus
     assert group["rayStartParams"]["num-gpus"] == str(expected_gpus)
     # No logical CPUs on GPU workers: CPU-only replicas can never pin a GPU node.
@@ -95,7 +96,7 @@ def test_llm_should_scale_to_zero_unless_kept_warm(scenarios: dict[str, Rendered
 
     def llm_autoscaling(rendered: Rendered) -> dict[str, Any]:
         config = yaml.safe_load(rendered.one("RayService")["spec"]["serveConfigV2"])
-        autoscaling: dict[str, Any] = config["applications"][0]["args"]["llm"]["autoscaling"]
+        autoscaling: dict[str, Any] = config["applications"][0]["args"]["models"][0]["autoscaling"]
         return autoscaling
 
     assert llm_autoscaling(scenarios["default"])["min_replicas"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_a_7b_model_on_a_read_only_claim_is_mounted_where_the_llm_reads_it(
 ) -> None:
     rendered = scenarios["model-pvc"]
     config = yaml.safe_load(rendered.one("RayService")["spec"]["serveConfigV2"])
-    model_path = config["applications"][0]["args"]["llm"]["model"]
+    model_path = config["applications"][0]["args"]["models"][0]["model"]
     assert "7B" in model_path
     for pod in _gpu_pods(rendered):
         volumes = {v["name"]: v for v in pod["volumes"]}
@@ -111,8 +112,8 @@ def test_an_init_container_downloads_the_weights_into_a_per_pod_volume(
         assert template["resources"]["requests"]["storage"] == "64Gi"
         (init,) = pod["initContainers"]
         env = _env(init)
-        assert env["SURGE_MODEL_REPO"]["value"] == "Qwen/Qwen2.5-7B-Instruct"
-        assert env["SURGE_MODEL_DIR"]["value"] == "/models/Qwen2.5-7B-Instruct"
+        downloads = json.loads(env["SURGE_MODEL_DOWNLOADS"]["value"])
+        assert downloads == [["Qwen/Qwen2.5-7B-Instruct", "main", "/models/Qwen2.5-7B-Instruct"]]
         assert env["HF_HUB_OFFLINE"]["value"] == "0"  # the init container may reach the hub; Ray may not
         assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "surge-hf-token"
         assert {"name": "model-cache", "mountPath": "/models"} in init["volumeMounts"]
@@ -124,11 +125,11 @@ def test_an_init_container_downloads_the_weights_into_a_per_pod_volume(
 
 def test_each_group_gets_its_extra_env_env_from_and_volumes(scenarios: dict[str, Rendered]) -> None:
     groups = {g["groupName"]: g["template"]["spec"] for g in _service_groups(scenarios["model-download"])}
-    gpu = groups["gpu"]["containers"][0]
+    gpu = groups["gpu-1"]["containers"][0]
     assert _env(gpu)["VLLM_LOGGING_LEVEL"]["value"] == "INFO"
     assert gpu["envFrom"] == [{"configMapRef": {"name": "surge-gpu-tuning"}}]
     assert {"name": "nccl-config", "mountPath": "/etc/nccl", "readOnly": True} in gpu["volumeMounts"]
-    assert {"name": "nccl-config", "configMap": {"name": "surge-nccl"}} in groups["gpu"]["volumes"]
+    assert {"name": "nccl-config", "configMap": {"name": "surge-nccl"}} in groups["gpu-1"]["volumes"]
     cpu = groups["cpu"]["containers"][0]
     assert _env(cpu)["SURGE_LOG_LEVEL"]["value"] == "DEBUG" and "VLLM_LOGGING_LEVEL" not in _env(cpu)
 

@@ -43,7 +43,18 @@ def test_notes_should_show_the_api_key_secret_and_how_to_reach_the_api(
     assert 'Secret "surge-api-keys", key "api-keys"' in notes
     assert "kubectl -n surge port-forward svc/surge-serve 8000:8000" in notes
     assert "/v1/chat/completions" in notes and '"model": "smollm2-135m-instruct"' in notes
-    assert "scales to zero after 600 s idle" in notes
+    assert "smollm2-135m-instruct@1 (1 GPU per replica) scales to zero after 600 s idle" in notes
+    assert (
+        "smollm2-135m-instruct@1: smollm2-135m-instruct (vllm, 1 GPU per replica, worker group gpu-1)"
+        in notes
+    )
+
+
+def test_notes_should_list_every_model_version_and_alias(helm_bin: Path, tmp_path: Path) -> None:
+    notes = render_notes(helm_bin, tmp_path, SCENARIOS["multi-gpu-groups"])
+    assert "smollm2@2: smollm2-135m-instruct (vllm, 2 GPU per replica, worker group gpu-a100-2)" in notes
+    assert "smollm2-cpu@1: smollm2-135m-instruct (vllm, CPU workers)" in notes
+    assert "chat: smollm2@1 80, smollm2@2 20 (shadow smollm2-cpu@1, 0.05)" in notes
 
 
 def test_notes_should_not_promise_gpu_scale_down_when_cpu_only(helm_bin: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The RayService runs the same serve config as `serve run`, with exactly the documented cluster overrides.
 
 The overrides are re-implemented here from the chart's documentation (templates/_serveconfig.tpl, README),
-independently of the template, and the args must still validate as deployments.settings.AppSettings.
+independently of the template, and the args must still validate as the app's SurgeAppSettings.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deployments.settings import AppSettings
+from deployments.model_registry import SurgeAppSettings
 from pipelines.drift import DriftMonitorSettings
 from pipelines.feature_job import FeatureJobSettings
 from pipelines.ingestion import IngestionSettings
@@ -53,25 +53,18 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
     config["http_options"]["host"] = "0.0.0.0"
     config["http_options"]["port"] = values["rayCluster"]["servePort"]
     args = config["applications"][0]["args"]
-    model, gpus = values["model"], values["model"]["gpus"]
-    llm = args["llm"]
-    llm.update(
-        engine=model["engine"],
-        model=model["name"],
-        served_model_name=model["servedModelName"],
-        max_model_len=model["maxModelLen"],
-        dtype=model["dtype"],
-    )
-    if gpus > 0:
-        llm.update(
-            device="cuda",
-            num_gpus=gpus,
-            tensor_parallel_size=gpus,
-            gpu_memory_utilization=model["gpuMemoryUtilization"],
-            num_cpus=0,
-        )
-    else:
-        llm.update(device="cpu", num_gpus=0, num_cpus=model["numCpus"])
+    base = {k: v for k, v in args["models"][0].items() if k not in ("name", "version", "model")}
+    args["models"] = [_expected_model(base, item) for item in values["models"]]
+    args["aliases"] = {
+        name: {
+            "weights": alias["weights"],
+            **({"shadow": alias["shadow"]} if alias.get("shadow") else {}),
+            **({"shadow_fraction": alias["shadowFraction"]} if "shadowFraction" in alias else {}),
+        }
+        for name, alias in values["aliases"].items()
+    }
+    if values["systemPrompts"]:
+        args["system_prompts"] = values["systemPrompts"]
     for stage, overrides in values["autoscaling"].items():
         autoscaling = args[stage].setdefault("autoscaling", {})
         for key, value in overrides.items():
@@ -108,6 +101,35 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+MODEL_DEFAULTS = {"engine": "vllm", "gpus": 1, "accelerator": "", "maxModelLen": 2048, "dtype": "auto",
+                  "gpuMemoryUtilization": 0.9, "numCpus": 1}  # fmt: skip
+
+
+def _expected_model(base: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """One `models` item as the documented override renders it onto the serve config's first entry."""
+    item = {**MODEL_DEFAULTS, **item}
+    entry = copy.deepcopy(base)
+    entry.update(
+        name=item["name"], version=str(item["version"]), model=item["model"], engine=item["engine"],
+        max_model_len=item["maxModelLen"], dtype=item["dtype"],
+    )  # fmt: skip
+    gpus = item["gpus"]
+    if gpus > 0:
+        group = f"gpu-{item['accelerator']}-{gpus}" if item["accelerator"] else f"gpu-{gpus}"
+        entry.update(
+            device="cuda", num_gpus=gpus, tensor_parallel_size=gpus,
+            gpu_memory_utilization=item["gpuMemoryUtilization"], num_cpus=0,
+            ray_resources={"surge_group_" + group.replace("-", "_"): 1},
+        )  # fmt: skip
+    else:
+        entry.update(device="cpu", num_gpus=0, num_cpus=item["numCpus"])
+    autoscaling = entry.setdefault("autoscaling", {})
+    for key, value in item.get("autoscaling", {}).items():
+        autoscaling[AUTOSCALING_KEYS[key]] = value
+    entry.update(copy.deepcopy(item.get("extra", {})))
+    return entry
+
+
 def test_chart_copy_of_serve_config_is_identical_to_deployments_one() -> None:
     assert (CHART_DIR / "files" / "serve_config.yaml").read_bytes() == (
         REPO_ROOT / "deployments" / "serve_config.yaml"
@@ -127,11 +149,14 @@ def test_serve_config_v2_args_should_validate_as_app_settings(
     scenarios: dict[str, Rendered], scenario: str
 ) -> None:
     embedded = yaml.safe_load(scenarios[scenario].one("RayService")["spec"]["serveConfigV2"])
-    settings = AppSettings.model_validate(embedded["applications"][0]["args"])
-    gpus = scenario_values(scenario)["model"]["gpus"]
-    assert settings.llm.engine == "vllm"
-    assert settings.llm.device == ("cuda" if gpus else "cpu")
-    assert settings.llm.num_gpus == gpus
+    settings = SurgeAppSettings.model_validate(embedded["applications"][0]["args"])
+    items = scenario_values(scenario)["models"]
+    assert settings.version_keys() == [f"{m['name']}@{m['version']}" for m in items]
+    for version, item in zip(settings.model_versions(), items, strict=True):
+        gpus = item.get("gpus", 1)
+        assert version.engine == item.get("engine", "vllm")
+        assert version.device == ("cuda" if gpus else "cpu")
+        assert version.num_gpus == gpus
     assert settings.gateway.api_keys_env == "SURGE_API_KEYS"
 
 

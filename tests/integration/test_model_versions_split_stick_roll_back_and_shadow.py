@@ -322,11 +322,23 @@ def test_the_shadow_gets_every_mirrored_request_and_callers_do_not_wait_or_fail_
     wait_for(lambda: len(shadow_records("shadowy@1")) >= 45, 60, "45 shadow records of shadowy@1")
     shadows = shadow_records("shadowy@1")
     assert len(shadows) == 45 and all(r["status_code"] == 200 and r["alias"] == "mirrored" for r in shadows)
-    # `surge compare` sets the shadow against the primary from the same topic.
-    report = summarise(read_inference_log(models_app.kafka, f"{TOPIC_PREFIX}inference-log"))
+    # Each shadow record names the primary request it mirrors, and both carry their answer.
+    primary_ids = {r["request_id"] for r in models_app.records("inference-log") if not r["shadow"]}
+    assert all(r["shadow_of"] in primary_ids and r["answer"] is not None for r in shadows)
+    # `surge compare` sets the shadow against the primary from the same topic, answers included (embedded
+    # with the Embedder's model: same tiny weights on both sides, so they should mostly agree).
+    from surge_core.embedding import EmbeddingModelSettings, TextEmbedder
+
+    records = read_inference_log(models_app.kafka, f"{TOPIC_PREFIX}inference-log")
+    report = summarise(records, TextEmbedder(EmbeddingModelSettings()).embed)
     rows = {(row["version"], row["shadow"]): row for row in report["mirrored"]}
     assert rows[("shadowy@1", True)]["requests"] == 45 and rows[("tiny@1", False)]["requests"] >= 45
     assert rows[("shadowy@1", True)]["error_rate"] == 0
+    agreement = rows[("shadowy@1", True)]["answer_agreement"]
+    print(
+        f"answer agreement shadowy@1 vs tiny@1: {agreement} over {rows[('shadowy@1', True)]['agreement_pairs']}"
+    )
+    assert rows[("shadowy@1", True)]["agreement_pairs"] > 0 and 0 <= agreement <= 1
 
     # A failing shadow changes nothing for callers; its failures are logged as the shadow's.
     answers = [models_app.chat("badly-mirrored", f"u{i}") for i in range(10)]

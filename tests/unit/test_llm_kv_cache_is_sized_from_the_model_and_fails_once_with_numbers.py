@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from deployments.engines.kv_cache import KVCacheBudget, KVCacheDoesNotFit, ModelShape, check_fits
-from deployments.settings import AppSettings, LLMSettings
+from deployments.model_registry import SurgeAppSettings
+from deployments.settings import LLMSettings
 
 SMOLLM2_CONFIG = {  # the fields vLLM's KV cache depends on, as in SmolLM2-135M-Instruct's config.json
     "num_hidden_layers": 30,
@@ -64,9 +65,10 @@ def test_the_default_serve_config_sizes_the_cache_explicitly_and_fails_the_llm_o
     import yaml
 
     config = yaml.safe_load((Path(__file__).parents[2] / "deployments" / "serve_config.yaml").read_text())
-    settings = AppSettings.model_validate(config["applications"][0]["args"])
-    assert settings.llm.kv_cache_memory_mib == "auto"
-    assert settings.llm.serve_options("LLMServer")["max_constructor_retry_count"] == 1
+    settings = SurgeAppSettings.model_validate(config["applications"][0]["args"])
+    (version,) = settings.model_versions()
+    assert version.kv_cache_memory_mib == "auto"
+    assert version.serve_options(settings.deployment_of(version))["max_constructor_retry_count"] == 1
 
 
 @pytest.mark.parametrize("value", [0, -5, "big"])

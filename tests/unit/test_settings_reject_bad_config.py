@@ -8,6 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from deployments.model_registry import SurgeAppSettings
 from deployments.settings import AppSettings, AutoscalingSettings, LLMSettings, RetrieverSettings
 
 SERVE_CONFIG = Path(__file__).resolve().parents[2] / "deployments" / "serve_config.yaml"
@@ -76,10 +77,12 @@ def test_the_serve_config_args_validate() -> None:
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     (application,) = config["applications"]
     assert application["import_path"] == "deployments.app:build_app"
-    settings = AppSettings.model_validate(application["args"])
+    settings = SurgeAppSettings.model_validate(application["args"])
     assert settings.embedder.autoscaling.to_serve()["min_replicas"] == 0
-    assert settings.llm.autoscaling.to_serve()["min_replicas"] == 0
-    assert settings.llm.engine == "vllm"
+    (version,) = settings.model_versions()  # the registry form: one version, one alias over it
+    assert version.autoscaling.to_serve()["min_replicas"] == 0
+    assert version.engine == "vllm" and not settings.legacy
+    assert settings.aliases["chat"].weights == {version.key: 100}
 
 
 def test_serve_options_carry_autoscaling_and_backpressure() -> None:

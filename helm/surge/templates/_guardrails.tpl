@@ -23,15 +23,19 @@ in guardrails.allow is let through; NOTES.txt lists every override, and the app 
   {{- end }}
 {{- else if eq $rule.check "max_replicas_within_budget" }}
   {{- $total := 0 }}
-  {{- range $stage := list "gateway" "embedder" "retriever" "llm" }}
+  {{- range $stage := list "gateway" "embedder" "retriever" }}
   {{- $total = add $total (((index $args $stage).autoscaling | default dict).max_replicas | default 1) }}
+  {{- end }}
+  {{- range $args.models }}
+  {{- $total = add $total ((.autoscaling | default dict).max_replicas | default 1) }}
   {{- end }}
   {{- if gt (int $total) (int $rule.params.budget) }}
   {{- $violated = printf "%d replicas at most, budget %d" (int $total) (int $rule.params.budget) }}
   {{- end }}
 {{- else if eq $rule.check "gpu_stage_idles_to_zero_or_keeps_warm" }}
-  {{- range $stage := list "gateway" "embedder" "retriever" "llm" }}
-  {{- $s := index $args $stage }}
+  {{- $stages := dict "gateway" $args.gateway "embedder" $args.embedder "retriever" $args.retriever }}
+  {{- range $args.models }}{{- $_ := set $stages (printf "llm %s@%s" .name .version) . }}{{- end }}
+  {{- range $stage, $s := $stages }}
   {{- $a := $s.autoscaling | default dict }}
   {{- $noDelay := and (hasKey $a "downscale_to_zero_delay_s") (eq $a.downscale_to_zero_delay_s nil) }}
   {{- if and (gt (float64 ($s.num_gpus | default 0)) 0.0) (not $a.keep_warm) (or (gt (int ($a.min_replicas | default 0)) 0) $noDelay) }}

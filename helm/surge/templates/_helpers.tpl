@@ -188,21 +188,48 @@ client_id: {{ include "surge.fullname" . }}
 Cross-field checks that values.schema.json cannot express. Each message names the keys to change.
 */}}
 {{- define "surge.validate" -}}
-{{- $gpus := int .Values.model.gpus }}
-{{- if and .Values.rayCluster.gpuWorkers.enabled (eq $gpus 0) }}
-{{- fail "rayCluster.gpuWorkers.enabled is true but model.gpus is 0: a GPU worker group would never be used. Set model.gpus >= 1 (GPU serving) or rayCluster.gpuWorkers.enabled=false (LLM on CPU workers)." }}
+{{- $models := include "surge.models" . | fromYamlArray }}
+{{- if not $models }}
+{{- fail "models is empty: list at least one model version (name, version, model)." }}
 {{- end }}
-{{- if and (gt $gpus 0) (not .Values.rayCluster.gpuWorkers.enabled) }}
-{{- fail (printf "model.gpus is %d but rayCluster.gpuWorkers.enabled is false: no worker has a GPU, so the LLM replica could never be placed. Enable rayCluster.gpuWorkers or set model.gpus=0." $gpus) }}
+{{- $keys := dict }}
+{{- range $i, $m := $models }}
+{{- if hasKey $keys $m.key }}
+{{- fail (printf "models[%d]: %s is listed twice (name@version must be unique)." $i $m.key) }}
 {{- end }}
-{{- if and .Values.rayCluster.gpuWorkers.enabled (gt $gpus (int .Values.rayCluster.gpuWorkers.gpusPerPod)) }}
-{{- fail (printf "model.gpus (%d) is larger than rayCluster.gpuWorkers.gpusPerPod (%d): one LLM replica must fit in one GPU worker pod." $gpus (int .Values.rayCluster.gpuWorkers.gpusPerPod)) }}
+{{- $_ := set $keys $m.key true }}
+{{- if and $m.accelerator (eq (int $m.gpus) 0) }}
+{{- fail (printf "models[%d] (%s): accelerator %s with gpus 0; a CPU version runs on the CPU workers: clear accelerator or set gpus >= 1." $i $m.key $m.accelerator) }}
 {{- end }}
-{{- if and (eq $gpus 0) (eq .Values.model.dtype "float16") }}
-{{- fail "model.dtype float16 with model.gpus 0: CPUs run float32 (or bfloat16 with AVX-512); set model.dtype=float32." }}
+{{- if and $m.accelerator (not (hasKey $.Values.rayCluster.gpuAccelerators $m.accelerator)) }}
+{{- fail (printf "models[%d] (%s): accelerator %s is not a key of rayCluster.gpuAccelerators (known: %v)." $i $m.key $m.accelerator (keys $.Values.rayCluster.gpuAccelerators | sortAlpha)) }}
 {{- end }}
-{{- if ge (int .Values.gateway.maxTokensLimit) (int .Values.model.maxModelLen) }}
-{{- fail (printf "gateway.maxTokensLimit (%d) must be smaller than model.maxModelLen (%d) so a prompt still fits." (int .Values.gateway.maxTokensLimit) (int .Values.model.maxModelLen)) }}
+{{- if and (eq (int $m.gpus) 0) (eq $m.dtype "float16") }}
+{{- fail (printf "models[%d] (%s): dtype float16 with gpus 0: CPUs run float32 (or bfloat16 with AVX-512); set dtype float32." $i $m.key) }}
+{{- end }}
+{{- if ge (int $.Values.gateway.maxTokensLimit) (int $m.maxModelLen) }}
+{{- fail (printf "gateway.maxTokensLimit (%d) must be smaller than models[%d].maxModelLen (%d, %s) so a prompt still fits." (int $.Values.gateway.maxTokensLimit) $i (int $m.maxModelLen) $m.key) }}
+{{- end }}
+{{- $as := $m.autoscaling }}
+{{- $min := int ($as.minReplicas | default 0) }}{{- if $as.keepWarm }}{{- $min = max $min 1 }}{{- end }}
+{{- if and (hasKey $as "maxReplicas") (gt $min (int $as.maxReplicas)) }}
+{{- fail (printf "models[%d].autoscaling (%s): maxReplicas (%d) must be >= minReplicas (%d, keepWarm included)." $i $m.key (int $as.maxReplicas) $min) }}
+{{- end }}
+{{- end }}
+{{- range $alias, $spec := .Values.aliases }}
+{{- range $version, $weight := $spec.weights }}
+{{- if not (hasKey $keys $version) }}
+{{- fail (printf "aliases.%s.weights: %s is not a version in models (registered: %v); a version an alias still weights cannot be removed." $alias $version (keys $keys | sortAlpha)) }}
+{{- end }}
+{{- end }}
+{{- if and $spec.shadow (not (hasKey $keys $spec.shadow)) }}
+{{- fail (printf "aliases.%s.shadow: %s is not a version in models (registered: %v)." $alias $spec.shadow (keys $keys | sortAlpha)) }}
+{{- end }}
+{{- range $models }}
+{{- if eq .name $alias }}
+{{- fail (printf "aliases.%s: an alias may not have the name of a model." $alias) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (eq .Values.vectorStore.backend "embedded") (gt (int .Values.autoscaling.retriever.maxReplicas) 1) }}
 {{- fail "vectorStore.backend embedded keeps the index in one process: autoscaling.retriever.maxReplicas must be 1 (use vectorStore.backend=pgvector to scale the retriever out)." }}
@@ -222,8 +249,10 @@ Cross-field checks that values.schema.json cannot express. Each message names th
 {{- end }}
 {{- $mc := .Values.modelCache }}
 {{- if ne $mc.type "none" }}
-{{- if not (hasPrefix (printf "%s/" (trimSuffix "/" $mc.mountPath)) .Values.model.name) }}
-{{- fail (printf "modelCache.type %s mounts the weights at %s, but model.name (%s) is not a folder under it: set model.name to e.g. %s/<model>." $mc.type $mc.mountPath .Values.model.name (trimSuffix "/" $mc.mountPath)) }}
+{{- range $i, $m := $models }}
+{{- if not (hasPrefix (printf "%s/" (trimSuffix "/" $mc.mountPath)) $m.model) }}
+{{- fail (printf "modelCache.type %s mounts the weights at %s, but models[%d].model (%s) is not a folder under it: set it to e.g. %s/<model>." $mc.type $mc.mountPath $i $m.model (trimSuffix "/" $mc.mountPath)) }}
+{{- end }}
 {{- end }}
 {{- if and (eq $mc.type "pvc") (not $mc.pvc.existingClaim) }}
 {{- fail "modelCache.type pvc needs modelCache.pvc.existingClaim: the PersistentVolumeClaim (created by you) holding the weights." }}
@@ -232,11 +261,12 @@ Cross-field checks that values.schema.json cannot express. Each message names th
 {{- fail "modelCache.init.enabled writes into the claim: set modelCache.pvc.readOnly=false (a ReadWriteMany claim), or fill the claim once yourself and turn the init container off." }}
 {{- end }}
 {{- if and (eq $mc.type "ephemeral") (not $mc.init.enabled) }}
-{{- fail "modelCache.type ephemeral starts empty in every pod: turn modelCache.init.enabled on (with modelCache.init.hfRepo or modelCache.init.command)." }}
+{{- fail "modelCache.type ephemeral starts empty in every pod: turn modelCache.init.enabled on (with models[].hfRepo or modelCache.init.command)." }}
 {{- end }}
 {{- end }}
-{{- if and $mc.init.enabled (not $mc.init.hfRepo) (not $mc.init.command) }}
-{{- fail "modelCache.init.enabled needs modelCache.init.hfRepo (a Hugging Face repo to download) or modelCache.init.command." }}
+{{- $repos := list }}{{- range $models }}{{- with .hfRepo }}{{- $repos = append $repos . }}{{- end }}{{- end }}
+{{- if and $mc.init.enabled (not $repos) (not $mc.init.command) }}
+{{- fail "modelCache.init.enabled needs a models[].hfRepo (a Hugging Face repo to download) or modelCache.init.command." }}
 {{- end }}
 {{- $p := .Values.vectorStore.embedded.persistence }}
 {{- if and (eq .Values.vectorStore.backend "embedded") $p.enabled (not $p.existingClaim) (not (has "ReadWriteMany" $p.accessModes)) (gt (int .Values.rayCluster.cpuWorkers.maxReplicas) 1) }}
@@ -244,26 +274,6 @@ Cross-field checks that values.schema.json cannot express. Each message names th
 {{- end }}
 {{- if and .Values.rayCluster.gcsFaultTolerance.enabled (not .Values.rayCluster.gcsFaultTolerance.redisAddress) }}
 {{- fail "rayCluster.gcsFaultTolerance.enabled needs rayCluster.gcsFaultTolerance.redisAddress: host:port of your Redis." }}
-{{- end }}
-{{- $names := dict "cpu" true }}
-{{- range $rc := list .Values.rayCluster }}
-{{- range $i, $g := $rc.extraGpuWorkerGroups }}
-{{- if not $g.name }}
-{{- fail (printf "rayCluster.extraGpuWorkerGroups[%d] needs a name (its Ray worker group name)." $i) }}
-{{- end }}
-{{- if or (hasKey $names $g.name) (eq $g.name "gpu") }}
-{{- fail (printf "rayCluster.extraGpuWorkerGroups[%d].name %s is already used by another worker group." $i $g.name) }}
-{{- end }}
-{{- $_ := set $names $g.name true }}
-{{- end }}
-{{- if and $rc.extraGpuWorkerGroups (not $rc.gpuWorkers.enabled) }}
-{{- fail "rayCluster.extraGpuWorkerGroups needs rayCluster.gpuWorkers.enabled (its groups take their defaults from gpuWorkers)." }}
-{{- end }}
-{{- end }}
-{{- range include "surge.gpuWorkerGroups" . | fromYamlArray }}
-{{- if gt $gpus (int .gpusPerPod) }}
-{{- fail (printf "model.gpus (%d) is larger than the gpusPerPod (%d) of GPU worker group %s: one LLM replica must fit in one pod of every GPU group." $gpus (int .gpusPerPod) .name) }}
-{{- end }}
 {{- end }}
 {{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
 {{- fail "httpRoute.enabled needs httpRoute.parentRefs: the Gateway(s) the route attaches to." }}
@@ -277,23 +287,72 @@ Cross-field checks that values.schema.json cannot express. Each message names th
 {{- end }}
 
 {{/*
-The GPU worker groups as a YAML list: gpuWorkers (name "gpu") when enabled, then each of
-rayCluster.extraGpuWorkerGroups over gpuWorkers (each key it sets replaces gpuWorkers' whole value).
+`models` as a YAML list with every default filled in (Helm replaces a values list whole, so an entry a user
+writes carries only its own keys): engine vllm, gpus 1, accelerator "", maxModelLen 2048, dtype auto,
+gpuMemoryUtilization 0.9, numCpus 1, hfRepo "", revision main, autoscaling {}, extra {}; plus key
+(name@version), group (its GPU worker group: gpu-<gpus> or gpu-<accelerator>-<gpus>; "" for CPU versions)
+and rayResource (surge_group_<group>, the Ray resource its replicas request and its group's pods offer).
+*/}}
+{{- define "surge.models" -}}
+{{- $out := list }}
+{{- range .Values.models }}
+{{- $m := dict "name" (toString .name) "version" (toString .version) "model" (toString .model) }}
+{{- $defaults := dict "engine" "vllm" "gpus" 1 "accelerator" "" "maxModelLen" 2048 "dtype" "auto" "gpuMemoryUtilization" 0.9 "numCpus" 1 "hfRepo" "" "revision" "main" "autoscaling" dict "extra" dict }}
+{{- $item := . }}
+{{- range $key, $value := $defaults }}
+{{- if hasKey $item $key }}{{- $_ := set $m $key (get $item $key) }}{{- else }}{{- $_ := set $m $key $value }}{{- end }}
+{{- end }}
+{{- $_ := set $m "gpus" (int $m.gpus) }}
+{{- $_ := set $m "key" (printf "%s@%s" $m.name $m.version) }}
+{{- $group := "" }}
+{{- if gt $m.gpus 0 }}
+{{- $group = ternary (printf "gpu-%d" $m.gpus) (printf "gpu-%s-%d" $m.accelerator $m.gpus) (eq $m.accelerator "") }}
+{{- end }}
+{{- $_ := set $m "group" $group }}
+{{- $_ := set $m "rayResource" (printf "surge_group_%s" ($group | replace "-" "_")) }}
+{{- $out = append $out $m }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
+The GPU worker groups as a YAML list, one per distinct GPU shape of `models` (surge.models' group), in the
+order the models list them: rayCluster.gpuWorkers, then for `gpu-<accelerator>-<n>` each key of
+rayCluster.gpuAccelerators.<accelerator> (replacing gpuWorkers' whole value); gpusPerPod = n; maxReplicas
+= min(gpuWorkers.maxReplicas, the sum of its versions' maxReplicas, keepWarm counting as at least 1);
+rayResource: the resource its pods offer, one per pod, so each pod holds exactly one replica of the shape.
 */}}
 {{- define "surge.gpuWorkerGroups" -}}
 {{- $rc := .Values.rayCluster }}
-{{- $groups := list }}
-{{- if $rc.gpuWorkers.enabled }}
-{{- $base := omit (deepCopy $rc.gpuWorkers) "enabled" }}
-{{- $groups = append $groups (merge (dict "name" "gpu") $base) }}
-{{- range $rc.extraGpuWorkerGroups }}
-{{- /* Key by key: a key set on the group replaces gpuWorkers' value whole (no merging of nodeSelector). */}}
-{{- $group := deepCopy $base }}
-{{- range $key, $value := . }}{{- $_ := set $group $key (deepCopy $value) }}{{- end }}
-{{- $groups = append $groups $group }}
+{{- $groups := dict }}
+{{- $order := list }}
+{{- range include "surge.models" . | fromYamlArray }}
+{{- if .group }}
+{{- $max := int (.autoscaling.maxReplicas | default 1) }}
+{{- if not (hasKey $groups .group) }}
+{{- $g := deepCopy $rc.gpuWorkers }}
+{{- if .accelerator }}
+{{- range $key, $value := (get $rc.gpuAccelerators .accelerator | default dict) }}{{- $_ := set $g $key (deepCopy $value) }}{{- end }}
+{{- end }}
+{{- $_ := set $g "name" .group }}
+{{- $_ := set $g "gpusPerPod" .gpus }}
+{{- $_ := set $g "accelerator" .accelerator }}
+{{- $_ := set $g "rayResource" .rayResource }}
+{{- $_ := set $g "modelReplicas" 0 }}
+{{- $_ := set $groups .group $g }}
+{{- $order = append $order .group }}
+{{- end }}
+{{- $g := get $groups .group }}
+{{- $_ := set $g "modelReplicas" (add $g.modelReplicas $max) }}
 {{- end }}
 {{- end }}
-{{- toYaml $groups }}
+{{- $out := list }}
+{{- range $order }}
+{{- $g := get $groups . }}
+{{- $_ := set $g "maxReplicas" (min (int $g.maxReplicas) (int $g.modelReplicas)) }}
+{{- $out = append $out (omit $g "modelReplicas") }}
+{{- end }}
+{{- toYaml $out }}
 {{- end }}
 
 {{/*

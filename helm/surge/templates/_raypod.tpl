@@ -1,6 +1,6 @@
 {{/*
-Env of the pods that run the CPU Serve replicas (gateway, embedder, retriever; the LLM when model.gpus is
-0): every credential comes from a Secret the user created, by secretKeyRef.
+Env of the pods that run the CPU Serve replicas (gateway, embedder, retriever; the CPU model versions,
+gpus 0): every credential comes from a Secret the user created, by secretKeyRef.
 */}}
 {{- define "surge.servingEnv" -}}
 - name: SURGE_API_KEYS
@@ -20,14 +20,14 @@ Env of the pods that run the CPU Serve replicas (gateway, embedder, retriever; t
 {{- end }}
 {{- end }}
 
-{{/* HF_TOKEN from the Secret named by model.hfTokenSecret (nothing when unset). */}}
+{{/* HF_TOKEN from the Secret named by hfTokenSecret (nothing when unset). */}}
 {{- define "surge.hfTokenEnv" -}}
-{{- if .Values.model.hfTokenSecret.name }}
+{{- if .Values.hfTokenSecret.name }}
 - name: HF_TOKEN
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.model.hfTokenSecret.name }}
-      key: {{ .Values.model.hfTokenSecret.key }}
+      name: {{ .Values.hfTokenSecret.name }}
+      key: {{ .Values.hfTokenSecret.key }}
 {{- end }}
 {{- end }}
 
@@ -65,22 +65,25 @@ Env of the pods that run the CPU Serve replicas (gateway, embedder, retriever; t
   command:
     {{- toYaml $mc.init.command | nindent 4 }}
   {{- else }}
-  # Download the repo into model.name; files already there (a warm PVC) are not fetched again.
+  # Download each models[].hfRepo into its model folder; files already there (a warm PVC) are not fetched again.
   command:
     - python
     - -c
     - |
-      import os
+      import json, os
       from huggingface_hub import snapshot_download
-      snapshot_download(os.environ["SURGE_MODEL_REPO"], revision=os.environ["SURGE_MODEL_REVISION"], local_dir=os.environ["SURGE_MODEL_DIR"])
+      for repo, revision, folder in json.loads(os.environ["SURGE_MODEL_DOWNLOADS"]):
+          snapshot_download(repo, revision=revision, local_dir=folder)
   {{- end }}
   env:
     - {name: HOME, value: /tmp}
     - {name: HF_HUB_OFFLINE, value: "0"}
     - {name: HF_HOME, value: /tmp/.cache/huggingface}
-    - {name: SURGE_MODEL_REPO, value: {{ $mc.init.hfRepo | quote }}}
-    - {name: SURGE_MODEL_REVISION, value: {{ $mc.init.revision | quote }}}
-    - {name: SURGE_MODEL_DIR, value: {{ $root.Values.model.name | quote }}}
+    {{- $downloads := list }}
+    {{- range include "surge.models" $root | fromYamlArray }}
+    {{- if .hfRepo }}{{- $downloads = append $downloads (list .hfRepo .revision .model) }}{{- end }}
+    {{- end }}
+    - {name: SURGE_MODEL_DOWNLOADS, value: {{ $downloads | toJson | quote }}}
     {{- with include "surge.hfTokenEnv" $root | trim }}
     {{- . | nindent 4 }}
     {{- end }}
@@ -250,7 +253,7 @@ volumes:
 {{- default (include "surge.componentName" (list . "index")) .Values.vectorStore.embedded.persistence.existingClaim }}
 {{- end }}
 
-{{/* One Ray worker-group entry: (dict "root" $ "name" groupName "group" values "gpu" bool ...). */}}
+{{/* One GPU worker-group entry: (dict "root" $ "group" one item of surge.gpuWorkerGroups). */}}
 {{- define "surge.gpuWorkerGroup" -}}
 {{- $root := .root }}
 {{- $g := .group }}
@@ -264,12 +267,16 @@ volumes:
     # so a CPU-only replica can never keep a GPU node alive.
     num-cpus: "0"
     num-gpus: {{ $g.gpusPerPod | quote }}
+    # One slot of this GPU shape per pod: the versions of this shape request it (ray_resources in the
+    # serve config), so each lands on its own group and the autoscaler knows which group to grow.
+    resources: {{ printf "\"{\\\"%s\\\": 1}\"" $g.rayResource | quote }}
     metrics-export-port: {{ $root.Values.rayCluster.metricsPort | quote }}
   template:
     metadata:
       labels:
         {{- include "surge.rayPodLabels" (list $root "ray") | nindent 8 }}
         surge.io/ray-node: gpu-worker
+        surge.io/gpu-shape: {{ $g.name }}
       {{- with $g.podAnnotations }}
       annotations:
         {{- toYaml . | nindent 8 }}

@@ -4,10 +4,15 @@ deployments/serve_config.yaml, which `serve run` uses locally; a test keeps them
 these documented cluster overrides, and nothing else:
 
   1. http_options.host = 0.0.0.0, http_options.port = rayCluster.servePort (reachable from the Service).
-  2. llm: engine, model, served_model_name, max_model_len, dtype from model.*; with model.gpus > 0:
-     device cuda, num_gpus = tensor_parallel_size = model.gpus, gpu_memory_utilization, and num_cpus 0
-     (GPU workers advertise no CPUs, so no CPU-only replica can land on, and pin, a GPU node);
-     with model.gpus = 0: device cpu, num_gpus 0, num_cpus = model.numCpus.
+  2. models: one entry per item of `models` (surge.models), each starting from the serve config's first
+     `models:` entry (its engine defaults) minus name, version and model: name, version, model, engine,
+     max_model_len, dtype from the item; with gpus > 0: device cuda, num_gpus = tensor_parallel_size =
+     gpus, gpu_memory_utilization, num_cpus 0 (GPU workers advertise no CPUs, so no CPU-only replica can
+     land on, and pin, a GPU node) and ray_resources {surge_group_<group>: 1} (the version's GPU worker
+     group, one replica per pod); with gpus = 0: device cpu, num_gpus 0, num_cpus = numCpus. Each key of
+     the item's autoscaling replaces the same key (snake_case), and each key of `extra` replaces its own.
+     aliases: `aliases` (weights, shadow, shadowFraction -> shadow_fraction) replaces the serve config's;
+     system_prompts: `systemPrompts` when set.
   3. <stage>.autoscaling: each key set under autoscaling.<stage> replaces the same key (camelCase mapped
      to Serve's snake_case names); other keys keep the serve config's values.
   4. retriever.store: embedded at vectorStore.embedded.path, or pgvector (DSN from env SURGE_PG_DSN).
@@ -24,27 +29,54 @@ these documented cluster overrides, and nothing else:
 {{- $_ := set $cfg.http_options "host" "0.0.0.0" }}
 {{- $_ := set $cfg.http_options "port" (int .Values.rayCluster.servePort) }}
 {{- $args := (index $cfg.applications 0).args }}
-{{- /* 2. the LLM stage */}}
-{{- $llm := $args.llm }}
-{{- $gpus := int .Values.model.gpus }}
-{{- $_ := set $llm "engine" .Values.model.engine }}
-{{- $_ := set $llm "model" .Values.model.name }}
-{{- $_ := set $llm "served_model_name" .Values.model.servedModelName }}
-{{- $_ := set $llm "max_model_len" (int .Values.model.maxModelLen) }}
-{{- $_ := set $llm "dtype" .Values.model.dtype }}
-{{- if gt $gpus 0 }}
-{{- $_ := set $llm "device" "cuda" }}
-{{- $_ := set $llm "num_gpus" $gpus }}
-{{- $_ := set $llm "tensor_parallel_size" $gpus }}
-{{- $_ := set $llm "gpu_memory_utilization" .Values.model.gpuMemoryUtilization }}
-{{- $_ := set $llm "num_cpus" 0 }}
-{{- else }}
-{{- $_ := set $llm "device" "cpu" }}
-{{- $_ := set $llm "num_gpus" 0 }}
-{{- $_ := set $llm "num_cpus" .Values.model.numCpus }}
-{{- end }}
-{{- /* 3. per-stage autoscaling */}}
 {{- $keys := dict "minReplicas" "min_replicas" "maxReplicas" "max_replicas" "targetOngoingRequests" "target_ongoing_requests" "keepWarm" "keep_warm" "upscaleDelaySeconds" "upscale_delay_s" "downscaleDelaySeconds" "downscale_delay_s" "downscaleToZeroDelaySeconds" "downscale_to_zero_delay_s" }}
+{{- /* 2. the model registry */}}
+{{- if not $args.models }}
+{{- fail "files/serve_config.yaml has no `models:` list: the chart renders its `models` into it (copy deployments/serve_config.yaml into helm/surge/files/)" }}
+{{- end }}
+{{- $base := omit (index $args.models 0) "name" "version" "model" }}
+{{- $models := list }}
+{{- range include "surge.models" . | fromYamlArray }}
+{{- $e := deepCopy $base }}
+{{- $_ := set $e "name" .name }}
+{{- $_ := set $e "version" .version }}
+{{- $_ := set $e "model" .model }}
+{{- $_ := set $e "engine" .engine }}
+{{- $_ := set $e "max_model_len" (int .maxModelLen) }}
+{{- $_ := set $e "dtype" .dtype }}
+{{- if gt (int .gpus) 0 }}
+{{- $_ := set $e "device" "cuda" }}
+{{- $_ := set $e "num_gpus" (int .gpus) }}
+{{- $_ := set $e "tensor_parallel_size" (int .gpus) }}
+{{- $_ := set $e "gpu_memory_utilization" .gpuMemoryUtilization }}
+{{- $_ := set $e "num_cpus" 0 }}
+{{- $_ := set $e "ray_resources" (dict .rayResource 1) }}
+{{- else }}
+{{- $_ := set $e "device" "cpu" }}
+{{- $_ := set $e "num_gpus" 0 }}
+{{- $_ := set $e "num_cpus" .numCpus }}
+{{- end }}
+{{- $autoscaling := deepCopy ($e.autoscaling | default dict) }}
+{{- range $key, $value := .autoscaling }}
+{{- $_ := set $autoscaling (get $keys $key) $value }}
+{{- end }}
+{{- $_ := set $e "autoscaling" $autoscaling }}
+{{- range $key, $value := .extra }}
+{{- $_ := set $e $key (deepCopy $value) }}
+{{- end }}
+{{- $models = append $models $e }}
+{{- end }}
+{{- $_ := set $args "models" $models }}
+{{- $aliases := dict }}
+{{- range $name, $alias := .Values.aliases }}
+{{- $a := dict "weights" $alias.weights }}
+{{- with $alias.shadow }}{{- $_ := set $a "shadow" . }}{{- end }}
+{{- if hasKey $alias "shadowFraction" }}{{- $_ := set $a "shadow_fraction" $alias.shadowFraction }}{{- end }}
+{{- $_ := set $aliases $name $a }}
+{{- end }}
+{{- $_ := set $args "aliases" $aliases }}
+{{- with .Values.systemPrompts }}{{- $_ := set $args "system_prompts" . }}{{- end }}
+{{- /* 3. per-stage autoscaling */}}
 {{- range $stage, $overrides := .Values.autoscaling }}
 {{- $stageArgs := index $args $stage }}
 {{- if not (hasKey $stageArgs "autoscaling") }}{{- $_ := set $stageArgs "autoscaling" dict }}{{- end }}
