@@ -132,7 +132,7 @@ class Gateway:
         self.guard = RollbackGuard(self.router, self.model_events, settings.rollback_guard)
         llm_name = settings.model_versions()[0].name
         self.inference_log = InferenceLogger(gateway.inference_log, llm_name)
-        usage = UsageRecorder(settings, llm_name)
+        usage = UsageRecorder(settings, llm_name, {v.key: v for v in settings.model_versions()})
         outcomes = OutcomeRecorder(
             self.inference_log, self.metrics, llm_name, observer=self.guard.observe, usage=usage
         )

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from deployments.cost_metrics import add, replica_usd_per_hour, tokens_total, usd_total
 from deployments.request_timeline import Timeline
-from deployments.settings import AppSettings
+from deployments.settings import AppSettings, DeploymentSettings
 from surge_core.cost import ReplicaCost
 from surge_core.inference_log import build_inference_log_publisher
 from surge_core.model_version import model_and_version
@@ -36,27 +37,48 @@ def stage_costs(settings: AppSettings) -> dict[str, ReplicaCost]:
         "retriever": settings.retriever,
         "llm": settings.llm,
     }
-    return {
-        stage: settings.cost.replica_cost(
-            stage, options.num_cpus, options.num_gpus, slots=options.max_ongoing_requests
-        )
-        for stage, options in stages.items()
-    }
+    return {stage: stage_cost(settings, stage, options) for stage, options in stages.items()}
+
+
+def stage_cost(settings: AppSettings, stage: str, options: DeploymentSettings) -> ReplicaCost:
+    return settings.cost.replica_cost(
+        stage, options.num_cpus, options.num_gpus, slots=options.max_ongoing_requests
+    )
 
 
 class UsageRecorder:
-    def __init__(self, settings: AppSettings, served_model: str) -> None:
+    """Charges requests. `llm_versions` maps each served LLM version (`name@version`) to its settings, so a
+    request's LLM seconds are priced by the replica of the version that answered it (an L4 canary beside
+    a CPU primary costs what an L4 costs); without them, by the `llm` section's."""
+
+    def __init__(
+        self,
+        settings: AppSettings,
+        served_model: str,
+        llm_versions: Mapping[str, DeploymentSettings] | None = None,
+    ) -> None:
         self.costs = stage_costs(settings)
-        for stage, cost in self.costs.items():
-            replica_usd_per_hour().set(cost.usd_per_hour, tags={"stage": stage})
+        self.llm_costs = {
+            key: stage_cost(settings, "llm", options) for key, options in (llm_versions or {}).items()
+        }
+        # Always-on keeps one replica of every stage up, and each LLM version is a stage of its own.
+        always_on = {stage: cost.usd_per_hour for stage, cost in self.costs.items()}
+        if self.llm_costs:
+            always_on["llm"] = sum(cost.usd_per_hour for cost in self.llm_costs.values())
+        for stage, usd_per_hour in always_on.items():
+            replica_usd_per_hour().set(usd_per_hour, tags={"stage": stage})
         self.model, self.version = model_and_version(served_model)
         log = settings.gateway.inference_log
         self._publisher = build_inference_log_publisher(log, topic=USAGE) if log.enabled else None
 
-    def charge(self, timeline: Timeline) -> tuple[dict[str, float], dict[str, float]]:
-        """(seconds, USD) per stage for the request so far; the gateway's seconds are its whole life."""
+    def charge(
+        self, timeline: Timeline, llm_version: str | None = None
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """(seconds, USD) per stage for the request so far; the gateway's seconds are its whole life, the
+        LLM's are priced by `llm_version`'s replica when it is a registered version."""
         seconds = {**timeline.stage_seconds, "gateway": max(0.0, time.time() - timeline.arrived)}
-        usd = {stage: self.costs[stage].usd_for(s) for stage, s in seconds.items() if stage in self.costs}
+        costs = {**self.costs, "llm": self.llm_costs.get(llm_version or "", self.costs["llm"])}
+        usd = {stage: costs[stage].usd_for(s) for stage, s in seconds.items() if stage in costs}
         return seconds, usd
 
     def record(self, **request: Any) -> UsageRecord | None:
@@ -84,7 +106,7 @@ class UsageRecorder:
         embedding model of /v1/embeddings)."""
         tenant = tenant or DEFAULT_TENANT
         model, version = model_and_version(served_model) if served_model else (self.model, self.version)
-        seconds, usd = self.charge(timeline)
+        seconds, usd = self.charge(timeline, served_model)
         tags = {"model": model, "version": version, "tenant": tenant}
         for stage, amount in usd.items():
             add(usd_total(), amount, {**tags, "stage": stage})
@@ -103,7 +125,11 @@ class UsageRecorder:
             stage_seconds={stage: round(s, 6) for stage, s in seconds.items()},
             cost_usd=round(sum(usd.values()), 12),
             stage_usd_per_hour={
-                stage: self.costs[stage].usd_per_hour for stage in seconds if stage in self.costs
+                stage: self.llm_costs.get(served_model or "", cost).usd_per_hour
+                if stage == "llm"
+                else cost.usd_per_hour
+                for stage, cost in self.costs.items()
+                if stage in seconds
             },
         )
         if self._publisher is not None:

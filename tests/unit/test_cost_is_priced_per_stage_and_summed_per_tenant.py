@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from deployments.cost_metrics import ReplicaMeter
 from deployments.request_timeline import Timeline
-from deployments.settings import AppSettings
+from deployments.settings import AppSettings, LLMSettings
 from deployments.usage_recording import UsageRecorder, stage_costs
 from pipelines.cost_report import parse_since, report_from_records
 from surge_core.cost import CostSettings, PriceTable, ReplicaCost
@@ -98,6 +98,31 @@ def test_a_requests_stage_seconds_are_priced_by_each_stages_replica() -> None:
     )
     assert (record.model, record.version, record.tenant) == ("smollm2", "3", "acme")
     assert record.cost_usd == pytest.approx(sum(usd.values()), rel=1e-3)
+
+
+def test_a_requests_llm_seconds_are_priced_by_the_replica_of_the_version_that_answered() -> None:
+    # A CPU primary and an L4 canary: the same 2 s in the LLM cost what each version's replica costs.
+    settings = AppSettings.model_validate({"cost": {"stages": {"llm": {"memory_gib": 16}}}})
+    cpu = LLMSettings(num_cpus=1)
+    gpu = LLMSettings(num_cpus=4, num_gpus=1, device="cuda")
+    recorder = UsageRecorder(settings, "m@1", {"m@1": cpu, "m@2": gpu})
+    timeline = Timeline()
+    timeline.add_stage_seconds("llm", 2.0)
+    _, on_cpu = recorder.charge(timeline, "m@1")
+    _, on_gpu = recorder.charge(timeline, "m@2")
+    assert on_cpu["llm"] == pytest.approx(2.0 * (0.035 + 16 * 0.0045) / 3600 / 16)
+    assert on_gpu["llm"] == pytest.approx(2.0 * 0.912 / 3600 / 16)
+    record = recorder.charge_and_publish(
+        route="/v1/chat/completions",
+        status_code=200,
+        timeline=timeline,
+        tokens_in=1,
+        tokens_out=1,
+        principal=None,
+        tenant=None,
+        served_model="m@2",
+    )
+    assert record.stage_usd_per_hour["llm"] == pytest.approx(0.912)
 
 
 def test_a_replica_accrues_live_seconds_always_and_idle_seconds_only_with_nothing_in_flight() -> None:
