@@ -35,8 +35,16 @@ BENCHMARKS = [
     "policy_sim",
 ]
 # Need only Kafka (or nothing): against a cluster they would measure this machine, so --base-url skips them;
-# prefix_affinity deploys both of its sides itself (the router is a deployment option); policy_sim simulates.
-LOCAL_ONLY = {"kafka_ingestion", "feature_and_drift", "auth_overhead", "prefix_affinity", "policy_sim"}
+# prefix_affinity deploys both of its sides itself (the router is a deployment option); policy_sim simulates;
+# trace_replay deploys one app per compared policy itself.
+LOCAL_ONLY = {
+    "kafka_ingestion",
+    "feature_and_drift",
+    "auth_overhead",
+    "prefix_affinity",
+    "policy_sim",
+    "trace_replay",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
