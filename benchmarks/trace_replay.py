@@ -61,8 +61,8 @@ def policies(
 ) -> dict[str, dict[str, Any]]:
     """The compared policies as a user writes them (`llm.autoscaling`). Serve's delays are real seconds;
     `lead_s` (the warmers' pre-warm) is workload seconds; `keep_warm_s` (keep-warm's to-zero delay) real."""
-    base = {**SERVE_DELAYS, "max_replicas": 2}
-    zero = {**base, "min_replicas": 0, "downscale_to_zero_delay_s": 4}
+    base: dict[str, Any] = {**SERVE_DELAYS, "max_replicas": 2}
+    zero: dict[str, Any] = {**base, "min_replicas": 0, "downscale_to_zero_delay_s": 4}
     slo = {"replica_policy": "slo", "ttft_slo_s": slo_s}
     week = ["mon", "tue", "wed", "thu", "fri"]
     learned = {
@@ -72,7 +72,7 @@ def policies(
         "lead_s": lead_s,
         "state_dir": state_dir,
     }
-    compared = {
+    compared: dict[str, dict[str, Any]] = {
         "always-on": {**base, "min_replicas": 1},
         "serve-default": {**zero, "target_ongoing_requests": SLOTS},
         "surge-slo": {**zero, "policy": slo},
@@ -113,7 +113,8 @@ def deploy(app: str, settings: Any, clock: dict[str, float] | None = None) -> An
     options = settings.serve_options("LLMServer")
     if clock:
         options["autoscaling_config"] = on_replay_clock(options["autoscaling_config"], **clock)
-    serve.run(LLMServer.options(**options).bind(settings), name=app, route_prefix=None)
+    stage: Any = LLMServer  # a Serve Deployment (the class decorator hides that from type checkers)
+    serve.run(stage.options(**options).bind(settings), name=app, route_prefix=None)
     return serve.get_app_handle(app)
 
 
