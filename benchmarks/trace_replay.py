@@ -8,16 +8,19 @@ What is real and what is not (also stated in the JSON):
   each run as their own Serve application (one `LLMServer` deployment, surge's own class) side by side on
   one Ray cluster, and the same arrivals are replayed to all of them concurrently through Serve handles.
   Their `autoscaling_config` is what `AutoscalingSettings.to_serve` gives a user (`policy_function` and its
-  kwargs), with one change: the policy runs on the replay's compressed clock (`benchmarks._replay_clock`),
-  so schedule windows and learned hours are workload hours. Serve's delays, replica starts, the controller
-  and the routing are real and run in real seconds.
+  kwargs), with two changes: the policy runs on the replay's compressed clock (`benchmarks._replay_clock`),
+  so schedule windows and learned hours are workload hours; and the warmers' lead, set past the settings'
+  1 h cap where a compressed day needs it. Serve's delays, replica starts, the controller and the routing
+  are real and run in real seconds.
 - The engine is the `synthetic` one (`deployments/engines/synthetic_engine.py`): no model compute, so that
   six policies can share two cores fairly. Its start takes the load time MEASURED for the real tiny engine
   in the same run (`synthetic_load_s`), and it streams at the real engine's measured per-token rate. So cold
   starts cost what Serve plus a real tiny model load cost here; model compute under load is not modelled.
 - The learned warmer learns online from the replay (from an empty model) and is scored on the days after
-  `--train-days`; the scheduled warmer is given the window times. Leads (pre-warm) are 1.5x the measured
-  cold start, in workload time.
+  `--train-days`; the scheduled warmer is given the window times. Leads (pre-warm) are 1.5x (the larger of
+  the real engine's cold first token and the always-on app's first replica start, + 1 s), in workload time,
+  fixed before the replay. The quick run of 2026-12-02 showed that too short under contention: the replay's
+  own cold starts (six apps) took about 25 s against an 18 s lead, so a window's first requests waited.
 - The simulator (`benchmarks.policy_sim`) is calibrated from this run's measurements, replays the same
   short workload on the same compressed clock (its error against the measured replay is stated), then a
   whole week in real time (SIMULATED).
