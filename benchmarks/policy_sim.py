@@ -103,10 +103,20 @@ def simulate_policy(
     dt_s: float = 0.5,
     idle_dt_s: float = 2.0,
     freeze_learning_at_s: float | None = None,
+    clock_scale: float = 1.0,
+    policy_kwargs: dict[str, Any] | None = None,
 ) -> PolicyRun:
+    """`clock_scale`: the policy's clock runs this many times faster than the simulated time (a replay that
+    compresses a day into minutes gives its policies the same compressed clock; 1.0: real time).
+    `policy_kwargs`: the policy's kwargs as a replay handed them to Serve (default: from `settings`)."""
     with tempfile.TemporaryDirectory() as state_dir:
-        policy = build_policy(settings, calibration.slots, state_dir)
-        return _run(workload, settings, calibration, policy, dt_s, idle_dt_s, freeze_learning_at_s)
+        if policy_kwargs is not None:
+            policy = SurgeAutoscalingPolicy(**{**policy_kwargs, "state_dir": state_dir, "save_every_s": 1e12})
+        else:
+            policy = build_policy(settings, calibration.slots, state_dir)
+        return _run(
+            workload, settings, calibration, policy, dt_s, idle_dt_s, freeze_learning_at_s, clock_scale
+        )
 
 
 def _run(
@@ -117,6 +127,7 @@ def _run(
     dt_s: float,
     idle_dt_s: float,
     freeze_at: float | None,
+    clock_scale: float = 1.0,
 ) -> PolicyRun:
     run = PolicyRun()
     lo, hi = s.effective_min_replicas, s.max_replicas
@@ -151,7 +162,7 @@ def _run(
                 run.ttft_s.append(ttft)
                 if scored:
                     run.scored_ttft_s.append(ttft)
-                    run.day_ttft_s.setdefault(int(now // DAY_S), []).append(ttft)
+                    run.day_ttft_s.setdefault(int(now * clock_scale // DAY_S), []).append(ttft)
                 # What the replica reports: from reaching it (not from the handle's queue or a cold start).
                 recent_ttft.append((now, cal.ttft_warm_s + max(0.0, now - started)))
                 r.busy.append(started + cal.service_s(tokens))
@@ -172,7 +183,7 @@ def _run(
             if ttfts and replicas:
                 metrics[stats.TTFT_P90] = {"r": ttfts[max(0, math.ceil(0.9 * len(ttfts)) - 1)]}
             ctx = SimpleNamespace(
-                current_time=MONDAY_EPOCH_S + now,
+                current_time=MONDAY_EPOCH_S + now * clock_scale,
                 total_num_requests=sum(n for _, n in samples) / len(samples),
                 total_queued_requests=float(len(queue)),
                 current_num_replicas=len(replicas),
@@ -226,7 +237,7 @@ def _run(
         run.idle_warm_s += sum(1 for r in replicas if not r.busy and r.ready_at <= now) * step
         if scored:
             run.scored_replica_seconds += len(replicas) * step
-            day = int(now // DAY_S)
+            day = int(now * clock_scale // DAY_S)
             run.day_replica_seconds[day] = run.day_replica_seconds.get(day, 0.0) + len(replicas) * step
         now += step
     return run

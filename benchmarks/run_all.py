@@ -38,7 +38,8 @@ BENCHMARKS = [
 ]
 # Need only Kafka (or nothing): against a cluster they would measure this machine, so --base-url skips them;
 # prefix_affinity deploys both of its sides itself (the router is a deployment option); policy_sim simulates;
-# cost_replay and tracing_overhead deploy their own apps (a usage topic, a traced twin).
+# cost_replay and tracing_overhead deploy their own apps (a usage topic, a traced twin); trace_replay deploys
+# one app per compared policy.
 LOCAL_ONLY = {
     "cost_replay",
     "tracing_overhead",
@@ -47,6 +48,7 @@ LOCAL_ONLY = {
     "auth_overhead",
     "prefix_affinity",
     "policy_sim",
+    "trace_replay",
 }
 
 

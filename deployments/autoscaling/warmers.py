@@ -120,8 +120,9 @@ class LearnedWarmer:
     percentile (99th) times `margin`. After a busy period ends at `e`, hold a replica during
     [e, e + keep_alive) except in the gap [e, e + pre_warm - lead) when pre_warm - lead is long enough
     to be worth unloading (> `min_unload_s`). Two more rules: with fewer than `min_samples` idle times, use
-    `default_keep_alive_s` (a plain keep-alive, as the paper's fallback); and the slot of the week at
-    now + lead that saw arrivals in at least `slot_min_periods` past periods is held warm (known hours).
+    `default_keep_alive_s` (a plain keep-alive, as the paper's fallback); and while a slot of the week that saw
+    arrivals in at least `slot_min_periods` past periods overlaps [now, now + lead], a replica is held (known
+    hours, pre-warmed `lead_s` ahead).
     Worked example: idle times 40 s ... 300 s (p5 60 s, p99 300 s), margin 1.1, lead 20 s: after a busy period
     ending at t=0 -> no replica from 0 to 40 s, one from 40 s to 330 s, none after unless the slot is known.
     """
@@ -165,7 +166,7 @@ class LearnedWarmer:
 
     def floor(self, now: float, model: ArrivalModel | None = None) -> int:
         model = model or ArrivalModel()
-        if model.busy or self._known_slot(model, now + self.lead_s):
+        if model.busy or self._known_slot_ahead(model, now):
             return 1
         if model.last_busy_end is None:
             return 0
@@ -176,11 +177,18 @@ class LearnedWarmer:
             return 0
         return 1 if idle < keep_alive else 0
 
-    def _known_slot(self, model: ArrivalModel, at: float) -> bool:
+    def _known_slot_ahead(self, model: ArrivalModel, now: float) -> bool:
+        """Whether a known slot overlaps [now, now + lead]: every slot the lead spans is checked, not only the
+        one at now + lead, which with a lead longer than a slot (a cold start of minutes against 10-minute
+        slots, or a compressed replay) held a replica for one slot's length and dropped it before the slot."""
         if not model.slot_periods:
             return False
-        _, slot = self.slot(at)
-        return model.slot_periods[slot] >= self.slot_min_periods
+        slot_s = self.period_s / self.slots
+        ahead = [now + k * slot_s for k in range(min(self.slots, int(self.lead_s // slot_s) + 1))]
+        return any(
+            model.slot_periods[self.slot(at)[1]] >= self.slot_min_periods
+            for at in [*ahead, now + self.lead_s]
+        )
 
     def observe(self, model: ArrivalModel, now: float, busy: bool, warm: bool) -> ArrivalModel:
         """Fold one tick into the model: `busy` = the stage has requests now, `warm` = a replica is running."""

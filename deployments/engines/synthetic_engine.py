@@ -11,6 +11,8 @@ Behaviour, through the same interface as the real engines:
   in-process time to first token is one step, as with a real engine's prefill, not zero). A consumer that
   falls behind gets the late tokens back to back, so the engine's own rate does not drift down with the
   event loop's delays. E.g. 100 tokens/s and 50 tokens: due at 10 ms, 20 ms, ..., 500 ms.
+- `start()` takes `synthetic_load_s` (0 by default): `benchmarks/trace_replay.py` sets the load time it
+  measured for the real tiny engine, so Serve's cold starts are real and only the model load is stood in for.
 - A token is one word and a space (`"w17 "`); the prompt is counted in whitespace-separated words. There is
   no tokenizer, so there are no special tokens to neutralise.
 - A stop string ends the sequence with finish "stop" (the stop string is not returned); `abort()` ends it
@@ -49,7 +51,9 @@ class SyntheticEngine(LLMEngine):
         self._interval_s = 1.0 / settings.synthetic_tokens_per_s
 
     async def start(self) -> None:
-        return None
+        # A replay gives it the load time measured for a real engine, so cold starts cost what they would.
+        if self.settings.synthetic_load_s:
+            await asyncio.sleep(self.settings.synthetic_load_s)
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "

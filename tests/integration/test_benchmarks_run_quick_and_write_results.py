@@ -112,15 +112,6 @@ def test_rag_latency_breaks_down_phases_against_in_process_models(
     assert doc["figures"]["paired_ratio_surge_to_in_process"]["total"] == doc["headline"]["value"]
 
 
-def test_trace_replay_measures_replica_seconds_and_simulates_the_trace(
-    warm_bench_url: str, tmp_path: Path
-) -> None:
-    doc = run_quick("trace_replay", tmp_path, *remote(warm_bench_url), "--duration-s", "16")
-    measured = doc["figures"]["measured"]["as deployed"][0]
-    assert measured["errors"] == 0 and measured["requests"] >= 1
-    assert "scale-to-zero" in doc["figures"]["simulated"] and "always-on" in doc["figures"]["simulated"]
-
-
 def test_hop_overhead_measures_bare_uvicorn_serve_hops_and_the_gateway(
     warm_bench_url: str, tmp_path: Path
 ) -> None:

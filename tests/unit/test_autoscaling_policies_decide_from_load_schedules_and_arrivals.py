@@ -158,6 +158,18 @@ def test_learned_warmer_holds_a_slot_of_the_week_seen_busy_in_earlier_weeks() ->
     assert warmer.floor(at(0, 11, 0) + 2 * week, model) == 0
 
 
+def test_learned_warmer_with_a_lead_longer_than_a_slot_holds_from_the_lead_until_the_slot_ends() -> None:
+    # A 3 h lead against hourly slots: held from Monday 06:00 through the known 09:00 slot, not only for the
+    # hour whose end is 3 h ahead (the bug a compressed replay found: warm 06:00-07:00, cold at 09:00).
+    warmer = LearnedWarmer(slot_min_periods=2, default_keep_alive_s=0, lead_s=3 * 3600)
+    week = 7 * 86400
+    model = replay(warmer, [(at(0, 9, 5), at(0, 9, 6)), (at(0, 9, 10) + week, at(0, 9, 11) + week)])
+    for hour, minute in ((6, 0), (7, 30), (8, 59), (9, 30)):
+        assert warmer.floor(at(0, hour, minute) + 2 * week, model) == 1, (hour, minute)
+    assert warmer.floor(at(0, 5, 59) + 2 * week, model) == 0
+    assert warmer.floor(at(0, 10, 1) + 2 * week, model) == 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(gaps=st.lists(st.floats(0.5, 5000), min_size=1, max_size=80), busy=st.floats(0.1, 30))
 def test_learned_warmer_stays_consistent_on_any_arrival_sequence(gaps: list[float], busy: float) -> None:

@@ -12,7 +12,7 @@ import pytest
 from benchmarks import _harness as h
 from benchmarks._surge import ALWAYS_ON, FAST_ZERO
 from benchmarks.autoscale_sim import Calibration, simulate
-from benchmarks.traces import DEFAULT_TRACE, ReplayPlan, TraceRequest, carve, load_trace
+from benchmarks.traces import DEFAULT_TRACE, load_trace
 from deployments.settings import AutoscalingSettings
 
 
@@ -40,15 +40,6 @@ def test_results_file_is_well_formed_json_with_machine_facts(tmp_path: Path) -> 
     assert doc["benchmark"] == "unit_check" and doc["figures"] == {"x": {"p50": 1.0}}
     assert doc["machine"]["cpu_count"] and doc["machine"]["versions"]["ray"]
     assert "| row | 1.5 |" in h.markdown_table(["a", "b"], [["row", 1.5]])
-
-
-def test_carving_keeps_only_on_windows_and_scales_time_and_tokens() -> None:
-    trace = [TraceRequest(t, 1000, 400) for t in range(0, 100)]
-    plan = ReplayPlan(duration_s=40, time_scale=0.5, on_s=10, off_s=10, keep_every=2, max_tokens_cap=32)
-    schedule = carve(trace, plan)
-    assert all(r.t_s < 40 and r.t_s % 20 < 10 for r in schedule)
-    assert [r.t_s for r in schedule][:3] == [0.0, 1.0, 2.0]  # every 2nd of requests 0.5 s apart
-    assert all(r.max_tokens == 32 and r.prompt_words == 48 for r in schedule)
 
 
 def test_the_azure_trace_loads_with_relative_times() -> None:

@@ -88,3 +88,12 @@ def test_building_it_loads_no_model_and_imports_neither_vllm_nor_torch() -> None
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_its_start_takes_the_load_time_it_is_given_and_none_by_default() -> None:
+    started = time.monotonic()
+    synthetic(synthetic_load_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 2.0
+    started = time.monotonic()
+    synthetic()
+    assert time.monotonic() - started < 0.2
