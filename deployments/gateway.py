@@ -110,11 +110,12 @@ class Gateway:
                 key=version.key,
                 name=version.name,
                 llm=LLMClient(
-                    "llm" if settings.legacy else f"llm {version.key}",
+                    "llm",
                     settings.deployment_of(version),
                     llms[version.key],
                     board,
                     waits,
+                    label="llm" if settings.legacy else f"llm {version.key}",
                     autoscaling=version.autoscaling,
                     chain_wake=gateway.chain_wake,
                     idle_timeout_s=gateway.stream_idle_timeout_s,

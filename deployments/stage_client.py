@@ -210,7 +210,11 @@ async def wait_for_stage(
 
 
 class StageClient:
-    """One stage behind its DeploymentHandle; `call` is bounded and fails fast (see `wait_for_stage`)."""
+    """One stage behind its DeploymentHandle; `call` is bounded and fails fast (see `wait_for_stage`).
+
+    `stage` is the kind (`embedder`, `retriever`, `llm`): the key of its seconds, cold-start marks, metrics
+    and span attributes, which prices and dashboards look up; `label` names this client in errors (e.g.
+    `llm smollm2@2`, one of several LLM versions), the stage kind when not given."""
 
     def __init__(
         self,
@@ -219,8 +223,10 @@ class StageClient:
         handle: DeploymentHandle,
         board: StageStatusBoard,
         waits: StageWaits,
+        label: str | None = None,
     ) -> None:
         self.stage = stage
+        self.label = label or stage
         self.deployment = deployment
         self.handle = handle
         self.board = board
@@ -231,7 +237,7 @@ class StageClient:
 
     async def bounded(self, call: Callable[[], Awaitable[Any]]) -> Any:
         return await wait_for_stage(
-            call, stage=self.stage, deployment=self.deployment, board=self.board, waits=self.waits
+            call, stage=self.label, deployment=self.deployment, board=self.board, waits=self.waits
         )
 
     def account_cold_start(
