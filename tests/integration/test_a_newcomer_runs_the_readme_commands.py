@@ -164,8 +164,11 @@ def test_the_first_chat_wakes_the_llm_from_zero_then_streaming_works(client: Any
 def test_a_document_produced_with_kafka_python_is_cited_by_rag(client: Any) -> None:
     from kafka import KafkaProducer
 
-    doc_id = f"newcomer/{uuid.uuid4().hex[:8]}"
-    fact = "The Zorblax lighthouse stands on the island of Quillon and is painted violet."
+    suffix = uuid.uuid4().hex[:8]
+    doc_id = f"newcomer/{suffix}"
+    # A name of its own per run: a checkout that ran this before holds the same fact under older ids in
+    # its index (.cache/surge), and they would fill the top-k.
+    fact = f"The Zorblax-{suffix} lighthouse stands on the island of Quillon and is painted violet."
     producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
     record = {"op": "upsert", "doc_id": doc_id, "text": fact, "metadata": {"source": "newcomer"}}
     producer.send("documents", key=doc_id.encode(), value=json.dumps(record).encode()).get(timeout=30)
@@ -174,7 +177,7 @@ def test_a_document_produced_with_kafka_python_is_cited_by_rag(client: Any) -> N
     def cited() -> list[str] | None:
         reply = client.chat.completions.create(
             model=f"rag/{MODEL}",
-            messages=[{"role": "user", "content": "What colour is the Zorblax lighthouse?"}],
+            messages=[{"role": "user", "content": f"What colour is the Zorblax-{suffix} lighthouse?"}],
             max_tokens=24,
         )
         ids = [source["doc_id"] for source in reply.model_extra.get("sources", [])]
