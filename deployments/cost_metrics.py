@@ -109,8 +109,12 @@ class ReplicaMeter:
         started_at: float,
         interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.tags = replica_tags(stage, served_model)
+        # Called every tick: gauges must be set again before each export (Ray's OpenTelemetry recorder
+        # clears a gauge's observations once it has collected them, so a gauge set once is exported once).
+        self.on_tick = on_tick
         self.gpus = gpus
         self.interval_s = interval_s
         self._lock = threading.Lock()
@@ -164,6 +168,8 @@ class ReplicaMeter:
         add(replica_seconds(), live, self.tags)
         add(gpu_seconds(), live * self.gpus, self.tags)
         add(idle_warm_seconds(), idle, self.tags)
+        if self.on_tick is not None:
+            self.on_tick()
         return live, idle
 
     def _run(self) -> None:

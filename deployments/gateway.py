@@ -152,7 +152,7 @@ class Gateway:
         api.state.gateway = self
         api.add_middleware(BodySizeLimit, max_bytes=gateway.max_body_bytes)
         # The gateway replica's replica-, GPU- and idle-warm seconds, like every stage's.
-        self.meter = start_gateway_meter(llm_name, gateway.num_gpus, started_at)
+        self.meter = start_gateway_meter(llm_name, gateway.num_gpus, started_at, on_tick=usage.publish_prices)
         api.add_middleware(BusyWhileServing, meter=self.meter)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ usage records of its LLM requests name); per-model gateway cost is in `surge_cos
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from deployments.cost_metrics import ReplicaMeter
@@ -22,9 +23,12 @@ STAGE = "gateway"
 PROBE_SUFFIXES = ("/healthz", "/readyz")
 
 
-def start_gateway_meter(served_model: str, gpus: float, started_at: float) -> ReplicaMeter:
-    """The gateway replica's meter, counted as started now (its cold start is `now - started_at`)."""
-    meter = ReplicaMeter(STAGE, served_model, gpus=gpus, started_at=started_at)
+def start_gateway_meter(
+    served_model: str, gpus: float, started_at: float, on_tick: Callable[[], None] | None = None
+) -> ReplicaMeter:
+    """The gateway replica's meter, counted as started now (its cold start is `now - started_at`);
+    `on_tick` runs with every tick (the gateway republishes the stages' prices there)."""
+    meter = ReplicaMeter(STAGE, served_model, gpus=gpus, started_at=started_at, on_tick=on_tick)
     meter.ready(time.time())
     return meter
 

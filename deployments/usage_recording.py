@@ -62,14 +62,20 @@ class UsageRecorder:
             key: stage_cost(settings, "llm", options) for key, options in (llm_versions or {}).items()
         }
         # Always-on keeps one replica of every stage up, and each LLM version is a stage of its own.
-        always_on = {stage: cost.usd_per_hour for stage, cost in self.costs.items()}
+        self.always_on_usd_per_hour = {stage: cost.usd_per_hour for stage, cost in self.costs.items()}
         if self.llm_costs:
-            always_on["llm"] = sum(cost.usd_per_hour for cost in self.llm_costs.values())
-        for stage, usd_per_hour in always_on.items():
-            replica_usd_per_hour().set(usd_per_hour, tags={"stage": stage})
+            self.always_on_usd_per_hour["llm"] = sum(c.usd_per_hour for c in self.llm_costs.values())
+        self.publish_prices()
         self.model, self.version = model_and_version(served_model)
         log = settings.gateway.inference_log
         self._publisher = build_inference_log_publisher(log, topic=USAGE) if log.enabled else None
+
+    def publish_prices(self) -> None:
+        """Set the `surge_cost_replica_usd_per_hour{stage}` gauges (`surge cost --prometheus` prices
+        always-on with them). Called again on every tick of the gateway's meter: Ray exports a gauge's value
+        once and then drops it until it is set again."""
+        for stage, usd_per_hour in self.always_on_usd_per_hour.items():
+            replica_usd_per_hour().set(usd_per_hour, tags={"stage": stage})
 
     def charge(
         self, timeline: Timeline, llm_version: str | None = None

@@ -195,7 +195,11 @@ def report_from_prometheus(url: str, window_s: float, prefix: str = "ray_") -> C
             row.tokens_in += round(count)
         else:
             row.tokens_out += round(count)
-    prices = _prometheus(url, f"max by (stage) ({prefix}surge_cost_replica_usd_per_hour)")
+    # The gateway sets the gauge every few seconds and Ray exports each setting once: read it over the window.
+    window = f"{int(window_s)}s"
+    prices = _prometheus(
+        url, f"max by (stage) (max_over_time({prefix}surge_cost_replica_usd_per_hour[{window}]))"
+    )
     if prices:
         report.app_always_on_usd_per_hour = sum(float(sample["value"][1]) for sample in prices)
     return report

@@ -100,6 +100,20 @@ def test_a_requests_stage_seconds_are_priced_by_each_stages_replica() -> None:
     assert record.cost_usd == pytest.approx(sum(usd.values()), rel=1e-3)
 
 
+def test_every_meter_tick_sets_the_price_gauges_again() -> None:
+    # Ray's OpenTelemetry recorder clears a gauge after exporting it: set once, it vanished from
+    # Prometheus (the cost replay's always-on read "unknown").
+    now = [0.0]
+    prices: list[int] = []
+    meter = ReplicaMeter(
+        "gateway", "m", gpus=0, started_at=0.0, clock=lambda: now[0], on_tick=lambda: prices.append(1)
+    )
+    for _ in range(3):
+        now[0] += 5
+        meter.tick()
+    assert len(prices) == 3
+
+
 def test_a_requests_llm_seconds_are_priced_by_the_replica_of_the_version_that_answered() -> None:
     # A CPU primary and an L4 canary: the same 2 s in the LLM cost what each version's replica costs.
     settings = AppSettings.model_validate({"cost": {"stages": {"llm": {"memory_gib": 16}}}})
@@ -255,6 +269,8 @@ def test_the_cost_report_reads_usd_and_tokens_per_tenant_from_prometheus() -> No
         if "surge_cost_usd_total" in query:
             return [{"metric": labels, "value": [0, "0.25"]}]
         if "surge_cost_replica_usd_per_hour" in query:
+            # Ray exports a gauge once per setting: only a read over the window is sure to find it.
+            assert "max_over_time(ray_surge_cost_replica_usd_per_hour[" in query
             return [
                 {"metric": {"stage": "llm"}, "value": [0, "0.9"]},
                 {"metric": {"stage": "gateway"}, "value": [0, "0.1"]},
