@@ -73,14 +73,13 @@ class CostReport:
         hours = self.window_s / 3600
         for model, version in sorted({(m, v) for m, v, _ in self.rows}):
             charged = sum(r.cost_usd for (m, v, _), r in self.rows.items() if (m, v) == (model, version))
-            always = self.always_on_usd(model, version)
-            always_text = (
-                f"{always:.4f} USD" if (model, version) in self.always_on_usd_per_hour else "unknown"
-            )
-            lines.append(
-                f"{model}@{version}: charged {charged:.6f} USD over {hours:g} h; always-on (one replica of each "
-                f"stage for {hours:g} h) would have cost {always_text}"
-            )
+            line = f"{model}@{version}: charged {charged:.6f} USD over {hours:g} h"
+            if (model, version) in self.always_on_usd_per_hour:
+                always = self.always_on_usd(model, version)
+                line += f"; always-on (one replica of each stage for {hours:g} h) would have cost {always:.4f} USD"
+            elif self.app_always_on_usd_per_hour is None:
+                line += "; always-on: unknown (no price reached this report)"
+            lines.append(line)
         if self.app_always_on_usd_per_hour is not None:
             lines.append(
                 f"the app: charged {sum(r.cost_usd for r in self.rows.values()):.6f} USD over {hours:g} h; "
