@@ -311,3 +311,4 @@ def test_the_cost_report_reads_usd_and_tokens_per_tenant_from_prometheus() -> No
     assert all("ray_surge_cost_" in q for q in queries)  # Ray's exporter prefixes Serve metrics with ray_
     assert report.app_always_on_usd_per_hour == pytest.approx(1.0)
     assert "would have cost 24.0000 USD" in report.render()
+    assert "unknown" not in report.render()  # the app's always-on line stands for every model
