@@ -63,7 +63,12 @@ class SurgeAutoscalingPolicy:
     ) -> None:
         self.replica_policy: ReplicaPolicy = build_replica_policy(replica_policy or {})
         self.warmers: tuple[Warmer, ...] = tuple(build_warmer(w) for w in warmers)
-        default_dir = Path(os.environ.get("SURGE_CACHE_DIR", "~/.cache/surge")).expanduser() / "autoscaling"
+        # The chart mounts a claim on the head (where Serve's controller runs the policies) and names it in
+        # SURGE_AUTOSCALING_STATE_DIR; locally the state sits in the cache dir.
+        default_dir = Path(
+            os.environ.get("SURGE_AUTOSCALING_STATE_DIR")
+            or Path(os.environ.get("SURGE_CACHE_DIR", "~/.cache/surge")) / "autoscaling"
+        ).expanduser()
         self.state_dir = Path(state_dir).expanduser() if state_dir else default_dir
         self.save_every_s = save_every_s
         self._models: dict[str, ArrivalModel] = {}

@@ -93,3 +93,33 @@ def test_the_drift_monitor_can_use_static_membership_with_its_pod_name(render_ch
     register_cli(parser.add_subparsers(dest="command"))
     parsed = parser.parse_args(["drift-monitor", *args[1:-1], "--group-instance-id=pod-0"])
     assert parsed.group_instance_id == "pod-0"
+
+
+def test_the_learned_warmers_state_is_on_a_kept_claim_the_serve_controller_is_pointed_at(
+    render_chart: Renderer,
+) -> None:
+    # The policies run in the Serve controller on the head; without the claim a head restart or a
+    # NewCluster upgrade forgot every learned arrival model.
+    rendered = render_chart(DEFAULT)
+    head = rendered.one("RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    claim = _volumes(head)["autoscaling-state"]["persistentVolumeClaim"]["claimName"]
+    pvc = rendered.one("PersistentVolumeClaim", "-autoscaling-state")
+    assert pvc["metadata"]["name"] == claim
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    container = head["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "autoscaling-state")["mountPath"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SURGE_AUTOSCALING_STATE_DIR"] == mount
+
+
+def test_without_persistence_the_learned_state_is_an_emptydir_and_no_claim_is_made(
+    render_chart: Renderer,
+) -> None:
+    rendered = render_chart(DEFAULT, sets=("rayCluster.head.autoscalingState.persistence.enabled=false",))
+    head = rendered.one("RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert "emptyDir" in _volumes(head)["autoscaling-state"]
+    assert not [
+        p
+        for p in rendered.of_kind("PersistentVolumeClaim")
+        if p["metadata"]["name"].endswith("-autoscaling-state")
+    ]

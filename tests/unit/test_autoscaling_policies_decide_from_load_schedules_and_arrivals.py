@@ -255,6 +255,17 @@ def test_serve_policy_persists_its_arrivals_model_per_deployment(tmp_path: Path)
     assert again._models["surge__LLMServer"].arrivals == 2
 
 
+def test_without_a_state_dir_the_policy_saves_where_the_chart_mounts_its_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chart points the head's Serve controller at a kept claim with SURGE_AUTOSCALING_STATE_DIR.
+    monkeypatch.setenv("SURGE_AUTOSCALING_STATE_DIR", str(tmp_path / "claim"))
+    monkeypatch.setenv("SURGE_CACHE_DIR", str(tmp_path / "cache"))
+    assert SurgeAutoscalingPolicy(warmers=[{"kind": "learned"}]).state_dir == tmp_path / "claim"
+    monkeypatch.delenv("SURGE_AUTOSCALING_STATE_DIR")
+    assert SurgeAutoscalingPolicy().state_dir == tmp_path / "cache" / "autoscaling"
+
+
 def test_serve_policy_ignores_an_unreadable_model_file(tmp_path: Path) -> None:
     (tmp_path / "surge__LLMServer.json").write_text("{not json")
     policy = SurgeAutoscalingPolicy(warmers=[{"kind": "learned"}], state_dir=str(tmp_path))

@@ -248,6 +248,29 @@ volumes:
   {{- end }}
 {{- end }}
 
+{{/* The learned warmers' state claim: rayCluster.head.autoscalingState.persistence.existingClaim or the chart's. */}}
+{{- define "surge.autoscalingStateClaimName" -}}
+{{- default (include "surge.componentName" (list . "autoscaling-state")) .Values.rayCluster.head.autoscalingState.persistence.existingClaim }}
+{{- end }}
+
+{{/* The head's env, mount and volume for the learned warmers' state (the Serve controller runs there). */}}
+{{- define "surge.autoscalingStateEnv" -}}
+- {name: SURGE_AUTOSCALING_STATE_DIR, value: {{ .Values.rayCluster.head.autoscalingState.mountPath | quote }}}
+{{- end }}
+{{- define "surge.autoscalingStateMount" -}}
+- {name: autoscaling-state, mountPath: {{ .Values.rayCluster.head.autoscalingState.mountPath | quote }}}
+{{- end }}
+{{- define "surge.autoscalingStateVolume" -}}
+- name: autoscaling-state
+  {{- if .Values.rayCluster.head.autoscalingState.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "surge.autoscalingStateClaimName" . }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: 64Mi
+  {{- end }}
+{{- end }}
+
 {{/* The embedded index's claim: vectorStore.embedded.persistence.existingClaim or the chart's own. */}}
 {{- define "surge.indexClaimName" -}}
 {{- default (include "surge.componentName" (list . "index")) .Values.vectorStore.embedded.persistence.existingClaim }}
