@@ -119,3 +119,34 @@ def describe_topics(kafka: KafkaSettings, timeout_s: float = 10.0) -> dict[str, 
         }
     finally:
         client.close()
+
+
+def group_lag(kafka: KafkaSettings, group_id: str, topic: str, timeout_s: float = 5.0) -> int:
+    """Records of `topic` that consumer group `group_id` has not committed yet, over all partitions.
+
+    lag = sum over partitions of (end offset - committed offset), where a partition the group has never
+    committed counts from its beginning offset (a new group reads from the earliest record). E.g. ends
+    {0: 120, 1: 40}, committed {0: 100}, beginnings {0: 0, 1: 10} -> (120 - 100) + (40 - 10) = 50.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    # A consumer that names the group but never subscribes: it reads the group's commits and joins nothing.
+    consumer = KafkaConsumer(
+        **kafka.kafka_python_config(),
+        group_id=group_id,
+        enable_auto_commit=False,
+        request_timeout_ms=int(max(timeout_s, 5) * 1000),
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return 0
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        lag = 0
+        for tp in partitions:
+            committed = consumer.committed(tp)
+            lag += max(0, ends[tp] - (committed if committed is not None else starts[tp]))
+        return lag
+    finally:
+        consumer.close(autocommit=False)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from surge_core.kafka_settings import KafkaSettings
 from surge_core.store_settings import StrictModel
 
 POLICY_FUNCTION = "deployments.autoscaling.serve_policy:SurgeAutoscalingPolicy"
@@ -108,6 +109,24 @@ class LearnedWarmerSettings(StrictModel):
         return {"kind": "learned", **self.model_dump(exclude={"state_dir", "save_every_s"})}
 
 
+class BacklogWarmerSettings(StrictModel):
+    """The event-driven warmer (`deployments.autoscaling.backlog`): a consumer group's lag on a topic holds
+    replicas, so a stage wakes when records arrive, before the consumer's first call (e.g. the Embedder for
+    a backlog on `documents`)."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="The brokers to read lag from.")
+    topic: str = Field("documents", min_length=1, max_length=249, description="Topic whose backlog wakes.")
+    group_id: str = Field(
+        "surge-ingestion", min_length=1, max_length=200, description="Consumer group whose lag is read."
+    )
+    min_lag: int = Field(1, ge=1, description="Records of lag that hold the floor.")
+    replicas: int = Field(1, ge=1, le=1000, description="Replicas held while the group lags.")
+    poll_s: float = Field(5.0, ge=0.5, le=600, description="Seconds between two reads of the lag.")
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return {"kind": "backlog", **self.model_dump(mode="json")}
+
+
 class AutoscalingPolicySettings(StrictModel):
     """Which replica policy sizes the stage, and which warmers hold a floor under it."""
 
@@ -125,6 +144,9 @@ class AutoscalingPolicySettings(StrictModel):
     )
     schedule: ScheduleSettings | None = Field(None, description="Scheduled warmer (known hours).")
     learned: LearnedWarmerSettings | None = Field(None, description="Learned warmer (arrivals model).")
+    backlog: BacklogWarmerSettings | None = Field(
+        None, description="Event-driven warmer: a consumer group's backlog on a topic wakes the stage."
+    )
 
     def to_serve(self, target_ongoing_requests: float, capacity_per_replica: int | None) -> dict[str, Any]:
         """Serve's `autoscaling_config.policy`: the class's import path and its JSON kwargs.
@@ -144,7 +166,7 @@ class AutoscalingPolicySettings(StrictModel):
             }
         else:
             replica_policy = {"kind": "queue_length", "target_ongoing_requests": target_ongoing_requests}
-        warmers = [w.to_kwargs() for w in (self.schedule, self.learned) if w is not None]
+        warmers = [w.to_kwargs() for w in (self.schedule, self.learned, self.backlog) if w is not None]
         kwargs: dict[str, Any] = {"replica_policy": replica_policy, "warmers": warmers}
         if self.learned is not None:
             kwargs["state_dir"] = self.learned.state_dir

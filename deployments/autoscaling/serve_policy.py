@@ -105,8 +105,8 @@ class SurgeAutoscalingPolicy:
         before = self._models[key]
         model = learned[0].observe(before, view.now, busy=view.ongoing > 0, warm=view.current_replicas > 0)
         self._models[key] = model
-        if model.arrivals != before.arrivals:
-            self._report(key, model)
+        # Every decision, not only on a new arrival: Ray exports a gauge's value once and then drops it.
+        self._report(key, model)
         if view.now - self._saved_at.get(key, 0.0) >= self.save_every_s and model is not before:
             self._save(key, model, view.now)
         return model

@@ -241,7 +241,18 @@ def _learned(params: Mapping[str, Any]) -> Warmer:
     return LearnedWarmer(**params)
 
 
-WARMERS: dict[str, Callable[[Mapping[str, Any]], Warmer]] = {"scheduled": _scheduled, "learned": _learned}
+def _backlog(params: Mapping[str, Any]) -> Warmer:
+    # Imported here: it reaches Kafka, which only configs that name a backlog warmer need.
+    from deployments.autoscaling.backlog import backlog_warmer
+
+    return backlog_warmer(params)
+
+
+WARMERS: dict[str, Callable[[Mapping[str, Any]], Warmer]] = {
+    "scheduled": _scheduled,
+    "learned": _learned,
+    "backlog": _backlog,
+}
 
 
 def build_warmer(spec: Mapping[str, Any]) -> Warmer:
