@@ -44,6 +44,12 @@ def add_app_arguments(parser: argparse.ArgumentParser, default_llm: str = "tiny-
     )
     parser.add_argument("--llm-engine", default="vllm", choices=["vllm", "transformers"])
     parser.add_argument("--llm-device", default="cpu", choices=["cpu", "cuda"], help="cuda on a GPU node")
+    parser.add_argument(
+        "--embed-queries",
+        default="embedder",
+        choices=["embedder", "gateway"],
+        help="where a local app embeds RAG questions (gateway.embed_queries; issue 13's no-hop lever)",
+    )
     parser.set_defaults(default_llm=default_llm)
 
 
@@ -84,6 +90,7 @@ def bench_settings(
                 "rag_top_k": 2,
                 "chunk_chars": 300,
                 "chunk_overlap_chars": 30,
+                "embed_queries": getattr(args, "embed_queries", "embedder"),
                 **(gateway or {}),
             },
             "embedder": {

@@ -45,6 +45,7 @@ from deployments.openai_api import (
     EmbeddingRequest,
 )
 from deployments.principal import ANONYMOUS, Caller
+from deployments.query_embedding import build_query_embedder
 from deployments.rate_limits import RateLimiter
 from deployments.rollback_guard import RollbackGuard
 from deployments.stage_client import (
@@ -141,8 +142,10 @@ class Gateway:
             self.inference_log, settings.shadow_queue_size, settings.shadow_concurrency
         )
         features = open_online_store(gateway.online_features) if gateway.online_features else None
+        # A RAG question is embedded through the Embedder or in this replica (gateway.embed_queries).
+        questions = build_query_embedder(gateway.embed_queries, settings.embedder, embedder_client)
         self.chat = ChatFlow(
-            settings, self.router, embedder_client, retriever_client, features, outcomes, self.shadows
+            settings, self.router, questions, retriever_client, features, outcomes, self.shadows
         )
         self.completion = CompletionFlow(gateway, self.router, outcomes, self.shadows)
         self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder, usage)

@@ -435,6 +435,12 @@ class GatewaySettings(DeploymentSettings):
         0.5, gt=0, le=60, description="Longest an online-feature read may take; past it, answer without."
     )
     rag_top_k: int = Field(4, ge=1, le=50, description="Chunks retrieved for a RAG chat completion.")
+    embed_queries: Literal["embedder", "gateway"] = Field(
+        "embedder",
+        description="Where a RAG question is embedded: 'embedder' (the Embedder stage, one handle hop) or "
+        "'gateway' (the gateway replica loads the same model and embeds it in-process: no hop, more "
+        "memory and a slower gateway start; deployments/query_embedding.py).",
+    )
     chunk_chars: int = Field(800, ge=50, le=100_000, description="Target chunk size for /v1/documents.")
     chunk_overlap_chars: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")
     max_documents_per_request: int = Field(256, ge=1, description="Most documents in one /v1/documents call.")

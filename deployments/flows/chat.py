@@ -25,9 +25,10 @@ from deployments.flows.system_prompts import with_system_prompt
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, ChatCompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
+from deployments.query_embedding import QueryEmbedder
 from deployments.request_timeline import Timeline
 from deployments.settings import AppSettings
-from deployments.stage_client import EmbedderClient, RetrieverClient
+from deployments.stage_client import RetrieverClient
 from surge_core.feature_store import OnlineFeatureStore
 from surge_core.tenancy import DEFAULT_TENANT
 
@@ -41,7 +42,7 @@ class ChatFlow:
         self,
         settings: AppSettings,
         router: ModelRouter,
-        embedder: EmbedderClient,
+        embedder: QueryEmbedder,
         retriever: RetrieverClient,
         features: OnlineFeatureStore | None,
         outcomes: OutcomeRecorder,
