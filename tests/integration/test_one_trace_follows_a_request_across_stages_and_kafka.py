@@ -11,7 +11,6 @@ its replicas; its spans are exported every 0.2 s (`OTEL_BSP_SCHEDULE_DELAY`).
 from __future__ import annotations
 
 import os
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -245,46 +244,3 @@ def test_a_document_produced_with_a_traceparent_is_traced_through_ingestion_embe
     assert spans["ingestion.embed"].parent_id == process.span_id
     assert spans["ingestion.index_write"].parent_id == process.span_id
     assert attrs(spans["ingestion.index_write"])["surge.documents"] == 1
-
-
-@pytest.mark.timeout(1200)
-def test_tracing_overhead_per_rag_request_is_measured_against_the_untraced_app_in_the_same_run(
-    surge_app: SurgeApp, traced_app: SurgeApp, receiver: OtlpReceiver
-) -> None:
-    """Interleaved rounds of the same RAG request against the untraced session app and the traced one (same
-    Ray, same models); prints the medians and their difference. Not a pass/fail bound: on a shared 2-core
-    machine the spread between requests is larger than the overhead."""
-    untraced = SurgeApp(base_url=surge_app.base_url, api_key="sk-acme-all", settings=surge_app.settings)
-    for app in (untraced, traced_app):  # warm both: documents indexed, every stage up
-        httpx.post(
-            f"{app.base_url}/v1/documents",
-            json={"documents": [{"id": "kb/etna", "text": "Mount Etna is an active volcano in Sicily."}]},
-            headers=app.headers(),
-            timeout=300,
-        ).raise_for_status()
-        answered(lambda app=app: rag_chat(app))  # type: ignore[misc]
-    seconds: dict[str, list[float]] = {"off": [], "on": []}
-    cold = 0
-    # One request at a time, alternating, so neither app idles long enough to scale a stage to zero; a
-    # request that waited for a cold start (or got a 503 waiting) measures the start, not tracing: left out.
-    for _ in range(12):
-        for label, app in (("off", untraced), ("on", traced_app)):
-            started = time.perf_counter()
-            response = rag_chat(app)
-            elapsed = time.perf_counter() - started
-            timings = (
-                response.json().get("surge", {}).get("timings", {}) if response.status_code == 200 else {}
-            )
-            if response.status_code != 200 or any(k.endswith("_cold_start_s") for k in timings):
-                cold += 1
-                continue
-            seconds[label].append(elapsed)
-    off, on = statistics.median(seconds["off"]), statistics.median(seconds["on"])
-    load = os.getloadavg()[0]
-    print(
-        f"\ntracing overhead per RAG request ({len(seconds['off'])} off, {len(seconds['on'])} on, interleaved, "
-        f"{cold} cold starts left out): exporter off "
-        f"p50 {off * 1000:.1f} ms, on p50 {on * 1000:.1f} ms, difference {(on - off) * 1000:+.1f} ms "
-        f"({(on / off - 1) * 100:+.1f} %), load average {load:.2f}"
-    )
-    assert len(seconds["off"]) >= 6 and len(seconds["on"]) >= 6, seconds
