@@ -115,7 +115,7 @@ def test_rag_latency_breaks_down_phases_against_in_process_models(
 def test_hop_overhead_measures_bare_uvicorn_serve_hops_and_the_gateway(
     warm_bench_url: str, tmp_path: Path
 ) -> None:
-    doc = run_quick("hop_overhead", tmp_path, *remote(warm_bench_url), "--requests", "30")
+    doc = run_quick("hop_overhead", tmp_path, *remote(warm_bench_url), "--requests", "30", "--rounds", "1")
     assert "serve 3 hops @c8" in doc["figures"] and "surge gateway /healthz @c1" in doc["figures"]
     cpu = doc["figures"]["embed_path_cpu"]
     assert cpu["visible"] and cpu["server_cpu_ms_per_request"]["baseline"]["median"] > 0
