@@ -49,8 +49,8 @@ from benchmarks.cost_table import (
     priced_bill,
     tenant_keys,
 )
-from benchmarks.trace_replay import prompt, replica_seconds
-from benchmarks.traces import DEFAULT_TRACE, ReplayPlan, ReplayRequest, carve, load_trace
+from benchmarks.trace_slices import ReplayPlan, ReplayRequest, carve, prompt, replica_seconds
+from benchmarks.traces import DEFAULT_TRACE, load_trace
 
 NAME = "cost_replay"
 # Serve deployment -> the stage name the price table and usage records use.
