@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> Path:
                 stack.callback(_surge.undeploy)
                 prometheus_url = start_prometheus(stack, prometheus, args.no_prometheus)
                 _surge.wait_ready(target, 600)
+                seeded_at = time.time()
                 for key in tenant_keys():
                     _surge.seed_documents(h.ServeTarget(target.base_url, key, True), 3, seed=args.seed)
                 _surge.wait_for_zero(target, ("Embedder", "Retriever", "LLMServer"), 120)
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> Path:
                 if prometheus_url:
                     # Ray reports replicas' metrics every few seconds, Prometheus scrapes every second.
                     prometheus["table"] = surge_cost(
-                        broker.bootstrap_servers, run["duration_s"], prometheus=prometheus_url
+                        broker.bootstrap_servers, seeded_at, prometheus=prometheus_url
                     )
-            table = surge_cost(broker.bootstrap_servers, run["duration_s"])
+            table = surge_cost(broker.bootstrap_servers, seeded_at)
         finally:
             broker.stop()
     return report(args, plan, schedule, settings, run, table, prometheus, started, machine)
@@ -244,18 +245,22 @@ def start_prometheus(stack: contextlib.ExitStack, facts: dict[str, Any], skip: b
 
 
 def surge_cost(
-    bootstrap_servers: str, window_s: float, settle_s: float = 60.0, prometheus: str | None = None
+    bootstrap_servers: str, since_epoch: float, settle_s: float = 60.0, prometheus: str | None = None
 ) -> str:
     """The real `surge cost --since <window>` CLI's output, from the topic or from `prometheus` (records are
     sent, and metrics reported, in the background: the call is repeated until two readings agree, at most
-    `settle_s`)."""
-    since = f"{math.ceil(window_s) + 30}s"  # the window plus the seeding just before it
-    command = [sys.executable, "-m", "pipelines.cli", "cost", "--since", since]
-    command += ["--bootstrap-servers", bootstrap_servers]
+    `settle_s`). The window reaches back to `since_epoch` (the seeding) from the moment of each call: a
+    window sized by the replay's length alone ended before the replay once undeploying and Prometheus's
+    reading took longer than its margin (the topic table came out empty)."""
     if prometheus:
-        command += ["--prometheus", prometheus]
         time.sleep(10)  # at least one report of Ray's metrics agent and a scrape after the last request
     deadline = time.monotonic() + settle_s
+    # One window for every reading (so that two readings can agree), still reaching back past the seeding
+    # at the last one.
+    since = f"{math.ceil(time.time() - since_epoch + settle_s) + 10}s"
+    command = [sys.executable, "-m", "pipelines.cli", "cost", "--since", since]
+    command += ["--bootstrap-servers", bootstrap_servers]
+    command += ["--prometheus", prometheus] if prometheus else []
     last = ""
     while True:
         done = subprocess.run(command, cwd=h.REPO_ROOT, capture_output=True, text=True, timeout=120)
