@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from deployments.embedding_versions import ActiveEmbeddingModel
@@ -52,7 +53,7 @@ class InProcessQueryEmbedder:
         }
 
 
-QUERY_EMBEDDERS: dict[str, Any] = {
+QUERY_EMBEDDERS: dict[str, Callable[[EmbedderSettings, QueryEmbedder], QueryEmbedder]] = {
     "embedder": lambda settings, stage: stage,
     "gateway": lambda settings, stage: InProcessQueryEmbedder(settings),
 }
@@ -60,5 +61,4 @@ QUERY_EMBEDDERS: dict[str, Any] = {
 
 def build_query_embedder(where: str, settings: EmbedderSettings, stage: QueryEmbedder) -> QueryEmbedder:
     """The query embedder `gateway.embed_queries` names: `stage` (the Embedder's client) or an in-process one."""
-    embedder: QueryEmbedder = QUERY_EMBEDDERS[where](settings, stage)
-    return embedder
+    return QUERY_EMBEDDERS[where](settings, stage)

@@ -67,7 +67,3 @@ class BacklogWarmer:
                 logger.warning("surge: backlog warmer could not read %s lag: %s", self.topic, error)
                 self.lag = 0
         return self.replicas if self.lag >= self.min_lag else 0
-
-
-def backlog_warmer(params: Mapping[str, Any]) -> BacklogWarmer:
-    return BacklogWarmer(**params)

@@ -243,9 +243,9 @@ def _learned(params: Mapping[str, Any]) -> Warmer:
 
 def _backlog(params: Mapping[str, Any]) -> Warmer:
     # Imported here: it reaches Kafka, which only configs that name a backlog warmer need.
-    from deployments.autoscaling.backlog import backlog_warmer
+    from deployments.autoscaling.backlog import BacklogWarmer
 
-    return backlog_warmer(params)
+    return BacklogWarmer(**params)
 
 
 WARMERS: dict[str, Callable[[Mapping[str, Any]], Warmer]] = {
