@@ -18,10 +18,11 @@ Delivery guarantees (the contract each consumer built on this loop inherits, and
   every partition paused, so a write longer than `max_poll_interval_s` neither gets the consumer evicted
   nor starts a rebalance livelock. A partition revoked during the write is not written any further (no
   zombie writes into a partition another consumer owns) and not committed: its new owner re-reads it
-  from the last commit. Writes carry each record's (partition, offset) as the document's version, and
-  the stores refuse a version older than the one they hold, so a write that was already under way can
-  never overwrite what the new owner wrote. A commit refused because the group moved on means replay
-  by the new owner, never loss.
+  from the last commit (this consumer too, when the rebalance hands the partition back: it seeks back
+  there). Writes carry each record's (partition, offset) as the document's version, and the stores
+  refuse a version older than the one they hold, so a write that was already under way can never
+  overwrite what the new owner wrote. A commit refused because the group moved on means replay by
+  whoever owns the partition next, never loss.
 - **Graceful shutdown.** On SIGTERM/SIGINT the loop finishes the batch in hand (or, if its sink is
   unavailable, abandons it uncommitted), commits what is durable, leaves the group and exits.
 
@@ -249,7 +250,7 @@ class AtLeastOnceConsumer(Generic[T]):
             return False
         if letters and not self._publish_dead_letters(letters):
             return False
-        self._commit(messages)
+        self._reread_uncommitted(messages, committed=self._commit(messages))
 
         processed = len(good) - sum(1 for letter in letters if letter.kind == PoisonKind.PROCESSING_FAILED)
         self.stats.processed += processed
@@ -401,7 +402,9 @@ class AtLeastOnceConsumer(Generic[T]):
             if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
                 return False
 
-    def _commit(self, messages: Sequence[ConsumerRecord]) -> None:
+    def _commit(self, messages: Sequence[ConsumerRecord]) -> bool:
+        """Commit the batch's offsets (those of partitions revoked during the write excepted). False if the
+        commit was refused after a rebalance or abandoned on stop: nothing of the batch is committed then."""
         assert self._consumer is not None
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         assigned = self._consumer.assignment()
@@ -420,23 +423,45 @@ class AtLeastOnceConsumer(Generic[T]):
                 self.stats.commits += 1
                 break
             except CommitFailedError as error:
-                # The group moved on (rebalance): the new owner re-reads these records. Replay, not loss.
+                # The group moved on (rebalance): the records are re-read, by their new owner or by us.
                 logger.warning("commit refused after a rebalance (%s); the records will be re-read", error)
-                return
+                return False
             except KafkaError as error:
                 # Coordinator unreachable (broker restarting): the write is durable, so keep trying to
                 # commit it; if we stop first, the records are replayed, which the sinks make harmless.
                 attempt += 1
                 logger.warning("commit failed (%s); retrying", error)
                 if self.stop_requested.wait(self.settings.retry.delay_s(min(attempt, 64))):
-                    return
+                    return False
         if not offsets:
-            return
+            return True
         for tp, committed in offsets.items():
             self.metrics.committed_offset.labels(tp.topic, str(tp.partition), self.settings.group_id).set(
                 committed.offset
             )
         self._update_lag({tp: c.offset for tp, c in offsets.items()})
+        return True
+
+    def _reread_uncommitted(self, messages: Sequence[ConsumerRecord], committed: bool) -> None:
+        """Seek every partition this consumer still owns back to the batch's first record that was not
+        committed (all of them if the commit failed, else those of partitions revoked during the write).
+
+        Why: kafka-python 3 keeps a partition's position when a rebalance hands it back to the same member
+        (the eager protocol revokes every partition, then assigns; `assign_from_subscribed` preserves the
+        state of the kept ones). Without this seek such a batch was neither written in full nor committed,
+        and never read again: the group's lag stayed up for good, and once a later batch of the partition
+        committed past it, records that had been skipped as revoked were lost. The slow-sink fault test
+        stalled on it in 2 of 4 full runs."""
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        first: dict[TopicPartition, int] = {}
+        for message in messages:
+            tp = TopicPartition(message.topic, message.partition)
+            if tp in assigned and (not committed or self._revoked(message)):
+                first[tp] = min(first.get(tp, message.offset), message.offset)
+        for tp, offset in first.items():
+            logger.info("re-reading %s[%d] from %d (not committed)", tp.topic, tp.partition, offset)
+            self._consumer.seek(tp, offset)
 
     def _update_lag(self, committed: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None

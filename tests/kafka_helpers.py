@@ -186,6 +186,11 @@ class LoopInThread:
     def alive(self) -> bool:
         return self.thread.is_alive() and self.error is None
 
+    def loop_assignment(self) -> set[Any]:
+        """The partitions the loop's consumer owns now (empty before it joined)."""
+        consumer = self.loop._consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
     def committed(self, partition: int) -> int:
         return self._observer.committed(TopicPartition(self.topic, partition)) or 0
 
