@@ -55,19 +55,20 @@ def _deploy(port: int, args: Any, index_dir: Path, router: str) -> h.ServeTarget
 
     from deployments.app import build_app
 
-    two = {"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2}
+    n = args.replicas
+    fixed = {"min_replicas": n, "max_replicas": n, "initial_replicas": n}
     settings = _surge.bench_settings(
         args,
         index_dir,
         embedder={"num_cpus": 0.25},
-        llm={"request_router": router, "num_cpus": 0.5, "autoscaling": {**_surge.ALWAYS_ON, **two}},
+        llm={"request_router": router, "num_cpus": 0.5, "autoscaling": {**_surge.ALWAYS_ON, **fixed}},
     )
     serve.run(build_app(settings), name=APP, route_prefix=PREFIX, blocking=False)
     target = h.ServeTarget(base_url=f"http://127.0.0.1:{port}{PREFIX}", api_key=_surge.BENCH_KEY, local=True)
     h.wait_http_ok(f"{target.base_url}/healthz", 300, headers=target.headers())
     _surge.wait_ready(target, 900)
-    if not h.wait_until(lambda: _surge.replicas(target).get("LLMServer", 0) == 2, 600):
-        raise RuntimeError("the two LLM replicas did not start")
+    if not h.wait_until(lambda: _surge.replicas(target).get("LLMServer", 0) == n, 600):
+        raise RuntimeError(f"the {n} LLM replicas did not start")
     return target
 
 
@@ -134,6 +135,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--conversations", type=int, default=None, help="concurrent chats per round")
     parser.add_argument("--turns", type=int, default=None, help="turns per chat")
     parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="LLM replicas per side (2: the comparison; 1 only checks the plumbing, as the smoke test does)",
+    )
     _surge.add_app_arguments(parser, default_llm="smollm2-135m-instruct")
     args = parser.parse_args(argv)
     if args.base_url:
@@ -196,15 +203,15 @@ def report(
     ]
     results = h.Results(
         name=NAME,
-        description="TTFT and prefix-cache hit rate of a shared-prefix chat workload on two LLM replicas: "
-        "prefix-cache affinity routing vs Serve's power of two, same run.",
+        description="TTFT and prefix-cache hit rate of a shared-prefix chat workload on "
+        f"{args.replicas} LLM replica(s): prefix-cache affinity routing vs Serve's power of two, same run.",
         parameters={
             "rounds": rounds,
             "conversations": conversations,
             "turns": turns,
             "max_tokens": max_tokens,
             "llm_model": _surge.llm_model(args),
-            "llm_replicas": 2,
+            "llm_replicas": args.replicas,
         },
         figures=figures,
         table_headers=["router", "requests", "TTFT p50 (s)", "TTFT p90 (s)", "prefix-cache hit rate"],
@@ -214,7 +221,7 @@ def report(
             value=ratio,
             goal=0.9,
             better="lower",
-            baseline="Ray Serve power-of-two routing over the same two LLM replicas, same run",
+            baseline=f"Ray Serve power-of-two routing over the same {args.replicas} LLM replica(s), same run",
         ),
         notes=[f"TTFT p50 ratio (prefix affinity / power of two): {ratio} (lower is better)"],
     )
