@@ -60,20 +60,22 @@ class Embedder:
         self.meter.ready(self.ready_at)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, batch_size_fn=texts_in)
-    async def _embed_batch(self, items: list[tuple[list[str], LoadedModel]]) -> list[np.ndarray]:
+    async def _embed_batch(self, items: list[tuple[list[str], LoadedModel]]) -> list[tuple[np.ndarray, int]]:
         # One forward pass per model over every caller's texts; it runs in a thread so health checks and
         # batching keep running meanwhile. Each item carries the model its request started with: across a
         # version switch one batch may hold both, and each text must be embedded by the model whose version
-        # its request reports. Each caller gets back its own rows, in order.
-        out: list[np.ndarray | None] = [None] * len(items)
+        # its request reports. Each caller gets back its own rows, in order, and the tokens of its texts
+        # (from the same tokenisation as the forward pass: nothing is tokenised twice).
+        out: list[tuple[np.ndarray, int] | None] = [None] * len(items)
         for model in {id(m): m for _, m in items}.values():
             mine = [i for i, (_, m) in enumerate(items) if m is model]
             texts = [text for i in mine for text in items[i][0]]
-            vectors = await asyncio.to_thread(model.embedder.embed, texts)
+            embedded = await asyncio.to_thread(model.embedder.embed_counted, texts)
             bounds = np.cumsum([len(items[i][0]) for i in mine])[:-1]
-            for i, rows in zip(mine, np.split(vectors, bounds), strict=True):
-                out[i] = rows
-        return [rows for rows in out if rows is not None]
+            parts = zip(np.split(embedded.vectors, bounds), np.split(embedded.tokens, bounds), strict=True)
+            for i, (rows, tokens) in zip(mine, parts, strict=True):
+                out[i] = (rows, int(tokens.sum()))
+        return [part for part in out if part is not None]
 
     async def embed(self, texts: list[str], trace_context: dict[str, str] | None = None) -> dict[str, Any]:
         """Embed `texts`; they join whatever batch is forming, across all callers. `trace_context` (the
@@ -89,10 +91,11 @@ class Embedder:
             parts = await asyncio.gather(
                 *(self._embed_batch((part, model)) for part in slices(texts, self.settings.max_batch_size))
             )
-            tokens = model.embedder.count_tokens(texts)
+            tokens = sum(part_tokens for _, part_tokens in parts)
             tracing.set_attributes(span, **{tracing.TOKENS_IN: tokens, "surge.texts": len(texts)})
+        vectors = [rows for rows, _ in parts]
         return {
-            "embeddings": parts[0] if len(parts) == 1 else np.concatenate(parts),
+            "embeddings": vectors[0] if len(vectors) == 1 else np.concatenate(vectors),
             "tokens": tokens,
             "model": model.embedder.model_name,
             "embedding_version": model.version,

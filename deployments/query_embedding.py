@@ -39,13 +39,13 @@ class InProcessQueryEmbedder:
     async def embed(self, texts: list[str], timeline: Timeline) -> dict[str, Any]:
         model = await self.models.get()
         with tracing.span("gateway.embed", attributes={tracing.STAGE: "gateway"}) as span:
-            vectors, tokens = await asyncio.to_thread(
-                lambda: (model.embedder.embed(texts), model.embedder.count_tokens(texts))
-            )
+            # One tokenisation serves the forward pass and the usage count (`embed_counted`).
+            embedded = await asyncio.to_thread(model.embedder.embed_counted, texts)
+            tokens = int(embedded.tokens.sum())
             tracing.set_attributes(span, **{tracing.TOKENS_IN: tokens, "surge.texts": len(texts)})
         timeline.mark("embedded")
         return {
-            "embeddings": vectors,
+            "embeddings": embedded.vectors,
             "tokens": tokens,
             "model": model.embedder.model_name,
             "embedding_version": model.version,

@@ -68,7 +68,19 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
     for stage, overrides in values["autoscaling"].items():
         autoscaling = args[stage].setdefault("autoscaling", {})
         for key, value in overrides.items():
-            autoscaling[AUTOSCALING_KEYS[key]] = value
+            if key != "backlogWarmer":
+                autoscaling[AUTOSCALING_KEYS[key]] = value
+    warmer = values["autoscaling"]["embedder"].get("backlogWarmer", {})
+    if warmer.get("enabled"):
+        ingest = values["consumers"]["ingest"]
+        args["embedder"]["autoscaling"].setdefault("policy", {})["backlog"] = {
+            "kafka": _kafka_settings(values["kafka"]),
+            "topic": values["kafka"]["topicPrefix"] + "documents",
+            "group_id": ingest["settings"].get("group_id", ingest["consumerGroup"]),
+            "min_lag": warmer["minLag"],
+            "replicas": warmer["replicas"],
+            "poll_s": warmer["pollSeconds"],
+        }
     store = values["vectorStore"]
     if store["backend"] == "pgvector":
         args["retriever"]["store"] = {
@@ -81,24 +93,28 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
         args["retriever"]["store"] = {"backend": "embedded", "path": store["embedded"]["path"]}
     args["gateway"]["max_tokens_limit"] = values["gateway"]["maxTokensLimit"]
     if values["gateway"]["inferenceLog"]:
-        kafka = values["kafka"]
-        settings = {
-            "bootstrap_servers": kafka["bootstrapServers"],
-            "security_protocol": kafka["securityProtocol"],
-            "client_id": "surge",
-        }
-        if kafka["securityProtocol"].startswith("SASL"):
-            settings["sasl_mechanism"] = kafka["saslMechanism"]
-        if kafka["securityProtocol"].endswith("SSL") and kafka["caSecret"]["name"]:
-            settings["ssl_cafile"] = "/etc/surge/kafka-ca/ca.crt"  # the CA Secret, mounted
         args["gateway"]["inference_log"] = {
             "enabled": True,
-            "kafka": settings,
-            "topic_prefix": kafka["topicPrefix"],
+            "kafka": _kafka_settings(values["kafka"]),
+            "topic_prefix": values["kafka"]["topicPrefix"],
         }
     else:
         args["gateway"]["inference_log"] = {"enabled": False}
     return config
+
+
+def _kafka_settings(kafka: dict[str, Any]) -> dict[str, Any]:
+    """KafkaSettings as the chart documents them from `kafka.*` (release "surge": client_id "surge")."""
+    settings = {
+        "bootstrap_servers": kafka["bootstrapServers"],
+        "security_protocol": kafka["securityProtocol"],
+        "client_id": "surge",
+    }
+    if kafka["securityProtocol"].startswith("SASL"):
+        settings["sasl_mechanism"] = kafka["saslMechanism"]
+    if kafka["securityProtocol"].endswith("SSL") and kafka["caSecret"]["name"]:
+        settings["ssl_cafile"] = "/etc/surge/kafka-ca/ca.crt"  # the CA Secret, mounted
+    return settings
 
 
 MODEL_DEFAULTS = {"engine": "vllm", "gpus": 1, "accelerator": "", "maxModelLen": 2048, "dtype": "auto",

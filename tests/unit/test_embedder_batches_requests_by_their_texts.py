@@ -13,6 +13,7 @@ from deployments.cost_metrics import ReplicaMeter
 from deployments.embedder import Embedder, slices, texts_in
 from deployments.embedding_versions import LoadedModel
 from deployments.settings import EmbedderSettings
+from surge_core.embedding import Embedded
 
 
 class FakeModel:
@@ -24,12 +25,11 @@ class FakeModel:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed_counted(self, texts: list[str]) -> Embedded:
+        """Each text counts len(text) tokens."""
         self.calls.append(list(texts))
-        return np.array([[len(t), len(self.calls)] for t in texts], dtype=np.float32)
-
-    def count_tokens(self, texts: list[str]) -> int:
-        return sum(len(t) for t in texts)
+        vectors = np.array([[len(t), len(self.calls)] for t in texts], dtype=np.float32)
+        return Embedded(vectors, np.array([len(t) for t in texts], dtype=np.int64))
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,10 @@ these documented cluster overrides, and nothing else:
      aliases: `aliases` (weights, shadow, shadowFraction -> shadow_fraction) replaces the serve config's;
      system_prompts: `systemPrompts` when set.
   3. <stage>.autoscaling: each key set under autoscaling.<stage> replaces the same key (camelCase mapped
-     to Serve's snake_case names); other keys keep the serve config's values.
+     to Serve's snake_case names); other keys keep the serve config's values. With
+     autoscaling.embedder.backlogWarmer.enabled, embedder.autoscaling.policy.backlog is set (kept beside
+     any other policy key of the serve config) to the ingestion consumer's Kafka settings, group and
+     documents topic plus minLag -> min_lag, replicas, pollSeconds -> poll_s (templates/_backlogwarmer.tpl).
   4. retriever.store: embedded at vectorStore.embedded.path, or pgvector (DSN from env SURGE_PG_DSN).
   5. gateway.max_tokens_limit = gateway.maxTokensLimit; gateway.inference_log: enabled and Kafka settings
      and topic_prefix from kafka.* when gateway.inferenceLog; gateway.api_keys_file (the mounted
@@ -80,9 +83,14 @@ these documented cluster overrides, and nothing else:
 {{- range $stage, $overrides := .Values.autoscaling }}
 {{- $stageArgs := index $args $stage }}
 {{- if not (hasKey $stageArgs "autoscaling") }}{{- $_ := set $stageArgs "autoscaling" dict }}{{- end }}
-{{- range $key, $value := $overrides }}
+{{- range $key, $value := omit $overrides "backlogWarmer" }}
 {{- $_ := set $stageArgs.autoscaling (get $keys $key) $value }}
 {{- end }}
+{{- end }}
+{{- if include "surge.backlogWarmer" . }}
+{{- $policy := deepCopy ($args.embedder.autoscaling.policy | default dict) }}
+{{- $_ := set $policy "backlog" (include "surge.backlogWarmerSettings" . | fromYaml) }}
+{{- $_ := set $args.embedder.autoscaling "policy" $policy }}
 {{- end }}
 {{- /* 4. the vector store */}}
 {{- if eq .Values.vectorStore.backend "pgvector" }}
