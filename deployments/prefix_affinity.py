@@ -121,21 +121,32 @@ class PrefixIndex:
                 del self._holders[key]
 
 
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
 def prompt_text(args: Sequence[Any]) -> str:
     """The text a request's KV cache is built from: `prompt`, or the chat messages in order (role and
-    content), from the first positional argument of `LLMServer.generate` (the request dict). Anything
-    else -- a malformed or foreign request -- gives "" (no preference), never an error."""
+    content), from the first positional argument of `LLMServer.generate`: the `GenerateRequest` the gateway
+    sends, or a request dict. Anything else -- a malformed or foreign request -- gives "" (no preference),
+    never an error.
+
+    Both forms matter: when the gateway began sending the validated `GenerateRequest` instead of a dict
+    (issue 13, "don't validate the LLM request twice"), a dict-only reading gave "" for every real request,
+    so the router always fell back to power of two and both routers measured the same hit rate (0.657 and
+    0.660 in the 2026-12-02 run of benchmarks/prefix_affinity.py)."""
     request = args[0] if args else None
-    if not isinstance(request, Mapping):
+    if request is None or isinstance(request, (str, bytes)):
         return ""
-    prompt = request.get("prompt")
+    prompt = _field(request, "prompt")
     if isinstance(prompt, str):
         return prompt
-    messages = request.get("messages")
+    messages = _field(request, "messages")
     if not isinstance(messages, list):
         return ""
     parts = []
     for message in messages:
-        if isinstance(message, Mapping) and isinstance(message.get("content"), str):
-            parts.append(f"<{message.get('role')}>{message['content']}\n")
+        content = _field(message, "content")
+        if isinstance(content, str):
+            parts.append(f"<{_field(message, 'role')}>{content}\n")
     return "".join(parts)

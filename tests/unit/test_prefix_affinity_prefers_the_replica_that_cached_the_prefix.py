@@ -151,3 +151,15 @@ def test_the_policy_only_prefers_the_best_matches_and_only_when_balanced(
     assert not known or max(known) - min(known) <= POLICY.imbalance_threshold
     assert {matches[r] for r in chosen} == {max(matches.values())}
     assert max(matches.values()) * POLICY.block_chars >= POLICY.min_match_chars
+
+
+def test_the_generate_request_the_gateway_sends_reads_as_the_same_text_as_its_dict_form() -> None:
+    # The gateway sends a validated GenerateRequest, not a dict: reading only dicts gave "" for every real
+    # request, and the router silently fell back to power of two for all of them.
+    from deployments.llm import GenerateRequest
+
+    chat = _chat("My router blinks red.", "It still blinks after a reboot.")
+    sent = GenerateRequest.model_validate({**chat, "max_tokens": 4})
+    assert prompt_text([sent]) == prompt_text([chat]) != ""
+    completion = GenerateRequest.model_validate({"prompt": SYSTEM, "max_tokens": 4})
+    assert prompt_text([completion]) == SYSTEM
