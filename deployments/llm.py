@@ -41,6 +41,7 @@ from deployments.observability import LATENCY_BUCKETS_S, log_event, record_repli
 from deployments.settings import LLMSettings
 from deployments.stage_tracing import start_stage_span
 from surge_core import tracing
+from surge_core.cpu_priority import lower_cpu_priority
 
 STAGE = "llm"
 
@@ -164,6 +165,8 @@ class LLMServer:
         self._started_at = time.time()
         tracing.configure_tracing("surge")
         self.settings = settings
+        # Before the engine starts its threads and processes, so that they inherit it.
+        lower_cpu_priority(settings.cpu_nice)
         self._model_tag = {"model": settings.served_model_name}
         self._engine = build_engine(settings)
         self._stats = GenerationStats()

@@ -263,6 +263,13 @@ class LLMSettings(DeploymentSettings):
     tensor_parallel_size: int = Field(1, ge=1, le=16, description="GPUs one replica shards the model over.")
     engine_threads: int = Field(1, ge=1, le=256, description="CPU threads for the engine (CPU device only).")
     load_timeout_s: float = Field(600, gt=0, description="Longest a replica may take to load the model.")
+    cpu_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Nice value of the replica's process (0-19). 19 for a shadow version sharing cores with the "
+        "primary: it then runs on idle cycles only (surge_core.cpu_priority).",
+    )
     max_constructor_retry_count: int = Field(
         1,
         ge=1,
