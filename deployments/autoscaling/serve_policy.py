@@ -11,6 +11,10 @@ own request counts), per deployment name (so each model version learns on its ow
 as JSON under `state_dir` (the cache dir locally, a PVC on a cluster) at most every `save_every_s`, so a
 controller restart or a redeploy keeps what was learned. Its hit rate (arrivals that found a replica
 running) is exported as the gauge `surge_autoscaling_warm_hit_ratio`.
+
+The warmers' lead follows the cold start measured here (`deployments.autoscaling.cold_start`): every
+scale-from-zero start is timed per deployment, and each warmer pre-warms at least `cold_start_lead.factor`
+x its p90 ahead (kept in memory: after a controller restart the configured leads stand until the next start).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.autoscaling import stats
+from deployments.autoscaling.cold_start import ColdStartLead, ColdStarts
 from deployments.autoscaling.policies import LoadView, ReplicaPolicy, build_replica_policy
 from deployments.autoscaling.warmers import ArrivalModel, LearnedWarmer, Warmer, build_warmer
 
@@ -52,7 +57,8 @@ def load_view(ctx: Any, now: float) -> LoadView:
 
 class SurgeAutoscalingPolicy:
     """`policy_kwargs`: `replica_policy` ({"kind": ..., params}), `warmers` ([{"kind": ..., params}]),
-    `state_dir` (where learned models persist; None: `$SURGE_CACHE_DIR/autoscaling`), `save_every_s`."""
+    `state_dir` (where learned models persist; None: `$SURGE_CACHE_DIR/autoscaling`), `save_every_s`,
+    `cold_start_lead` ({"factor": ..., "max_lead_s": ...}: the warmers' lead from measured cold starts)."""
 
     def __init__(
         self,
@@ -60,9 +66,12 @@ class SurgeAutoscalingPolicy:
         warmers: Sequence[Mapping[str, Any]] = (),
         state_dir: str | None = None,
         save_every_s: float = 30.0,
+        cold_start_lead: Mapping[str, Any] | None = None,
     ) -> None:
         self.replica_policy: ReplicaPolicy = build_replica_policy(replica_policy or {})
         self.warmers: tuple[Warmer, ...] = tuple(build_warmer(w) for w in warmers)
+        self.cold_start_lead = ColdStartLead(**(cold_start_lead or {}))
+        self._cold_starts: dict[str, ColdStarts] = {}
         # The chart mounts a claim on the head (where Serve's controller runs the policies) and names it in
         # SURGE_AUTOSCALING_STATE_DIR; locally the state sits in the cache dir.
         default_dir = Path(
@@ -80,21 +89,36 @@ class SurgeAutoscalingPolicy:
         view = load_view(ctx, now)
         key = f"{ctx.app_name or 'default'}__{ctx.deployment_name}"
         model = self._learn(key, view)
-        floor = max((w.floor(now, model) for w in self.warmers), default=0)
+        floor = self._floor(key, now, model)
         demand = self.replica_policy.replicas(view)
+        decision = max(demand, float(floor))
+        starts = self._cold_starts.get(key, ColdStarts())
+        self._cold_starts[key] = self.cold_start_lead.observe(starts, now, view.current_replicas, decision)
         state = dict(ctx.policy_state or {})
         state.update({"surge_demand": demand, "surge_floor": floor})
-        return max(demand, float(floor)), state
+        return decision, state
 
     @property
     def models(self) -> dict[str, ArrivalModel]:
         """What the learned warmer knows now, per `<app>__<deployment>` (read-only view for reports)."""
         return dict(self._models)
 
-    def decide(self, view: LoadView, model: ArrivalModel | None = None) -> float:
-        """The decision without Serve (benchmarks and the simulator use the same values)."""
-        floor = max((w.floor(view.now, model) for w in self.warmers), default=0)
+    @property
+    def cold_starts(self) -> dict[str, ColdStarts]:
+        """The scale-from-zero starts measured, per `<app>__<deployment>` (read-only view for reports)."""
+        return dict(self._cold_starts)
+
+    def decide(self, view: LoadView, model: ArrivalModel | None = None, key: str | None = None) -> float:
+        """The decision without Serve (benchmarks and the simulator use the same values); `key` names the
+        deployment whose measured cold starts set the warmers' lead (None: the configured leads)."""
+        floor = self._floor(key, view.now, model)
         return max(self.replica_policy.replicas(view), float(floor))
+
+    def _floor(self, key: str | None, now: float, model: ArrivalModel | None) -> int:
+        """The warmers' floor, each pre-warming at least the lead the measured cold starts ask for."""
+        starts = self._cold_starts.get(key or "", ColdStarts())
+        lead = self.cold_start_lead.lead_s(0.0, starts)
+        return max((w.with_min_lead(lead).floor(now, model) for w in self.warmers), default=0)
 
     def _learn(self, key: str, view: LoadView) -> ArrivalModel | None:
         learned = [w for w in self.warmers if isinstance(w, LearnedWarmer)]
