@@ -192,12 +192,13 @@ def test_the_policy_times_a_start_from_its_ask_to_the_first_running_replica(tmp_
     assert policy.cold_starts["surge__LLMServer"].samples_s == (40.0,)
 
 
-def test_an_ask_withdrawn_before_a_replica_ran_is_not_a_cold_start(tmp_path: Any) -> None:
+def test_an_ask_withdrawn_before_a_replica_ran_does_not_start_the_clock(tmp_path: Any) -> None:
     policy = scheduled_policy(tmp_path)
-    policy(context(at(0, 2, 12, 0), 3, 0))  # a request at zero: asks for one
-    policy(context(at(0, 2, 12, 0, 1), 0, 0))  # it went away: asks for none
-    policy(context(at(0, 2, 12, 5), 0, 1))
-    assert policy.cold_starts["surge__LLMServer"].samples_s == ()
+    policy(context(at(0, 2, 12, 0), 3, 0))  # requests at zero: asks for one
+    policy(context(at(0, 2, 12, 0, 1), 0, 0))  # they went away: asks for none
+    policy(context(at(0, 2, 13, 0), 3, 0))  # asks again an hour later
+    policy(context(at(0, 2, 13, 0, 20), 3, 1))
+    assert policy.cold_starts["surge__LLMServer"].samples_s == (20.0,)  # not from 12:00
 
 
 def test_the_warmers_pre_warm_by_one_and_a_half_times_the_measured_cold_start(tmp_path: Any) -> None:
@@ -208,3 +209,36 @@ def test_the_warmers_pre_warm_by_one_and_a_half_times_the_measured_cold_start(tm
     policy(context(at(0, 0, 9, 8), 0, 1))  # a 10-minute start
     assert policy(context(at(1, 0, 8, 44), 0, 0))[0] == 0
     assert policy(context(at(1, 0, 8, 46), 0, 0))[0] == 1  # within 15 min (1.5 x 10) of 09:00
+
+
+def test_a_wake_from_zero_by_serves_fast_path_is_an_arrival_and_a_start_dated_to_the_last_tick_at_zero(
+    tmp_path: Any,
+) -> None:
+    # Serve does not call the policy while requests wait at zero replicas (it starts one itself): the policy
+    # sees nothing between 09:00:00 (idle, at zero) and 09:00:25 (a replica running, requests in flight).
+    policy = SurgeAutoscalingPolicy(
+        warmers=[{"kind": "learned", "period_s": 86_400, "slots": 24}], state_dir=str(tmp_path)
+    )
+    policy(context(at(0, 0, 9, 0), 0, 0))
+    policy(context(at(0, 0, 9, 0, 25), 2, 1))
+    model = policy.models["surge__LLMServer"]
+    assert model.arrivals == 1 and model.hits == 0  # it found no replica
+    assert model.slot_periods[9] == 1  # learned at 09:00, not at whenever the replica ran
+    assert policy.cold_starts["surge__LLMServer"].samples_s == (25.0,)
+
+
+def test_a_wake_whose_requests_were_done_before_the_next_tick_still_counts_as_one(tmp_path: Any) -> None:
+    policy = SurgeAutoscalingPolicy(warmers=[{"kind": "learned"}], state_dir=str(tmp_path))
+    policy(context(at(0, 0, 9, 0), 0, 0))
+    policy(context(at(0, 0, 9, 0, 25), 0, 1))  # a replica the policy did not ask for, nothing in flight
+    model = policy.models["surge__LLMServer"]
+    assert model.arrivals == 1 and not model.busy and model.last_busy_end == at(0, 0, 9, 0, 25)
+    assert policy.cold_starts["surge__LLMServer"].samples_s == (25.0,)
+
+
+def test_a_replica_the_policy_asked_for_is_timed_from_the_ask_not_taken_for_a_wake(tmp_path: Any) -> None:
+    policy = scheduled_policy(tmp_path)
+    policy(context(at(0, 0, 8, 58), 0, 0))  # the window's lead asks for one
+    policy(context(at(0, 0, 8, 58, 30), 0, 0))
+    policy(context(at(0, 0, 8, 59), 1, 1))  # running, a request in flight
+    assert policy.cold_starts["surge__LLMServer"].samples_s == (60.0,)
