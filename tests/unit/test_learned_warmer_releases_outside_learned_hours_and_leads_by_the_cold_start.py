@@ -242,3 +242,14 @@ def test_a_replica_the_policy_asked_for_is_timed_from_the_ask_not_taken_for_a_wa
     policy(context(at(0, 0, 8, 58, 30), 0, 0))
     policy(context(at(0, 0, 8, 59), 1, 1))  # running, a request in flight
     assert policy.cold_starts["surge__LLMServer"].samples_s == (60.0,)
+
+
+def test_the_settings_reach_the_policy_serve_runs(tmp_path: Any) -> None:
+    kwargs = AutoscalingSettings(
+        min_replicas=0,
+        policy={"learned": {"off_hours_keep_alive_floor_s": 900}, "cold_start_lead": {"factor": 2}},
+    ).to_serve(capacity_per_replica=8)["policy"]["policy_kwargs"]
+    policy = SurgeAutoscalingPolicy(**{**kwargs, "state_dir": str(tmp_path)})
+    learned = policy.warmers[0]
+    assert isinstance(learned, LearnedWarmer) and learned.off_hours_keep_alive_floor_s == 900
+    assert policy.cold_start_lead == ColdStartLead(factor=2, max_lead_s=3600)
