@@ -56,7 +56,8 @@ def on_replay_clock(
 
     `warmer_lead_s` (workload seconds) replaces every warmer's validated `lead_s`: the settings cap a lead at
     1 h, which covers any real cold start, but a cold start of 20 s in a day compressed x288 lasts 1.6
-    workload hours."""
+    workload hours. Only replays recorded before 2026-12-02 03:28 fixed a lead (re-reported with it); since,
+    the policies lead by the cold starts they measure (`cold_start_lead`) and pass None."""
     policy = autoscaling_config.get("policy")
     if not policy:
         return autoscaling_config

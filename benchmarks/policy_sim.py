@@ -186,7 +186,8 @@ def _run(
                 current_time=MONDAY_EPOCH_S + now * clock_scale,
                 total_num_requests=sum(n for _, n in samples) / len(samples),
                 total_queued_requests=float(len(queue)),
-                current_num_replicas=len(replicas),
+                # As Serve's: RUNNING replicas only (the policy times its cold starts on it).
+                current_num_replicas=sum(r.ready_at <= now for r in replicas),
                 aggregated_metrics=metrics,
                 policy_state={},
                 app_name="sim",
@@ -203,7 +204,7 @@ def _run(
                         busy=view.ongoing > 0,
                         last_busy_end=frozen_model.last_busy_end if view.ongoing > 0 else view.now,
                     )
-                desired = policy.decide(view, frozen_model)
+                desired = policy.decide(view, frozen_model, key="sim__LLMServer")
             else:
                 desired = policy(ctx)[0]
             want = min(hi, max(lo, math.ceil(desired - 1e-9)))

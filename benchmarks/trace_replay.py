@@ -9,18 +9,20 @@ What is real and what is not (also stated in the JSON):
   one Ray cluster, and the same arrivals are replayed to all of them concurrently through Serve handles.
   Their `autoscaling_config` is what `AutoscalingSettings.to_serve` gives a user (`policy_function` and its
   kwargs), with two changes: the policy runs on the replay's compressed clock (`benchmarks._replay_clock`),
-  so schedule windows and learned hours are workload hours; and the warmers' lead, set past the settings'
-  1 h cap where a compressed day needs it. Serve's delays, replica starts, the controller and the routing
-  are real and run in real seconds.
+  so schedule windows and learned hours are workload hours; and the cap on the lead a measured cold start
+  may set is the settings' 1 h in real seconds (x compress in workload seconds). Serve's delays, replica
+  starts, the controller and the routing are real and run in real seconds.
 - The engine is the `synthetic` one (`deployments/engines/synthetic_engine.py`): no model compute, so that
   six policies can share two cores fairly. Its start takes the load time MEASURED for the real tiny engine
   in the same run (`synthetic_load_s`), and it streams at the real engine's measured per-token rate. So cold
   starts cost what Serve plus a real tiny model load cost here; model compute under load is not modelled.
 - The learned warmer learns online from the replay (from an empty model) and is scored on the days after
-  `--train-days`; the scheduled warmer is given the window times. Leads (pre-warm) are 1.5x (the larger of
-  the real engine's cold first token and the always-on app's first replica start, + 1 s), in workload time,
-  fixed before the replay. The quick run of 2026-12-02 showed that too short under contention: the replay's
-  own cold starts (six apps) took about 25 s against an 18 s lead, so a window's first requests waited.
+  `--train-days`; the scheduled warmer is given the window times. Leads (pre-warm) are no longer fixed
+  before the replay: each warmer pre-warms 1.5x the p90 of the cold starts its own policy measured in the
+  replay (`deployments.autoscaling.cold_start`, the settings' default; the configured lead, the settings'
+  default, only until the first start). The fixed lead of the first quick run of 2026-12-02 (1.5x the
+  always-on deploy + 1 s = 18 s) was too short under contention: the replay's own cold starts (six apps)
+  took about 25 s, so a window's first requests waited.
 - The simulator (`benchmarks.policy_sim`) is calibrated from this run's measurements, replays the same
   short workload on the same compressed clock (its error against the measured replay is stated), then a
   whole week in real time (SIMULATED).
@@ -60,21 +62,16 @@ SERVE_DELAYS = {
 
 
 def policies(
-    slo_s: float, lead_s: float, keep_warm_s: float, windows: bool, state_dir: str
+    slo_s: float, max_lead_s: float, keep_warm_s: float, windows: bool, state_dir: str
 ) -> dict[str, dict[str, Any]]:
     """The compared policies as a user writes them (`llm.autoscaling`). Serve's delays are real seconds;
-    `lead_s` (the warmers' pre-warm) is workload seconds; `keep_warm_s` (keep-warm's to-zero delay) real."""
+    `max_lead_s` (the cap on the lead a measured cold start sets) is workload seconds; `keep_warm_s`
+    (keep-warm's to-zero delay) real. The warmers' own `lead_s` are the settings' defaults."""
     base: dict[str, Any] = {**SERVE_DELAYS, "max_replicas": 2}
     zero: dict[str, Any] = {**base, "min_replicas": 0, "downscale_to_zero_delay_s": 4}
-    slo = {"replica_policy": "slo", "ttft_slo_s": slo_s}
+    slo = {"replica_policy": "slo", "ttft_slo_s": slo_s, "cold_start_lead": {"max_lead_s": max_lead_s}}
     week = ["mon", "tue", "wed", "thu", "fri"]
-    learned = {
-        "period_s": DAY_S,
-        "slots": 24,
-        "slot_min_periods": 2,
-        "lead_s": lead_s,
-        "state_dir": state_dir,
-    }
+    learned = {"period_s": DAY_S, "slots": 24, "slot_min_periods": 2, "state_dir": state_dir}
     compared: dict[str, dict[str, Any]] = {
         "always-on": {**base, "min_replicas": 1},
         "serve-default": {**zero, "target_ongoing_requests": SLOTS},
@@ -83,7 +80,7 @@ def policies(
             **zero,
             "policy": {
                 **slo,
-                "schedule": {"windows": [{"days": week, "start": "09:00", "end": "17:00"}], "lead_s": lead_s},
+                "schedule": {"windows": [{"days": week, "start": "09:00", "end": "17:00"}]},
             },
         },
         "slo+learned": {**zero, "policy": {**slo, "learned": learned}},
@@ -197,18 +194,14 @@ def replay(workload: Workload, compress: float, real: dict[str, float], args: An
     state_dir = tempfile.mkdtemp(prefix="surge-replay-learned-")
     keep_warm_s = DAY_S / 8 / compress
     windows = bool(workload.windows)
-    # Always-on first (it has no clock): its deploy is one synthetic cold start under this run's load, which
-    # with the real engine's cold start sets the warmers' lead (1.5x the larger, in workload seconds).
+    # The settings' cap of 1 h on a measured lead, in real seconds: x compress in workload seconds (a 25 s
+    # start in a day of 180 s is 3.3 workload hours), within what the settings validate (7 days).
+    max_lead_s = min(7 * DAY_S, 3600.0 * compress)
+    compared = policies(args.slo_s, max_lead_s, keep_warm_s, windows, state_dir)
+    # Always-on first (it has no clock): its deploy is one synthetic cold start under this run's load.
     started = time.monotonic()
-    handles = {
-        "always-on": deploy(
-            "replay-always-on",
-            llm_settings(policies(args.slo_s, 0, 1, windows, state_dir)["always-on"], engine),
-        )
-    }
+    handles = {"always-on": deploy("replay-always-on", llm_settings(compared["always-on"], engine))}
     synthetic_start_s = time.monotonic() - started
-    lead_s = 1.5 * (max(real["cold_ttft_s"], synthetic_start_s) + 1.0) * compress  # may pass the 1 h cap
-    compared = policies(args.slo_s, min(3600.0, lead_s), keep_warm_s, windows, state_dir)
     # The policies' clock starts at `origin`, after the other apps deployed (about 2 s each here, none
     # starts a replica). Requests are timed from `origin` even if deploying overran it.
     origin = time.time() + 10.0 + 3.0 * len(compared)
@@ -216,7 +209,6 @@ def replay(workload: Workload, compress: float, real: dict[str, float], args: An
         "replay_origin_s": origin,
         "compress": compress,
         "virtual_origin_s": MONDAY_EPOCH_S,
-        "warmer_lead_s": lead_s,
     }
     handles |= {
         name: deploy(f"replay-{name}", llm_settings(auto, engine), clock)
@@ -265,7 +257,8 @@ def replay(workload: Workload, compress: float, real: dict[str, float], args: An
         "outcomes": outcomes,
         "end_s": end_s,
         "policies": compared,
-        "lead_s": lead_s,
+        "lead_s": None,  # measured in the replay by each policy (cold_start_lead), no longer fixed
+        "max_lead_s": max_lead_s,
         "engine": engine,
         "deploy_overran_origin_s": round(overran_s, 1),
         "always_on_deploy_s": round(synthetic_start_s, 1),

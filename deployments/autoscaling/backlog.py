@@ -57,6 +57,9 @@ class BacklogWarmer:
         self._read_at: float | None = None
         self.lag = 0
 
+    def with_min_lead(self, lead_s: float) -> BacklogWarmer:
+        return self  # event-driven: it wakes on the backlog itself, there is no expected time to lead
+
     def floor(self, now: float, model: Any = None) -> int:
         at = self._clock()
         if self._read_at is None or at - self._read_at >= self.poll_s:

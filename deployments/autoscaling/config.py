@@ -89,6 +89,12 @@ class LearnedWarmerSettings(StrictModel):
     slot_min_periods: int = Field(
         2, ge=1, description="Periods with arrivals in a slot before that slot is held warm."
     )
+    off_hours_keep_alive_floor_s: float = Field(
+        300.0,
+        ge=0,
+        description="Outside the learned active hours the keep-alive is the tail percentile of the idle "
+        "times inside them x margin, but never below this.",
+    )
     state_dir: str | None = Field(
         None,
         min_length=1,
@@ -103,6 +109,8 @@ class LearnedWarmerSettings(StrictModel):
             raise ValueError(f"head ({self.head}) must be < tail ({self.tail})")
         if self.default_keep_alive_s > self.max_keep_alive_s:
             raise ValueError("default_keep_alive_s must be <= max_keep_alive_s")
+        if self.off_hours_keep_alive_floor_s > self.max_keep_alive_s:
+            raise ValueError("off_hours_keep_alive_floor_s must be <= max_keep_alive_s")
         return self
 
     def to_kwargs(self) -> dict[str, Any]:
@@ -127,6 +135,21 @@ class BacklogWarmerSettings(StrictModel):
         return {"kind": "backlog", **self.model_dump(mode="json")}
 
 
+class ColdStartLeadSettings(StrictModel):
+    """The warmers' lead from the cold starts the policy measures (`deployments.autoscaling.cold_start`):
+    lead = min(max_lead_s, max(the warmer's lead_s, factor x the p90 of the last measured starts))."""
+
+    factor: float = Field(
+        1.5, ge=0, le=10, description="Times the measured p90 cold start a warmer pre-warms ahead (0: off)."
+    )
+    max_lead_s: float = Field(
+        3600.0, gt=0, le=7 * 86_400, description="Longest lead a measured cold start may set."
+    )
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
 class AutoscalingPolicySettings(StrictModel):
     """Which replica policy sizes the stage, and which warmers hold a floor under it."""
 
@@ -146,6 +169,10 @@ class AutoscalingPolicySettings(StrictModel):
     learned: LearnedWarmerSettings | None = Field(None, description="Learned warmer (arrivals model).")
     backlog: BacklogWarmerSettings | None = Field(
         None, description="Event-driven warmer: a consumer group's backlog on a topic wakes the stage."
+    )
+    cold_start_lead: ColdStartLeadSettings = Field(
+        default_factory=ColdStartLeadSettings,
+        description="The warmers' lead grows to a multiple of the cold start measured for the stage.",
     )
 
     def to_serve(self, target_ongoing_requests: float, capacity_per_replica: int | None) -> dict[str, Any]:
@@ -167,7 +194,11 @@ class AutoscalingPolicySettings(StrictModel):
         else:
             replica_policy = {"kind": "queue_length", "target_ongoing_requests": target_ongoing_requests}
         warmers = [w.to_kwargs() for w in (self.schedule, self.learned, self.backlog) if w is not None]
-        kwargs: dict[str, Any] = {"replica_policy": replica_policy, "warmers": warmers}
+        kwargs: dict[str, Any] = {
+            "replica_policy": replica_policy,
+            "warmers": warmers,
+            "cold_start_lead": self.cold_start_lead.to_kwargs(),
+        }
         if self.learned is not None:
             kwargs["state_dir"] = self.learned.state_dir
             kwargs["save_every_s"] = self.learned.save_every_s

@@ -11,6 +11,18 @@ own request counts), per deployment name (so each model version learns on its ow
 as JSON under `state_dir` (the cache dir locally, a PVC on a cluster) at most every `save_every_s`, so a
 controller restart or a redeploy keeps what was learned. Its hit rate (arrivals that found a replica
 running) is exported as the gauge `surge_autoscaling_warm_hit_ratio`.
+
+The warmers' lead follows the cold start measured here (`deployments.autoscaling.cold_start`): every
+scale-from-zero start is timed per deployment, and each warmer pre-warms at least `cold_start_lead.factor`
+x its p90 ahead (kept in memory: after a controller restart the configured leads stand until the next start).
+
+Serve does not call the policy while a deployment has no running replica and requests wait: its cold-start
+fast path starts one at once. So the arrival that woke a stage at zero, and the start it waited for, are
+only seen at the first tick with a running replica the policy had not asked for; they are dated to the last
+tick seen at zero (the
+measured replay of 2026-12-02 showed why: without this the learned warmer dated every wake-up to the moment
+its replica ran, 2-3 workload hours late, never learned the 09:00 slot, measured no start to lead by, and
+counted every arrival as a warm hit).
 """
 
 from __future__ import annotations
@@ -20,10 +32,12 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from deployments.autoscaling import stats
+from deployments.autoscaling.cold_start import ColdStartLead, ColdStarts
 from deployments.autoscaling.policies import LoadView, ReplicaPolicy, build_replica_policy
 from deployments.autoscaling.warmers import ArrivalModel, LearnedWarmer, Warmer, build_warmer
 
@@ -52,7 +66,8 @@ def load_view(ctx: Any, now: float) -> LoadView:
 
 class SurgeAutoscalingPolicy:
     """`policy_kwargs`: `replica_policy` ({"kind": ..., params}), `warmers` ([{"kind": ..., params}]),
-    `state_dir` (where learned models persist; None: `$SURGE_CACHE_DIR/autoscaling`), `save_every_s`."""
+    `state_dir` (where learned models persist; None: `$SURGE_CACHE_DIR/autoscaling`), `save_every_s`,
+    `cold_start_lead` ({"factor": ..., "max_lead_s": ...}: the warmers' lead from measured cold starts)."""
 
     def __init__(
         self,
@@ -60,9 +75,14 @@ class SurgeAutoscalingPolicy:
         warmers: Sequence[Mapping[str, Any]] = (),
         state_dir: str | None = None,
         save_every_s: float = 30.0,
+        cold_start_lead: Mapping[str, Any] | None = None,
     ) -> None:
         self.replica_policy: ReplicaPolicy = build_replica_policy(replica_policy or {})
         self.warmers: tuple[Warmer, ...] = tuple(build_warmer(w) for w in warmers)
+        self.cold_start_lead = ColdStartLead(**(cold_start_lead or {}))
+        self._cold_starts: dict[str, ColdStarts] = {}
+        # (time, running replicas, replicas asked for) at the last call, per deployment
+        self._last_tick: dict[str, tuple[float, int, float]] = {}
         # The chart mounts a claim on the head (where Serve's controller runs the policies) and names it in
         # SURGE_AUTOSCALING_STATE_DIR; locally the state sits in the cache dir.
         default_dir = Path(
@@ -79,31 +99,63 @@ class SurgeAutoscalingPolicy:
         now = float(ctx.current_time or time.time())
         view = load_view(ctx, now)
         key = f"{ctx.app_name or 'default'}__{ctx.deployment_name}"
-        model = self._learn(key, view)
-        floor = max((w.floor(now, model) for w in self.warmers), default=0)
+        woke_at = self._woken_by_serve_at(key, view)
+        model = self._learn(key, view, woke_at)
+        floor = self._floor(key, now, model)
         demand = self.replica_policy.replicas(view)
+        decision = max(demand, float(floor))
+        starts = self._cold_starts.get(key, ColdStarts())
+        if woke_at is not None and starts.asking_since is None:
+            starts = replace(starts, asking_since=woke_at)
+        self._cold_starts[key] = self.cold_start_lead.observe(starts, now, view.current_replicas, decision)
+        self._last_tick[key] = (now, view.current_replicas, decision)
         state = dict(ctx.policy_state or {})
         state.update({"surge_demand": demand, "surge_floor": floor})
-        return max(demand, float(floor)), state
+        return decision, state
 
     @property
     def models(self) -> dict[str, ArrivalModel]:
         """What the learned warmer knows now, per `<app>__<deployment>` (read-only view for reports)."""
         return dict(self._models)
 
-    def decide(self, view: LoadView, model: ArrivalModel | None = None) -> float:
-        """The decision without Serve (benchmarks and the simulator use the same values)."""
-        floor = max((w.floor(view.now, model) for w in self.warmers), default=0)
+    @property
+    def cold_starts(self) -> dict[str, ColdStarts]:
+        """The scale-from-zero starts measured, per `<app>__<deployment>` (read-only view for reports)."""
+        return dict(self._cold_starts)
+
+    def decide(self, view: LoadView, model: ArrivalModel | None = None, key: str | None = None) -> float:
+        """The decision without Serve (benchmarks and the simulator use the same values); `key` names the
+        deployment whose measured cold starts set the warmers' lead (None: the configured leads)."""
+        floor = self._floor(key, view.now, model)
         return max(self.replica_policy.replicas(view), float(floor))
 
-    def _learn(self, key: str, view: LoadView) -> ArrivalModel | None:
+    def _floor(self, key: str | None, now: float, model: ArrivalModel | None) -> int:
+        """The warmers' floor, each pre-warming at least the lead the measured cold starts ask for."""
+        starts = self._cold_starts.get(key or "", ColdStarts())
+        lead = self.cold_start_lead.lead_s(0.0, starts)
+        return max((w.with_min_lead(lead).floor(now, model) for w in self.warmers), default=0)
+
+    def _woken_by_serve_at(self, key: str, view: LoadView) -> float | None:
+        """When the last tick saw no running replica and asked for none, and this one sees one running, Serve's
+        fast path started it for requests that arrived after that tick (they may be done by now: a start is
+        longer than their service): that tick's time, else None."""
+        last = self._last_tick.get(key)
+        if last is None or last[1] > 0 or last[2] > 0 or view.current_replicas == 0:
+            return None
+        return last[0]
+
+    def _learn(self, key: str, view: LoadView, woke_at: float | None = None) -> ArrivalModel | None:
         learned = [w for w in self.warmers if isinstance(w, LearnedWarmer)]
         if not learned:
             return None
         if key not in self._models:
             self._models[key] = self._load(key)
         before = self._models[key]
-        model = learned[0].observe(before, view.now, busy=view.ongoing > 0, warm=view.current_replicas > 0)
+        model = before
+        if woke_at is not None and not before.busy:
+            # The arrival that woke the stage at zero, at the last tick seen at zero; it found no replica.
+            model = learned[0].observe(before, woke_at, busy=True, warm=False)
+        model = learned[0].observe(model, view.now, busy=view.ongoing > 0, warm=view.current_replicas > 0)
         self._models[key] = model
         # Every decision, not only on a new arrival: Ray exports a gauge's value once and then drops it.
         self._report(key, model)

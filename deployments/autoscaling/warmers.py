@@ -22,6 +22,11 @@ MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 class Warmer(Protocol):
     def floor(self, now: float, model: ArrivalModel | None = None) -> int: ...
 
+    def with_min_lead(self, lead_s: float) -> Warmer:
+        """This warmer pre-warming at least `lead_s` ahead (the policy passes the measured cold start's
+        lead, `deployments.autoscaling.cold_start`); a warmer without a lead returns itself."""
+        ...
+
 
 @dataclass(frozen=True)
 class Window:
@@ -60,6 +65,9 @@ class ScheduledWarmer:
     lead_s: float = 0.0
     utc_offset_minutes: int = 0
 
+    def with_min_lead(self, lead_s: float) -> ScheduledWarmer:
+        return self if lead_s <= self.lead_s else replace(self, lead_s=lead_s)
+
     def floor(self, now: float, model: ArrivalModel | None = None) -> int:
         minute = week_minute(now, self.utc_offset_minutes)
         lead = self.lead_s / 60.0
@@ -80,11 +88,15 @@ class ArrivalModel:
 
     An *arrival* is the start of a busy period (the stage had nothing to do, then had a request); the idle time
     is the gap since the previous busy period ended. `slot_periods[s]` counts the periods (weeks, by default)
-    in which slot `s` (an hour of the week) saw an arrival. `hits`/`arrivals` score the warmer: an arrival
-    that found a replica running is a hit.
+    in which slot `s` (an hour of the week) saw an arrival. `in_hours_idle_times_s` are the idle times whose
+    whole gap lay in known slots (the pauses *inside* active hours, not the nights between them).
+    `hits`/`arrivals` score the warmer: an arrival that found a replica running is a hit.
+    A model saved before `in_hours_idle_times_s` existed loads with none (the keep-alive is then the plain
+    one until enough are seen), and an older reader ignores the new key: the format needs no version.
     """
 
     idle_times_s: tuple[float, ...] = ()
+    in_hours_idle_times_s: tuple[float, ...] = ()
     slot_periods: tuple[int, ...] = ()
     slot_last_period: tuple[int, ...] = ()
     last_busy_end: float | None = None
@@ -102,7 +114,7 @@ class ArrivalModel:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArrivalModel:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for name in ("idle_times_s", "slot_periods", "slot_last_period"):
+        for name in ("idle_times_s", "in_hours_idle_times_s", "slot_periods", "slot_last_period"):
             known[name] = tuple(known.get(name, ()))
         return cls(**known)
 
@@ -125,6 +137,20 @@ class LearnedWarmer:
     hours, pre-warmed `lead_s` ahead).
     Worked example: idle times 40 s ... 300 s (p5 60 s, p99 300 s), margin 1.1, lead 20 s: after a busy period
     ending at t=0 -> no replica from 0 to 40 s, one from 40 s to 330 s, none after unless the slot is known.
+
+    Slot-aware keep-alive: once some slot is known (the history is mature), outside known slots the
+    keep-alive is the one of active hours,
+        keep_alive_off = min(keep_alive, max(off_hours_keep_alive_floor_s,
+                                             tail percentile of in_hours_idle_times_s x margin)),
+    while inside (or within the lead of) a known slot the replica is held as before. Why: the plain p99 mixes
+    the pauses of a working day with the nights between days, so it is the longest gap the cap allows (4 h)
+    and a replica outlived every window by that much (the replay of 2026-12-02: 82 idle warm seconds of the
+    learned warmer against 53 of the schedule); a stray request at night held one for hours. With fewer than
+    `min_samples` in-hours idle times the plain keep-alive stands.
+    Worked example: hourly slots, two weeks of weekday 09:00-17:00 traffic, in-hours idle times up to 20 min
+    (p99 20 min x 1.1 = 22 min), nights in the plain p99 (capped at 4 h), floor 5 min: a busy period ending
+    16:50 -> held to 17:12 (was 20:50); a stray 03:00-03:01 -> held to 03:23 (was 07:01); Monday 09:00 is
+    still pre-warmed from 09:00 - lead.
     """
 
     head: float = 0.05
@@ -139,10 +165,13 @@ class LearnedWarmer:
     period_s: float = 7 * 86400.0
     slots: int = 168
     slot_min_periods: int = 2
+    off_hours_keep_alive_floor_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.head < self.tail <= 1:
             raise ValueError("need 0 <= head < tail <= 1")
+        if not 0 <= self.off_hours_keep_alive_floor_s <= self.max_keep_alive_s:
+            raise ValueError("need 0 <= off_hours_keep_alive_floor_s <= max_keep_alive_s")
         if (
             self.slots < 1
             or self.period_s <= 0
@@ -164,6 +193,18 @@ class LearnedWarmer:
         keep_alive = min(self.max_keep_alive_s, _percentile(model.idle_times_s, self.tail) * self.margin)
         return pre_warm, max(keep_alive, pre_warm)
 
+    def off_hours_keep_alive(self, model: ArrivalModel) -> float:
+        """The keep-alive outside known slots (the class docstring's keep_alive_off)."""
+        keep_alive = self.windows(model)[1]
+        mature = any(p >= self.slot_min_periods for p in model.slot_periods)
+        if not mature or len(model.in_hours_idle_times_s) < self.min_samples:
+            return keep_alive
+        in_hours = _percentile(model.in_hours_idle_times_s, self.tail) * self.margin
+        return min(keep_alive, max(self.off_hours_keep_alive_floor_s, in_hours))
+
+    def with_min_lead(self, lead_s: float) -> LearnedWarmer:
+        return self if lead_s <= self.lead_s else replace(self, lead_s=lead_s)
+
     def floor(self, now: float, model: ArrivalModel | None = None) -> int:
         model = model or ArrivalModel()
         if model.busy or self._known_slot_ahead(model, now):
@@ -171,11 +212,12 @@ class LearnedWarmer:
         if model.last_busy_end is None:
             return 0
         idle = now - model.last_busy_end
-        pre_warm, keep_alive = self.windows(model)
+        pre_warm, _ = self.windows(model)
         unload_until = pre_warm - self.lead_s
         if unload_until > self.min_unload_s and idle < unload_until:
             return 0
-        return 1 if idle < keep_alive else 0
+        # Not in or ahead of a known slot here: the keep-alive of active hours, once they are known.
+        return 1 if idle < self.off_hours_keep_alive(model) else 0
 
     def _known_slot_ahead(self, model: ArrivalModel, now: float) -> bool:
         """Whether a known slot overlaps [now, now + lead]: every slot the lead spans is checked, not only the
@@ -190,32 +232,48 @@ class LearnedWarmer:
             for at in [*ahead, now + self.lead_s]
         )
 
+    def _all_known(self, periods: list[int], start: float, end: float) -> bool:
+        """Whether every slot of [start, end] is known (steps of one slot's length skip none)."""
+        slot_s = self.period_s / self.slots
+        steps = min(self.slots, int((end - start) // slot_s) + 1)
+        return all(
+            periods[self.slot(at)[1]] >= self.slot_min_periods
+            for at in [*(start + k * slot_s for k in range(steps)), end]
+        )
+
+    def _with_sample(self, samples: tuple[float, ...], gap: float, arrivals: int) -> tuple[float, ...]:
+        position = bisect.bisect(samples, gap)
+        samples = (*samples[:position], gap, *samples[position:])
+        if len(samples) > self.max_samples:
+            # Bounded memory: forget one sample at a position that walks the whole distribution
+            # (never always the smallest or largest, which would bias the percentiles).
+            drop = (arrivals * 7919) % len(samples)
+            samples = samples[:drop] + samples[drop + 1 :]
+        return samples
+
     def observe(self, model: ArrivalModel, now: float, busy: bool, warm: bool) -> ArrivalModel:
         """Fold one tick into the model: `busy` = the stage has requests now, `warm` = a replica is running."""
         if busy == model.busy:
             return model
         if not busy:
             return replace(model, busy=False, last_busy_end=now)
-        idle_times = model.idle_times_s
-        if model.last_busy_end is not None:
-            gap = max(0.0, now - model.last_busy_end)
-            position = bisect.bisect(idle_times, gap)
-            idle_times = (*idle_times[:position], gap, *idle_times[position:])
-            if len(idle_times) > self.max_samples:
-                # Bounded memory: forget one sample at a position that walks the whole distribution
-                # (never always the smallest or largest, which would bias the percentiles).
-                drop = (model.arrivals * 7919) % len(idle_times)
-                idle_times = idle_times[:drop] + idle_times[drop + 1 :]
         periods = list(model.slot_periods) or [0] * self.slots
         last = list(model.slot_last_period) or [-1] * self.slots
         period, slot = self.slot(now)
         if last[slot] != period:
             periods[slot] += 1
             last[slot] = period
+        idle_times, in_hours = model.idle_times_s, model.in_hours_idle_times_s
+        if model.last_busy_end is not None:
+            gap = max(0.0, now - model.last_busy_end)
+            idle_times = self._with_sample(idle_times, gap, model.arrivals)
+            if self._all_known(periods, model.last_busy_end, now):
+                in_hours = self._with_sample(in_hours, gap, model.arrivals)
         return replace(
             model,
             busy=True,
             idle_times_s=idle_times,
+            in_hours_idle_times_s=in_hours,
             slot_periods=tuple(periods),
             slot_last_period=tuple(last),
             arrivals=model.arrivals + 1,
