@@ -4,7 +4,8 @@ Over the last `window_s` seconds, for a canary `c` (any other version with a pos
 primary `p` (its highest weight; on a tie, the version listed first):
 
     err_x  = failed / finished requests of x            (a 5xx, or a stream that failed; 4xx are the caller's)
-    p95_x  = 95th percentile of x's time to first token
+    p95_x  = 95th percentile of x's time to first token, over its requests that have one (those that
+             waited for a cold start have none); none with fewer than min_samples of them
     breach = n_c >= min_samples and (
                  err_c - err_p > max_error_rate_increase                      (err_p = 0 below min_samples)
               or (n_p >= min_samples and p95_c > max_ttft_p95_ratio * p95_p))

@@ -219,6 +219,8 @@ def test_an_alias_at_80_20_splits_500_users_within_5_points_and_each_user_keeps_
     models_app: ModelsApp,
 ) -> None:
     users = [f"user-{i}" for i in range(500)]
+    # tiny@2 scales to zero: wake it first (pinned), so that the split measures routing, not a cold start.
+    assert models_app.chat("chat", "warm-up", **{"x-surge-version": "tiny@2"}).status_code == 200
     started = time.monotonic()
     first = models_app.versions_of("chat", users)
     elapsed = time.monotonic() - started

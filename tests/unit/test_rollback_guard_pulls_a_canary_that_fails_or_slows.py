@@ -52,6 +52,19 @@ def test_a_canary_with_twice_the_primarys_ttft_p95_is_rolled_back() -> None:
     assert "TTFT p95 0.500 s exceeds 2 x the primary's 0.100 s" in events.published[0]["reason"]
 
 
+def test_a_canary_just_woken_from_zero_is_not_judged_on_a_few_ttfts_queued_behind_its_cold_start() -> None:
+    guard, router, events = _guard()
+    for i in range(20):
+        guard.observe("m@1", 200, 0.1, now=i * 0.1)
+    for i in range(12):  # waited for the canary's replica to start: no TTFT to judge
+        guard.observe("m@2", 200, None, now=3 + i * 0.1)
+    for i in range(9):  # queued behind the wake: slow, but fewer than min_samples TTFTs
+        guard.observe("m@2", 200, 0.5, now=5 + i * 0.1)
+    assert router.aliases["chat"].weights.weights["m@2"] == 10 and not events.published
+    guard.observe("m@2", 200, 0.5, now=6)  # the 10th TTFT: now it is judged
+    assert router.aliases["chat"].weights.weights["m@2"] == 0
+
+
 def test_client_errors_and_old_failures_outside_the_window_do_not_count() -> None:
     guard, router, events = _guard()
     for i in range(9):
