@@ -28,10 +28,11 @@ __all__ = ["lower_cpu_priority", "thread_nice_values"]
 
 
 def _thread_ids() -> list[int]:
+    """Every thread of this process (the calling one included); [0], the calling thread, without /proc."""
     try:
-        return sorted(int(tid.name) for tid in Path("/proc/self/task").iterdir())
-    except OSError:  # no /proc (not Linux): the process-wide call below is all there is
-        return []
+        return [int(tid.name) for tid in Path("/proc/self/task").iterdir()]
+    except OSError:  # no /proc (not Linux)
+        return [0]
 
 
 def lower_cpu_priority(nice: int) -> int:
@@ -41,16 +42,12 @@ def lower_cpu_priority(nice: int) -> int:
         raise ValueError(f"nice must be within 0..19, got {nice}")
     if nice == 0:
         return os.getpriority(os.PRIO_PROCESS, 0)
-    tids = _thread_ids()
-    for tid in tids or [0]:
+    for tid in _thread_ids():
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) < nice:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
         except ProcessLookupError:  # the thread ended meanwhile
             continue
-    # The calling thread too (it is in /proc/self/task, but make sure on systems without it).
-    if os.getpriority(os.PRIO_PROCESS, 0) < nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
