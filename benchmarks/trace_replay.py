@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import tempfile
 import threading
 import time
@@ -326,6 +327,9 @@ def main(argv: list[str] | None = None) -> Path:
         saved = json.loads(args.report_only.read_text())
         real, runs, started, machine = saved["real"], saved["runs"], saved["started"], saved["machine"]
     else:
+        # The policies persist measured cold starts (and the learned model) under this directory: a fresh one
+        # per run, so that no run leads by the starts an earlier run measured (Ray's controller inherits it).
+        os.environ["SURGE_AUTOSCALING_STATE_DIR"] = tempfile.mkdtemp(prefix="surge-replay-state-")
         with h.local_serve():
             real = measure_real_engine(args)
             print(f"real tiny engine: {real}", flush=True)

@@ -211,6 +211,27 @@ def test_the_warmers_pre_warm_by_one_and_a_half_times_the_measured_cold_start(tm
     assert policy(context(at(1, 0, 8, 46), 0, 0))[0] == 1  # within 15 min (1.5 x 10) of 09:00
 
 
+def test_measured_starts_survive_a_controller_restart_and_set_the_first_lead_after_it(tmp_path: Any) -> None:
+    policy = scheduled_policy(tmp_path)
+    policy(context(at(0, 0, 8, 58), 0, 0))
+    policy(context(at(0, 0, 9, 8), 0, 1))  # a 10-minute start, measured by the first controller
+    restarted = scheduled_policy(tmp_path)  # a new controller: nothing in memory
+    assert restarted(context(at(1, 0, 8, 44), 0, 0))[0] == 0
+    assert restarted(context(at(1, 0, 8, 46), 0, 0))[0] == 1  # 15 min ahead, not the configured 120 s
+    assert restarted.cold_starts["surge__LLMServer"].samples_s == (600.0,)
+
+
+@pytest.mark.parametrize("content", ["{", '{"samples_s": "x"}', '{"other": 1}', '{"samples_s": [-5, 1e12]}'])
+def test_an_unreadable_or_nonsensical_cold_start_file_costs_the_memory_not_the_autoscaler(
+    tmp_path: Any, content: str
+) -> None:
+    (tmp_path / "surge__LLMServer.cold_starts.json").write_text(content)
+    policy = scheduled_policy(tmp_path)
+    assert policy(context(at(1, 0, 8, 50), 0, 0))[0] == 0  # the configured 120 s lead stands
+    assert policy(context(at(1, 0, 8, 58, 30), 0, 0))[0] == 1
+    assert policy.cold_starts["surge__LLMServer"].samples_s == ()
+
+
 def test_a_wake_from_zero_by_serves_fast_path_is_an_arrival_and_a_start_dated_to_the_last_tick_at_zero(
     tmp_path: Any,
 ) -> None:
