@@ -111,8 +111,10 @@ class ModelRouter:
     # ------------------------------------------------------------------ lookups
 
     def model_ids(self) -> list[str]:
-        """What `/v1/models` lists: every version, bare name and alias, each also with `rag/`."""
-        names = list(self.versions) + list(self.default_of_name) + list(self.aliases)
+        """What `/v1/models` lists: every version, bare name and alias, and each version's LoRA adapters as
+        `name@version:adapter` (as vLLM's own server lists adapters), each also with `rag/`."""
+        adapters = [f"{key}:{a}" for key, served in self.versions.items() for a in served.lora_adapters]
+        names = list(self.versions) + adapters + list(self.default_of_name) + list(self.aliases)
         return names + [f"{RAG_MODEL_PREFIX}{n}" for n in names] + [self.embedding_name]
 
     def llm_route(self, model: str, sticky_key: str | None = None, pinned: str | None = None) -> LLMRoute:

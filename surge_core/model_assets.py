@@ -230,3 +230,46 @@ def build_tiny_llama(dest: Path, seed: int = 0) -> Path:
     model.save_pretrained(str(dest), safe_serialization=True)
     tokenizer.save_pretrained(str(dest))
     return dest
+
+
+def build_tiny_lora(dest: Path, base: Path, rank: int = 8, seed: int = 1) -> Path:
+    """A RANDOM LoRA adapter for the tiny Llama at `base`, in PEFT's format (what vLLM's LoRA loader reads):
+    rank `rank` on every layer's q_proj and v_proj, B not zero (PEFT initialises B to zero, an adapter that
+    changes nothing), so greedy output with the adapter differs from the base model's. For tests of
+    `models[].lora_adapters`; no training, no download."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    hidden, heads, kv_heads = (
+        config["hidden_size"],
+        config["num_attention_heads"],
+        config["num_key_value_heads"],
+    )
+    head_dim = config.get("head_dim") or hidden // heads
+    out = {"q_proj": heads * head_dim, "v_proj": kv_heads * head_dim}
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(config["num_hidden_layers"]):
+        for module, out_features in out.items():
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=generator) * 0.5
+            tensors[f"{prefix}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * 0.5
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest / "adapter_model.safetensors"))
+    adapter_config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": str(base),
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "lora_dropout": 0.0,
+        "target_modules": sorted(out),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
+    (dest / "adapter_config.json").write_text(json.dumps(adapter_config, indent=1), encoding="utf-8")
+    return dest

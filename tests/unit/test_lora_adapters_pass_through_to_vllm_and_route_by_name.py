@@ -42,3 +42,8 @@ def test_the_router_sends_name_version_adapter_to_the_version_with_that_adapter(
     with pytest.raises(ApiError, match="m@2 has no LoRA adapter 'nope'") as caught:
         router.llm_route("m@2:nope")
     assert caught.value.status_code == 404
+
+
+def test_models_lists_each_adapter_as_name_version_adapter() -> None:
+    router = ModelRouter([ServedVersion("m@2", "m", None, 512, ("support",))], "emb")  # type: ignore[arg-type]
+    assert {"m@2:support", "rag/m@2:support"} <= set(router.model_ids())
