@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -237,19 +238,16 @@ def build_tiny_lora(dest: Path, base: Path, rank: int = 8, seed: int = 1) -> Pat
     rank `rank` on every layer's q_proj and v_proj, B not zero (PEFT initialises B to zero, an adapter that
     changes nothing), so greedy output with the adapter differs from the base model's. For tests of
     `models[].lora_adapters`; no training, no download."""
-    import json
-
     import torch
     from safetensors.torch import save_file
 
     config = json.loads((base / "config.json").read_text(encoding="utf-8"))
-    hidden, heads, kv_heads = (
-        config["hidden_size"],
-        config["num_attention_heads"],
-        config["num_key_value_heads"],
-    )
-    head_dim = config.get("head_dim") or hidden // heads
-    out = {"q_proj": heads * head_dim, "v_proj": kv_heads * head_dim}
+    hidden = config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    out = {
+        "q_proj": config["num_attention_heads"] * head_dim,
+        "v_proj": config["num_key_value_heads"] * head_dim,
+    }
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
     for layer in range(config["num_hidden_layers"]):

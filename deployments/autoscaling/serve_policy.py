@@ -34,10 +34,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from deployments.autoscaling import stats
 from deployments.autoscaling.cold_start import ColdStartLead, ColdStarts
@@ -45,6 +45,7 @@ from deployments.autoscaling.policies import LoadView, ReplicaPolicy, build_repl
 from deployments.autoscaling.warmers import ArrivalModel, LearnedWarmer, Warmer, build_warmer
 
 logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
 
 
 def load_view(ctx: Any, now: float) -> LoadView:
@@ -175,14 +176,7 @@ class SurgeAutoscalingPolicy:
         return self.state_dir / f"{key}.json"
 
     def _load(self, key: str) -> ArrivalModel:
-        try:
-            return ArrivalModel.from_json(json.loads(self._path(key).read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            return ArrivalModel()
-        except (OSError, ValueError, TypeError) as error:
-            # A corrupt or foreign file costs the learning, never the autoscaler.
-            logger.warning("surge: ignoring unreadable arrivals model %s: %s", self._path(key), error)
-            return ArrivalModel()
+        return self._read(self._path(key), ArrivalModel.from_json, ArrivalModel())
 
     def _save(self, key: str, model: ArrivalModel, now: float) -> None:
         self._saved_at[key] = now
@@ -192,17 +186,26 @@ class SurgeAutoscalingPolicy:
         return self.state_dir / f"{key}.cold_starts.json"
 
     def _load_cold_starts(self, key: str) -> ColdStarts:
-        """The starts a previous controller measured (the last `max_samples`), none if unreadable."""
-        path = self._cold_starts_path(key)
+        """The starts a previous controller measured (the last `max_samples`, each within 0..max_lead_s)."""
+        lead = self.cold_start_lead
+
+        def parse(data: Any) -> ColdStarts:
+            samples = [float(s) for s in data["samples_s"]]
+            kept = tuple(s for s in samples if 0 <= s <= lead.max_lead_s)
+            return ColdStarts(samples_s=kept[-lead.max_samples :])
+
+        return self._read(self._cold_starts_path(key), parse, ColdStarts())
+
+    def _read(self, path: Path, parse: Callable[[Any], T], empty: T) -> T:
+        """`parse` of the JSON at `path`; `empty` when there is none, or when it is corrupt or foreign (which
+        costs what was learned, never the autoscaler)."""
         try:
-            samples = json.loads(path.read_text(encoding="utf-8"))["samples_s"]
-            kept = tuple(float(s) for s in samples if 0 <= float(s) <= self.cold_start_lead.max_lead_s)
-            return ColdStarts(samples_s=kept[-self.cold_start_lead.max_samples :])
+            return parse(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            return ColdStarts()
+            return empty
         except (OSError, ValueError, TypeError, KeyError) as error:
-            logger.warning("surge: ignoring unreadable cold starts %s: %s", path, error)
-            return ColdStarts()
+            logger.warning("surge: ignoring unreadable %s: %s", path, error)
+            return empty
 
     def _write(self, path: Path, content: Any) -> None:
         """Atomically (write, then rename); a full or read-only disk costs the memory, never the autoscaler."""
