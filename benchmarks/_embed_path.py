@@ -3,7 +3,8 @@
 `hop_overhead`'s headline. Both sides embed one query sentence per HTTP request with the same MiniLM and
 answer the float32 vector as base64:
   surge      POST /v1/embeddings through the Serve proxy, the Gateway (auth, limits, metrics, flow) and the
-             Embedder stage (one DeploymentHandle hop, `@serve.batch`)
+             Embedder stage (one DeploymentHandle hop, `@serve.batch`); with `--embed-queries gateway`
+             the one text is embedded in the Gateway replica (no hop: `gateway.embed_queries`)
   baseline   the textbook composition: Serve proxy -> a FastAPI ingress deployment -> one DeploymentHandle
              hop to a plain embedding deployment (`PlainEmbedder`), no batching
 Access logs are off on both (surge's default, set explicitly on the baseline). Requests go one at a time so

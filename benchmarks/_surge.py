@@ -50,6 +50,12 @@ def add_app_arguments(parser: argparse.ArgumentParser, default_llm: str = "tiny-
         choices=["embedder", "gateway"],
         help="where a local app embeds RAG questions (gateway.embed_queries; issue 13's no-hop lever)",
     )
+    parser.add_argument(
+        "--retrieve-queries",
+        default="retriever",
+        choices=["retriever", "gateway"],
+        help="where a local app searches RAG questions (gateway.retrieve_queries; issue 13's no-hop lever)",
+    )
     parser.set_defaults(default_llm=default_llm)
 
 
@@ -91,6 +97,7 @@ def bench_settings(
                 "chunk_chars": 300,
                 "chunk_overlap_chars": 30,
                 "embed_queries": getattr(args, "embed_queries", "embedder"),
+                "retrieve_queries": getattr(args, "retrieve_queries", "retriever"),
                 **(gateway or {}),
             },
             "embedder": {

@@ -153,11 +153,11 @@ async def measure(
 HEADLINE_GOAL = 0.5
 
 
-def embed_path_headline(embed_path: dict[str, Any]) -> h.Headline:
+def embed_path_headline(embed_path: dict[str, Any], embed_queries: str) -> h.Headline:
     value = embed_path["serving_cpu_ratio"]["median"] if embed_path.get("visible") else None
     return h.Headline(
         metric="server CPU-ms per /v1/embeddings request outside model compute, surge / default Serve "
-        "composition (embed path only; median of rounds)",
+        f"composition (embed path only; median of rounds; surge's gateway.embed_queries: {embed_queries})",
         value=value,
         goal=HEADLINE_GOAL,
         better="lower",
@@ -245,7 +245,7 @@ def report(
     else:
         notes.append("Embed path CPU not measured: the server processes are not visible from here.")
     results = h.Results(
-        headline=embed_path_headline(embed_path),
+        headline=embed_path_headline(embed_path, args.embed_queries if not args.base_url else "as deployed"),
         name=NAME,
         description="No-op request latency: bare uvicorn vs Serve ingress vs 1-3 handle hops vs surge /healthz "
         "(medians across interleaved rounds; range = min-max of the per-round p50).",
@@ -255,6 +255,8 @@ def report(
             "concurrency": concurrencies,
             "client": "httpx.AsyncClient, keep-alive, closed loop",
             "targets": targets,
+            # Where a local app embeds a one-text /v1/embeddings request (issue 13's no-hop lever).
+            "embed_queries": args.embed_queries if not args.base_url else "as deployed",
             "public_anchor": "Ray release microbenchmark: HTTP no-op p50 2.23 ms, p99 4.69 ms; "
             "~2.2 ms per extra hop",
         },

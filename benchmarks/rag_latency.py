@@ -171,6 +171,7 @@ class InProcessRag:
         first = arrivals[0] if arrivals else None
         gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         return {
+            "passages": float(len(hits)),
             "itl": sum(gaps) / len(gaps) if gaps else 0.0,
             "embed": t_embed - t0,
             "retrieve": t_retrieve - t_embed,
@@ -203,8 +204,11 @@ async def surge_ask(
         )
         end = time.perf_counter()
     h.check_status(response)
-    marks = response.json()["surge"]["timings"]
+    body = response.json()
+    marks = body["surge"]["timings"]
     return {
+        # Passages in the answer's context: a surge that retrieved nothing would look fast, not be fast.
+        "passages": float(len(body.get("sources") or [])),
         # A stage at zero (scale to zero, as deployed) makes the request wait for a cold start: counted so
         # the headline can say it measured cold starts, not serving overhead.
         "cold_starts": float(sum(1 for key in marks if key.endswith("_cold_start_s"))),
@@ -282,7 +286,14 @@ def report(
     machine: dict[str, Any],
     target: h.ServeTarget,
 ) -> Path:
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {
+        # Counts, not times: how many passages each answer's context held, per path (same top_k on both).
+        "passages_per_answer": {
+            path: sorted({int(row.pop("passages")) for row in rows if "passages" in row})
+            for path, rows in samples.items()
+            if path in ("in-process", "surge")
+        }
+    }
     for path, rows in samples.items():
         keys = sorted({k for row in rows for k in row})
         figures[path] = {k: h.summarize([row[k] for row in rows if k in row], 1000) for k in keys}
@@ -351,6 +362,9 @@ def report(
             "documents": args.documents,
             "top_k": top_k,
             "target": target.base_url,
+            # Where a local app embeds and searches the question (issue 13's no-hop levers).
+            "embed_queries": args.embed_queries if target.local else "as deployed",
+            "retrieve_queries": args.retrieve_queries if target.local else "as deployed",
         },
         figures=figures,
         table_headers=[

@@ -46,6 +46,7 @@ from deployments.openai_api import (
 )
 from deployments.principal import ANONYMOUS, Caller
 from deployments.query_embedding import build_query_embedder
+from deployments.query_retrieval import build_query_retriever
 from deployments.rate_limits import RateLimiter
 from deployments.rollback_guard import RollbackGuard
 from deployments.stage_client import (
@@ -144,11 +145,11 @@ class Gateway:
         features = open_online_store(gateway.online_features) if gateway.online_features else None
         # A RAG question is embedded through the Embedder or in this replica (gateway.embed_queries).
         questions = build_query_embedder(gateway.embed_queries, settings.embedder, embedder_client)
-        self.chat = ChatFlow(
-            settings, self.router, questions, retriever_client, features, outcomes, self.shadows
-        )
+        # ... and searched through the Retriever or in this replica (gateway.retrieve_queries).
+        searches = build_query_retriever(gateway.retrieve_queries, settings.retriever, retriever_client)
+        self.chat = ChatFlow(settings, self.router, questions, searches, features, outcomes, self.shadows)
         self.completion = CompletionFlow(gateway, self.router, outcomes, self.shadows)
-        self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder, usage)
+        self.embedding = EmbeddingFlow(self.router, embedder_client, settings.embedder, usage, questions)
         self.documents_flow = DocumentFlow(
             gateway, embedder_client, retriever_client, usage, settings.embedder.model
         )

@@ -61,12 +61,65 @@ def _versions(versions: dict[str, Any] | None, tenant: str) -> dict[str, DocVers
     return {stored_doc_id(tenant, doc_id): (int(v[0]), int(v[1])) for doc_id, v in versions.items()}
 
 
+def set_search_attributes(
+    span: Any, tenant: str, top_k: int, hits: list[dict[str, Any]], backend: str
+) -> None:
+    tracing.set_attributes(
+        span,
+        **{
+            tracing.TENANT: tenant,
+            tracing.TOP_K: top_k,
+            tracing.SCORES: [round(float(hit["score"]), 4) for hit in hits],
+            "surge.store": backend,
+        },
+    )
+
+
 def replica_id() -> str | None:
     """This replica's Serve id (None outside Serve): tells callers which replica answered."""
     try:
         return str(serve.get_replica_context().replica_id.unique_id)
     except RayServeException:
         return None
+
+
+class TenantIndex:
+    """A tenant's search over the vector store and its embedding versions' indexes.
+
+    The one search path: the Retriever runs it behind its handle, and a gateway with
+    `gateway.retrieve_queries: gateway` runs it in its own replica (`deployments/query_retrieval.py`).
+    Blocking (SQLite, FAISS, PostgreSQL): callers run `search` in a worker thread, as one call, so a
+    search costs one thread hand-off, not one for the index look-up and another for the search.
+    """
+
+    def __init__(self, settings: RetrieverSettings) -> None:
+        self.settings = settings
+        self.store: VectorStore = open_vector_store(settings.store, settings.dimensions)
+        # Embedding versions' indexes (`deployments.embedding_versions`): a call naming a version uses its index.
+        self.indexes = VersionedIndexes(self.store, settings.store)
+
+    def check_top_k(self, top_k: int) -> None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if top_k > self.settings.max_top_k:
+            raise ValueError(f"top_k {top_k} exceeds retriever.max_top_k ({self.settings.max_top_k})")
+
+    def search(
+        self,
+        embedding: Sequence[float],
+        top_k: int,
+        where: dict[str, Any] | None,
+        tenant: str,
+        embedding_version: str | None,
+    ) -> list[dict[str, Any]]:
+        """The `top_k` closest chunks of `tenant`'s documents as dicts (doc_id, chunk_index, text, metadata,
+        score), best first, searched in `embedding_version`'s index (None: the base)."""
+        self.check_top_k(top_k)
+        hits = self.indexes.get(embedding_version).search(embedding, top_k, where, tenant)
+        return [{**asdict(hit), "doc_id": split_stored_id(hit.doc_id)[1]} for hit in hits]
+
+    def close(self) -> None:
+        self.indexes.close()
 
 
 @serve.deployment
@@ -77,9 +130,9 @@ class Retriever:
         self.started_at = time.time()
         tracing.configure_tracing("surge")
         self.settings = settings
-        self.store: VectorStore = open_vector_store(settings.store, settings.dimensions)
-        # Embedding versions' indexes (`deployments.embedding_versions`): a call naming a version uses its index.
-        self.indexes = VersionedIndexes(self.store, settings.store)
+        self.index = TenantIndex(settings)
+        self.store = self.index.store
+        self.indexes = self.index.indexes
         self.ready_at = time.time()
         record_replica_ready(STAGE, self.started_at, self.ready_at)
         # The Retriever serves no model: its "model" label is the index it holds.
@@ -87,12 +140,6 @@ class Retriever:
             STAGE, f"{self.store.backend}-index", gpus=settings.num_gpus, started_at=self.started_at
         )
         self.meter.ready(self.ready_at)
-
-    def _check_top_k(self, top_k: int) -> None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-        if top_k > self.settings.max_top_k:
-            raise ValueError(f"top_k {top_k} exceeds retriever.max_top_k ({self.settings.max_top_k})")
 
     async def search(
         self,
@@ -107,19 +154,12 @@ class Retriever:
         score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks.
         `embedding_version`: the version `embedding` was made for; its index is searched (None: the base)."""
         with self.meter.busy(), stage_span(STAGE, "retriever.search", trace_context) as span:
-            self._check_top_k(top_k)
-            store = await asyncio.to_thread(self.indexes.get, embedding_version)
-            hits = await asyncio.to_thread(store.search, embedding, top_k, where, tenant)
-            tracing.set_attributes(
-                span,
-                **{
-                    tracing.TENANT: tenant,
-                    tracing.TOP_K: top_k,
-                    tracing.SCORES: [round(float(hit.score), 4) for hit in hits],
-                    "surge.store": self.store.backend,
-                },
+            self.index.check_top_k(top_k)
+            hits = await asyncio.to_thread(
+                self.index.search, embedding, top_k, where, tenant, embedding_version
             )
-        return [{**asdict(hit), "doc_id": split_stored_id(hit.doc_id)[1]} for hit in hits]
+            set_search_attributes(span, tenant, top_k, hits, self.store.backend)
+        return hits
 
     async def replace_documents(
         self,
@@ -182,6 +222,6 @@ class Retriever:
 
     def __del__(self) -> None:
         # Serve calls this when it stops the replica: close connections (the data stays where it persists).
-        indexes = getattr(self, "indexes", None)
-        if indexes is not None:
-            indexes.close()
+        index = getattr(self, "index", None)
+        if index is not None:
+            index.close()

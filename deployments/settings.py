@@ -444,9 +444,16 @@ class GatewaySettings(DeploymentSettings):
     rag_top_k: int = Field(4, ge=1, le=50, description="Chunks retrieved for a RAG chat completion.")
     embed_queries: Literal["embedder", "gateway"] = Field(
         "embedder",
-        description="Where a RAG question is embedded: 'embedder' (the Embedder stage, one handle hop) or "
-        "'gateway' (the gateway replica loads the same model and embeds it in-process: no hop, more "
-        "memory and a slower gateway start; deployments/query_embedding.py).",
+        description="Where a RAG question, and a /v1/embeddings request of one text, is embedded: 'embedder' "
+        "(the Embedder stage, one handle hop) or 'gateway' (the gateway replica loads the same model and "
+        "embeds it in-process: no hop, more memory and a slower gateway start; requests of several texts "
+        "still go to the Embedder; deployments/query_embedding.py).",
+    )
+    retrieve_queries: Literal["retriever", "gateway"] = Field(
+        "retriever",
+        description="Where a RAG question's vector is searched: 'retriever' (the Retriever stage, one handle "
+        "hop) or 'gateway' (the gateway replica opens the same store and searches it in-process: no hop; an "
+        "embedded store's directory must be reachable from the gateway's node; deployments/query_retrieval.py).",
     )
     chunk_chars: int = Field(800, ge=50, le=100_000, description="Target chunk size for /v1/documents.")
     chunk_overlap_chars: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")

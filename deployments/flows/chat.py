@@ -26,9 +26,9 @@ from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, ChatCompletionRequest, check_limits
 from deployments.principal import ANONYMOUS, Caller
 from deployments.query_embedding import QueryEmbedder
+from deployments.query_retrieval import QueryRetriever
 from deployments.request_timeline import Timeline
 from deployments.settings import AppSettings
-from deployments.stage_client import RetrieverClient
 from surge_core.feature_store import OnlineFeatureStore
 from surge_core.tenancy import DEFAULT_TENANT
 
@@ -43,7 +43,7 @@ class ChatFlow:
         settings: AppSettings,
         router: ModelRouter,
         embedder: QueryEmbedder,
-        retriever: RetrieverClient,
+        retriever: QueryRetriever,
         features: OnlineFeatureStore | None,
         outcomes: OutcomeRecorder,
         shadows: ShadowMirror | None = None,

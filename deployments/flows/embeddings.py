@@ -1,4 +1,9 @@
-"""`/v1/embeddings`: check the inputs, embed them (batched across requests by the Embedder)."""
+"""`/v1/embeddings`: check the inputs, embed them (batched across requests by the Embedder).
+
+A request of one text is a query (a client embedding what it will search for): it goes where RAG questions
+go (`gateway.embed_queries`), so with `gateway` it is embedded in the gateway replica without a hop, as a
+question is. Several texts go to the Embedder, whose batching pays for them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 from deployments.model_router import ModelRouter
 from deployments.openai_api import ApiError, EmbeddingRequest
 from deployments.principal import ANONYMOUS, Caller
+from deployments.query_embedding import QueryEmbedder
 from deployments.request_timeline import Timeline
 from deployments.settings import EmbedderSettings
 from deployments.stage_client import EmbedderClient
@@ -47,9 +53,11 @@ class EmbeddingFlow:
         embedder: EmbedderClient,
         limits: EmbedderSettings,
         usage: UsageRecorder | None = None,
+        queries: QueryEmbedder | None = None,
     ) -> None:
         self.router = router
         self.embedder = embedder
+        self.queries: QueryEmbedder = queries or embedder
         self.limits = limits
         self.usage = usage
 
@@ -58,7 +66,7 @@ class EmbeddingFlow:
         texts = body.texts
         check_texts(texts, "input", self.limits)
         timeline = Timeline()
-        result = await self.embedder.embed(texts, timeline)
+        result = await (self.queries if len(texts) == 1 else self.embedder).embed(texts, timeline)
         caller.spend_tokens(int(result["tokens"]))
         if self.usage is not None:
             self.usage.record(

@@ -52,7 +52,10 @@ def warm_bench_url(bench_url: str, serve_http_port: int, bench_index: Path) -> s
     in-process that way), which cost minutes of suite time and measured nothing the benchmark is about."""
     from benchmarks import _surge
 
-    settings = _surge.bench_settings(BENCH_ARGS, bench_index)
+    # Issue 13's no-hop levers on: RAG questions and one-text /v1/embeddings requests are embedded, and
+    # questions searched, in the gateway replica (the default path has its own integration tests).
+    no_hops = {"embed_queries": "gateway", "retrieve_queries": "gateway"}
+    settings = _surge.bench_settings(BENCH_ARGS, bench_index, gateway=no_hops)
     return _surge.deploy(serve_http_port, settings).base_url
 
 
@@ -109,6 +112,9 @@ def test_rag_latency_breaks_down_phases_against_in_process_models(
     assert doc["figures"]["surge"]["embed"]["n"] == 3
     assert doc["figures"]["in-process (stream pair)"]["ttft"]["n"] == 3
     assert doc["parameters"]["top_k"] == 2  # the bench app's rag_top_k, which the baseline uses too
+    # The warm app embeds and searches questions in its gateway (no hops): every answer still held the
+    # passages the in-process baseline retrieved, from documents written through the Retriever stage.
+    assert doc["figures"]["passages_per_answer"] == {"in-process": [2], "surge": [2]}
     assert doc["figures"]["paired_ratio_surge_to_in_process"]["total"] == doc["headline"]["value"]
 
 

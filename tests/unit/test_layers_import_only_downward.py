@@ -52,6 +52,7 @@ SERVING_LAYERS: list[tuple[str, set[str]]] = [
             "deployments.model_router",
             "deployments.stage_client",
             "deployments.query_embedding",
+            "deployments.query_retrieval",
             "deployments.request_timeline",
             "deployments.prefix_affinity",
             "deployments.prefix_affinity_router",

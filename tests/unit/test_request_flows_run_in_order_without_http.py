@@ -200,6 +200,16 @@ def test_embeddings_check_inputs_before_calling_the_embedder() -> None:
     assert result.vectors.shape == (1, 4) and result.tokens == 3
 
 
+def test_an_embeddings_request_of_one_text_goes_where_questions_go_and_several_go_to_the_embedder() -> None:
+    stage, queries = Calls(), Calls()
+    router = ModelRouter.single("m", FakeLLM(stage), "all-MiniLM-L6-v2")  # type: ignore[arg-type]
+    flow = EmbeddingFlow(router, FakeEmbedder(stage), SETTINGS.embedder, None, FakeEmbedder(queries))  # type: ignore[arg-type]
+    asyncio.run(flow.run(EmbeddingRequest.model_validate({"model": "all-MiniLM-L6-v2", "input": "a"})))
+    assert queries == ["embed:1"] and stage == []
+    asyncio.run(flow.run(EmbeddingRequest.model_validate({"model": "all-MiniLM-L6-v2", "input": ["a", "b"]})))
+    assert queries == ["embed:1"] and stage == ["embed:2"]
+
+
 def test_documents_are_chunked_embedded_once_and_replaced_then_deletes_follow_with_their_versions() -> None:
     calls = Calls()
     flow = DocumentFlow(SETTINGS.gateway, FakeEmbedder(calls), FakeRetriever(calls))  # type: ignore[arg-type]
