@@ -42,6 +42,13 @@ class Workload:
     facts: dict[str, Any]
     train_end_s: float | None = None
     windows: tuple[tuple[float, float], ...] = ()
+    # Arrivals before this bring every policy to the state it would be in mid-service; never scored.
+    warmup_end_s: float | None = None
+
+    @property
+    def scored_from_s(self) -> float:
+        """Where scoring starts: after the training days, or after the warm-up (0: the whole workload)."""
+        return max(self.train_end_s or 0.0, self.warmup_end_s or 0.0)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -50,23 +57,39 @@ class Workload:
             "duration_s": self.end_s,
             **self.facts,
             **({"train_end_s": self.train_end_s} if self.train_end_s is not None else {}),
+            **({"warmup_end_s": self.warmup_end_s} if self.warmup_end_s is not None else {}),
         }
 
 
 def natural(
-    trace: list[TraceRequest], compress: float, keep_every: int, repeats: int = 1, name: str = "natural"
+    trace: list[TraceRequest],
+    compress: float,
+    keep_every: int,
+    repeats: int = 1,
+    name: str = "natural",
+    warmup_share: float = 0.0,
 ) -> Workload:
-    if compress <= 0 or keep_every < 1 or repeats < 1:
-        raise ValueError("compress must be > 0, keep_every and repeats >= 1")
+    """`warmup_share` > 0 plays the trace's last `warmup_share` of its span first, as the traffic that came
+    before (unscored): the trace starts with requests already flowing, so a policy deployed at zero would
+    otherwise be scored on a cold start that a service in use never has, while always-on is deployed warm.
+    E.g. a one-hour trace with 0.25: its last 15 minutes, then the whole hour, scored from minute 15."""
+    if compress <= 0 or keep_every < 1 or repeats < 1 or not 0 <= warmup_share < 1:
+        raise ValueError("compress must be > 0, keep_every and repeats >= 1, 0 <= warmup_share < 1")
+    kept = [r for i, r in enumerate(trace) if i % keep_every == 0]
     span = trace[-1].t_s / compress + 1.0
-    arrivals = [
-        (round(r.t_s / compress + k * span, 3), tokens(r))
-        for k in range(repeats)
-        for i, r in enumerate(trace)
-        if i % keep_every == 0
+    warmup = span * warmup_share
+    before = [
+        (round(r.t_s / compress - (span - warmup), 3), tokens(r))
+        for r in kept
+        if r.t_s / compress >= span - warmup
     ]
-    facts = {"compress": compress, "keep_every": keep_every, "repeats": repeats}
-    return Workload(name, arrivals, span * repeats + 60.0, facts)
+    arrivals = before + [
+        (round(warmup + r.t_s / compress + k * span, 3), tokens(r)) for k in range(repeats) for r in kept
+    ]
+    facts = {"compress": compress, "keep_every": keep_every, "repeats": repeats, "warmup_share": warmup_share}
+    return Workload(
+        name, arrivals, warmup + span * repeats + 60.0, facts, warmup_end_s=warmup if warmup else None
+    )
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def measured_figures(
     workload: Workload, compress: float, rounds: list[dict[str, Any]], slo_s: float
 ) -> dict[str, Any]:
     """Per policy: each round's summary (scored span and whole replay) and the spread across rounds."""
-    scored_from = workload.train_end_s / compress if workload.train_end_s is not None else 0.0
+    scored_from = workload.scored_from_s / compress
     per_round: dict[str, list[dict[str, Any]]] = {}
     whole: list[dict[str, dict[str, Any]]] = []
     for run in rounds:
@@ -64,7 +64,11 @@ def measured_figures(
     }
     return {
         "scored_span_s": [round(scored_from, 1), round(rounds[0]["end_s"], 1)],
-        "scored": "held-out days" if workload.train_end_s is not None else "whole replay",
+        "scored": "held-out days"
+        if workload.train_end_s is not None
+        else "after the warm-up"
+        if workload.warmup_end_s is not None
+        else "whole replay",
         "per_round": per_round,
         "spread": spread,
         "whole_replay_last_round": whole[-1],

@@ -4,6 +4,8 @@ scheduled warmer is warm for in-window arrivals, scale to zero pays a cold start
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from benchmarks.autoscale_sim import Calibration
@@ -35,6 +37,22 @@ def test_natural_keeps_the_traces_order_and_compresses_its_gaps() -> None:
     workload = natural(TRACE, compress=2.0, keep_every=3)
     times = [t for t, _ in workload.arrivals]
     assert times == sorted(times) and len(times) == 120 and times[1] - times[0] == pytest.approx(15.0)
+
+
+def test_a_warmup_plays_the_traces_tail_first_and_scoring_starts_after_it() -> None:
+    plain = natural(TRACE, compress=2.0, keep_every=3)
+    warmed = natural(TRACE, compress=2.0, keep_every=3, warmup_share=0.25)
+    span = TRACE[-1].t_s / 2.0 + 1.0
+    warmup = [t for t, _ in warmed.arrivals if t < warmed.scored_from_s]
+    scored = [(t, n) for t, n in warmed.arrivals if t >= warmed.scored_from_s]
+    assert warmed.warmup_end_s == pytest.approx(span * 0.25) and plain.scored_from_s == 0.0
+    # The scored part is the plain workload, shifted by the warm-up.
+    assert [n for _, n in scored] == [n for _, n in plain.arrivals]
+    assert [t - span * 0.25 for t, _ in scored] == pytest.approx([t for t, _ in plain.arrivals])
+    # The warm-up is the trace's last quarter, with its own gaps: traffic already flowing at the start.
+    tail = [t for t, _ in plain.arrivals if t >= span * 0.75]
+    assert len(warmup) == len(tail) > 10
+    assert [b - a for a, b in pairwise(warmup)] == pytest.approx([b - a for a, b in pairwise(tail)])
 
 
 def lone(at_s: float, end_s: float) -> Workload:
