@@ -64,6 +64,7 @@ def _versions(versions: dict[str, Any] | None, tenant: str) -> dict[str, DocVers
 def set_search_attributes(
     span: Any, tenant: str, top_k: int, hits: list[dict[str, Any]], backend: str
 ) -> None:
+    """A search span's attributes, the same wherever the search ran (Retriever replica or gateway)."""
     tracing.set_attributes(
         span,
         **{
@@ -154,7 +155,6 @@ class Retriever:
         score), best first. `where` narrows within the tenant; it cannot reach another tenant's chunks.
         `embedding_version`: the version `embedding` was made for; its index is searched (None: the base)."""
         with self.meter.busy(), stage_span(STAGE, "retriever.search", trace_context) as span:
-            self.index.check_top_k(top_k)
             hits = await asyncio.to_thread(
                 self.index.search, embedding, top_k, where, tenant, embedding_version
             )

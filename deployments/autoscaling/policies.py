@@ -19,7 +19,9 @@ class LoadView:
     """One autoscaling tick's view of a deployment.
 
     `waiting`: requests not yet started (queued at handles plus those a replica holds before its first token);
-    `running`: requests generating; `ttft_p90_s`: the worst replica's rolling TTFT p90 (None: no sample yet).
+    `running`: requests generating; `ttft_p90_s`: the worst replica's rolling TTFT p90 (None: no sample yet);
+    `started`: the replicas' counters of requests started, summed (None: not reported), whose change between
+    ticks tells of an arrival that the in-flight counts, sampled every metrics interval, can miss.
     """
 
     now: float
@@ -28,6 +30,7 @@ class LoadView:
     waiting: float = 0.0
     running: float = 0.0
     ttft_p90_s: float | None = None
+    started: float | None = None
 
 
 class ReplicaPolicy(Protocol):

@@ -55,6 +55,7 @@ def load_view(ctx: Any, now: float) -> LoadView:
     running = sum(metrics.get(stats.RUNNING, {}).values())
     waiting = queued + sum(metrics.get(stats.WAITING, {}).values())
     ttfts = list(metrics.get(stats.TTFT_P90, {}).values())
+    started = metrics.get(stats.STARTED)
     ongoing = float(ctx.total_num_requests or 0.0)
     if not metrics.get(stats.RUNNING):
         running = max(0.0, ongoing - queued)
@@ -65,6 +66,7 @@ def load_view(ctx: Any, now: float) -> LoadView:
         waiting=waiting,
         running=running,
         ttft_p90_s=max(ttfts) if ttfts else None,
+        started=sum(started.values()) if started else None,
     )
 
 
@@ -87,6 +89,8 @@ class SurgeAutoscalingPolicy:
         self._cold_starts: dict[str, ColdStarts] = {}
         # (time, running replicas, replicas asked for) at the last call, per deployment
         self._last_tick: dict[str, tuple[float, int, float]] = {}
+        # The replicas' requests-started counters (summed) at the last call, per deployment
+        self._last_started: dict[str, float | None] = {}
         # The chart mounts a claim on the head (where Serve's controller runs the policies) and names it in
         # SURGE_AUTOSCALING_STATE_DIR; locally the state sits in the cache dir.
         default_dir = Path(
@@ -109,6 +113,9 @@ class SurgeAutoscalingPolicy:
         model = self._learn(key, view, woke_at)
         floor = self._floor(key, now, model)
         demand = self.replica_policy.replicas(view)
+        if self._arrived_since_last_tick(key, view) and view.current_replicas > 0:
+            # Requests are arriving even if none was in flight when the replicas were sampled: not idle.
+            demand = max(demand, 1.0)
         decision = max(demand, float(floor))
         starts = self._cold_starts[key]
         if woke_at is not None and starts.asking_since is None:
@@ -143,6 +150,20 @@ class SurgeAutoscalingPolicy:
         starts = self._cold_starts.get(key or "", ColdStarts())
         lead = self.cold_start_lead.lead_s(0.0, starts)
         return max((w.with_min_lead(lead).floor(now, model) for w in self.warmers), default=0)
+
+    def _arrived_since_last_tick(self, key: str, view: LoadView) -> bool:
+        """Whether the replicas' requests-started counters moved since the last tick.
+
+        Why: Serve samples in-flight requests every metrics interval and averages them over the look-back
+        window, so requests shorter than the interval can read as 0 ongoing while they keep arriving. In the
+        replay of 2026-12-02 (requests every 0.3-1.4 s, each ~0.1 s) the SLO policy and Serve's default went
+        to zero with "ongoing 0.00" in the middle of steady traffic and every request of the next cold start
+        (7 s) missed the SLO. The counters' window average keeps moving for one look-back window after the
+        last arrival, so a stage is held for that window, and Serve's own to-zero delay counts from there.
+        """
+        before = self._last_started.get(key)
+        self._last_started[key] = view.started
+        return view.started is not None and before is not None and view.started != before
 
     def _woken_by_serve_at(self, key: str, view: LoadView) -> float | None:
         """When the last tick saw no running replica and asked for none, and this one sees one running, Serve's

@@ -14,6 +14,9 @@ from collections import deque
 WAITING = "surge_waiting_requests"
 RUNNING = "surge_running_requests"
 TTFT_P90 = "surge_ttft_p90_s"
+# Requests a replica has started since it started (a counter): the policy reads a change as an arrival, which
+# a sampled in-flight count misses when requests are shorter than the metrics interval.
+STARTED = "surge_requests_started"
 
 
 class RollingQuantile:
@@ -49,10 +52,12 @@ class GenerationStats:
     def __init__(self, window_s: float = 60.0) -> None:
         self.waiting = 0
         self.running = 0
+        self.started_total = 0
         self.ttft = RollingQuantile(0.9, window_s)
 
     def started(self) -> None:
         self.waiting += 1
+        self.started_total += 1
 
     def first_token(self, ttft_s: float) -> None:
         self.waiting -= 1
@@ -67,7 +72,11 @@ class GenerationStats:
 
     def report(self) -> dict[str, float]:
         """The dict `record_autoscaling_stats` returns (TTFT left out until there is a sample)."""
-        stats = {WAITING: float(self.waiting), RUNNING: float(self.running)}
+        stats = {
+            WAITING: float(self.waiting),
+            RUNNING: float(self.running),
+            STARTED: float(self.started_total),
+        }
         p90 = self.ttft.value()
         if p90 is not None:
             stats[TTFT_P90] = p90

@@ -192,7 +192,7 @@ def test_learned_warmer_stays_consistent_on_any_arrival_sequence(gaps: list[floa
 
 def test_generation_stats_report_waiting_running_and_a_rolling_ttft_p90() -> None:
     generation = GenerationStats()
-    assert generation.report() == {stats.WAITING: 0.0, stats.RUNNING: 0.0}  # no TTFT sample yet
+    assert generation.report() == {stats.WAITING: 0.0, stats.RUNNING: 0.0, stats.STARTED: 0.0}  # no TTFT yet
     for ttft in [0.1 * i for i in range(1, 11)]:
         generation.started()
         generation.first_token(ttft)
@@ -202,6 +202,7 @@ def test_generation_stats_report_waiting_running_and_a_rolling_ttft_p90() -> Non
     assert report[stats.TTFT_P90] == pytest.approx(0.9)
     generation.finished(had_first_token=False)
     assert generation.report()[stats.WAITING] == 0
+    assert generation.report()[stats.STARTED] == 11  # a counter: finished requests stay counted
 
 
 def test_rolling_quantile_forgets_samples_older_than_its_window() -> None:
@@ -240,6 +241,22 @@ def test_serve_policy_takes_the_larger_of_demand_and_the_warmers_floor(tmp_path:
     assert policy(context(at(0, 12, 0), 0, 1))[0] == 0  # outside, idle
     busy = {stats.RUNNING: {"r1": 14.0}, stats.WAITING: {"r1": 16.0}, stats.TTFT_P90: {"r1": 1.0}}
     assert policy(context(at(0, 9, 30), 30, 2, busy))[0] == 2.5  # replicas the load needs
+
+
+def test_a_stage_whose_requests_keep_arriving_is_not_idle_though_none_was_in_flight_when_sampled(
+    tmp_path: Path,
+) -> None:
+    # Requests of 0.1 s every second: the sampled in-flight count reads 0, the started counter moves.
+    policy = SurgeAutoscalingPolicy(replica_policy={"kind": "slo"}, state_dir=str(tmp_path))
+    started = {"r1": 40.0}
+    assert policy(context(100.0, 0, 1, {stats.STARTED: started}))[0] == 0  # first tick: nothing to compare
+    assert policy(context(100.5, 0, 1, {stats.STARTED: {"r1": 41.0}}))[0] == 1  # it moved: hold the replica
+    assert policy(context(101.0, 0, 1, {stats.STARTED: {"r1": 41.5}}))[0] == 1
+    assert policy(context(101.5, 0, 1, {stats.STARTED: {"r1": 41.5}}))[0] == 0  # still: idle, to zero
+    # Nothing to hold at zero (Serve's fast path starts a replica for waiting requests).
+    assert policy(context(102.0, 0, 0, {stats.STARTED: {"r1": 42.0}}))[0] == 0
+    # Replicas that report no counter (an older image) leave the policy as it was.
+    assert policy(context(102.5, 0, 1))[0] == 0
 
 
 def test_serve_policy_persists_its_arrivals_model_per_deployment(tmp_path: Path) -> None:
