@@ -289,13 +289,13 @@ def report(
     figures: dict[str, Any] = {
         # Counts, not times: how many passages each answer's context held, per path (same top_k on both).
         "passages_per_answer": {
-            path: sorted({int(row.pop("passages")) for row in rows if "passages" in row})
+            path: sorted({int(row["passages"]) for row in rows if "passages" in row})
             for path, rows in samples.items()
             if path in ("in-process", "surge")
         }
     }
     for path, rows in samples.items():
-        keys = sorted({k for row in rows for k in row})
+        keys = sorted({k for row in rows for k in row} - {"passages"})  # times only
         figures[path] = {k: h.summarize([row[k] for row in rows if k in row], 1000) for k in keys}
     figures["paired_ratio_surge_to_in_process"] = {
         label: paired_ratio(samples[served], samples[base], key) for label, served, base, key in ROWS
