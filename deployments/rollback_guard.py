@@ -72,10 +72,7 @@ class RollbackGuard:
 
     def _summary(self, version: str) -> tuple[int, int, float | None]:
         window = self._outcomes.get(version) or deque()
-        # Requests that waited for a cold start carry no TTFT. A p95 of fewer than min_samples TTFTs is no p95:
-        # right after a canary woke from zero, one or two requests queued behind the wake would judge it
-        # (seen in CI: an 80/20 canary of the tiny model rolled back after 8 of 500 requests).
-        ttfts = sorted(t for _, _, t in window if t is not None)
-        enough = len(ttfts) >= self.policy.min_samples
-        p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] if enough else None
+        # Requests that waited for a cold start carry no TTFT; too few TTFTs give no p95 (see the policy):
+        # right after a canary woke from zero, one or two requests queued behind the wake would judge it.
+        p95 = self.policy.ttft_p95([t for _, _, t in window if t is not None])
         return len(window), sum(1 for _, failed, _ in window if failed), p95

@@ -4,22 +4,32 @@ Over the last `window_s` seconds, for a canary `c` (any other version with a pos
 primary `p` (its highest weight; on a tie, the version listed first):
 
     err_x  = failed / finished requests of x            (a 5xx, or a stream that failed; 4xx are the caller's)
-    p95_x  = 95th percentile of x's time to first token, over its requests that have one (those that
-             waited for a cold start have none); none with fewer than min_samples of them
+    p95_x  = 95th percentile (nearest rank: the ceil(0.95 m)-th fastest of m) of x's time to first token,
+             over its requests that have one (those that waited for a cold start have none); none with
+             fewer than max(min_samples, 20) of them: below 20 the nearest-rank p95 is the slowest single
+             request, and one stall on shared cores would decide (CI, 2026-12-02: with min_samples 8, a
+             just-woken 80/20 canary answered 12 of 500 users, all with 200, before it was pulled)
     breach = n_c >= min_samples and (
                  err_c - err_p > max_error_rate_increase                      (err_p = 0 below min_samples)
               or (n_p >= min_samples and p95_c > max_ttft_p95_ratio * p95_p))
 
 Worked example (defaults: 60 s, 20 samples, +0.05, x2): the canary finished 25 requests, 5 failed (0.20);
 the primary 400, 4 failed (0.01): 0.20 - 0.01 = 0.19 > 0.05 -> breach, the canary's weight becomes 0. With
-no errors but TTFT p95 of 0.9 s against 0.3 s: 0.9 > 2 x 0.3 -> breach.
+no errors but TTFT p95 of 0.9 s against 0.3 s: 0.9 > 2 x 0.3 -> breach. A canary whose 20 TTFTs are 0.3 s
+but one stalled 0.9 s has a p95 of 0.3 s (the 19th fastest): no breach on one stall; on two, a breach.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from pydantic import Field
 
 from surge_core.store_settings import StrictModel
+
+# The fewest TTFTs whose nearest-rank p95 is not simply the slowest one (ceil(0.95 * 20) = 19 of 20).
+MIN_P95_SAMPLES = 20
 
 
 class RollbackPolicy(StrictModel):
@@ -59,3 +69,9 @@ class RollbackPolicy(StrictModel):
                 f"{p95_p:.3f} s over {self.window_s:g} s"
             )
         return None
+
+    def ttft_p95(self, ttfts: Sequence[float]) -> float | None:
+        """The nearest-rank p95 of `ttfts`, or None with fewer than max(min_samples, 20) of them."""
+        if len(ttfts) < max(self.min_samples, MIN_P95_SAMPLES):
+            return None
+        return sorted(ttfts)[math.ceil(0.95 * len(ttfts)) - 1]

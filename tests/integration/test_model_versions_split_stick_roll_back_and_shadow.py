@@ -226,6 +226,8 @@ def test_an_alias_at_80_20_splits_500_users_within_5_points_and_each_user_keeps_
     elapsed = time.monotonic() - started
     share = sum(v == "tiny@2" for v in first.values()) / len(users)
     print(f"\n80/20 alias over 500 users: tiny@2 got {share:.3f} ({elapsed:.1f} s for 500 requests)")
+    rollbacks = [r for r in models_app.records("model-events") if r["event"] == "rollback"]
+    assert not rollbacks, f"the guard pulled a version during the split: {rollbacks}"
     assert abs(share - 0.20) <= 0.05
     again = models_app.versions_of("chat", users[:100])
     assert again == {u: first[u] for u in users[:100]}  # sticky per user

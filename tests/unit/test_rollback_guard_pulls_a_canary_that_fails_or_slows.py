@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deployments.model_registry import AliasSettings
 from deployments.model_router import ModelRouter, ServedVersion
@@ -58,11 +60,34 @@ def test_a_canary_just_woken_from_zero_is_not_judged_on_a_few_ttfts_queued_behin
         guard.observe("m@1", 200, 0.1, now=i * 0.1)
     for i in range(12):  # waited for the canary's replica to start: no TTFT to judge
         guard.observe("m@2", 200, None, now=3 + i * 0.1)
-    for i in range(9):  # queued behind the wake: slow, but fewer than min_samples TTFTs
-        guard.observe("m@2", 200, 0.5, now=5 + i * 0.1)
+    for i in range(19):  # slow, but fewer than 20 TTFTs: their p95 would be the slowest one alone
+        guard.observe("m@2", 200, 0.5, now=5 + i * 0.01)
     assert router.aliases["chat"].weights.weights["m@2"] == 10 and not events.published
-    guard.observe("m@2", 200, 0.5, now=6)  # the 10th TTFT: now it is judged
+    guard.observe("m@2", 200, 0.5, now=6)  # the 20th TTFT: now it is judged
     assert router.aliases["chat"].weights.weights["m@2"] == 0
+
+
+def test_one_stalled_request_among_twenty_does_not_pull_a_canary_and_two_do() -> None:
+    guard, router, events = _guard()
+    for i in range(40):
+        guard.observe("m@1", 200, 0.1, now=i * 0.1)
+    for i in range(19):
+        guard.observe("m@2", 200, 0.1, now=4 + i * 0.1)
+    guard.observe("m@2", 200, 2.0, now=6)  # one stall on shared cores: the 20th, the slowest
+    assert router.aliases["chat"].weights.weights["m@2"] == 10 and not events.published
+    guard.observe("m@2", 200, 2.0, now=6.1)  # a second one: the p95 (20th fastest of 21) is a stall
+    assert router.aliases["chat"].weights.weights["m@2"] == 0
+    assert "TTFT p95 2.000 s" in events.published[0]["reason"]
+
+
+@given(st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=200))
+def test_the_ttft_p95_is_a_sample_with_at_least_95_percent_at_or_below_it(ttfts: list[float]) -> None:
+    p95 = POLICY.ttft_p95(ttfts)
+    if len(ttfts) < 20:
+        assert p95 is None
+        return
+    assert p95 in ttfts
+    assert sum(t <= p95 for t in ttfts) >= 0.95 * len(ttfts) > sum(t < p95 for t in ttfts)
 
 
 def test_client_errors_and_old_failures_outside_the_window_do_not_count() -> None:
