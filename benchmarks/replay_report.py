@@ -9,7 +9,9 @@ replay's start), `ttft_s` (None if it failed), `total_s`, `error`. Everything is
 - replica-seconds: the step integral of `total` over the span;
 - SLO attainment: requests in the span whose TTFT <= the SLO, over all requests in the span (a failed
   request is a miss);
-- cold starts: 0 -> >= 1 transitions of `total` inside the span;
+- cold starts: 0 -> >= 1 transitions of `running` inside the span (not of `total`: a replica stopping while its
+  successor starts keeps `total` above zero, yet nothing can serve in between; Serve's default restarted
+  this way 8 times in a natural-trace round whose `total` left zero once);
 - idle warm seconds: `running` x time while no request of that policy was in flight;
 - warm hits: of the requests that start a busy period (none of that policy's requests in flight when it was
   sent), the share that found a running replica (the last poll at or before it said running >= 1).
@@ -44,7 +46,7 @@ def replica_seconds(polls: Sequence[Poll], start_s: float, end_s: float) -> floa
 def cold_starts(polls: Sequence[Poll], start_s: float, end_s: float) -> int:
     starts = 0
     for before, after in itertools.pairwise(polls):
-        if start_s <= after[0] < end_s and before[1] == 0 and after[1] > 0:
+        if start_s <= after[0] < end_s and before[2] == 0 and after[2] > 0:
             starts += 1
     return starts
 

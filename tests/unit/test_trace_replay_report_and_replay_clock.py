@@ -32,7 +32,13 @@ def test_replica_seconds_integrate_held_replicas_within_the_span() -> None:
 
 def test_a_zero_to_one_transition_is_one_cold_start_and_only_inside_the_span() -> None:
     assert rr.cold_starts(POLLS, 0.0, 10.0) == 1
-    assert rr.cold_starts(POLLS, 2.0, 10.0) == 0
+    assert rr.cold_starts(POLLS, 3.0, 10.0) == 0
+
+
+def test_a_replica_stopping_while_its_successor_starts_is_a_cold_start_though_one_is_always_held() -> None:
+    # running 1 -> 0 -> 1 while total never leaves 1: the stopping replica is paid for and serves nothing.
+    handover: list[rr.Poll] = [(0.0, 1, 1), (3.0, 2, 0), (4.0, 1, 0), (6.0, 1, 1)]
+    assert rr.cold_starts(handover, 0.0, 10.0) == 1
 
 
 def test_slo_attainment_counts_failed_requests_as_misses() -> None:
