@@ -110,10 +110,11 @@ class SurgeAutoscalingPolicy:
         if key not in self._cold_starts:
             self._cold_starts[key] = self._load_cold_starts(key)
         woke_at = self._woken_by_serve_at(key, view)
-        model = self._learn(key, view, woke_at)
+        arrived = self._arrived_since_last_tick(key, view)
+        model = self._learn(key, view, woke_at, busy=view.ongoing > 0 or arrived)
         floor = self._floor(key, now, model)
         demand = self.replica_policy.replicas(view)
-        if self._arrived_since_last_tick(key, view) and view.current_replicas > 0:
+        if arrived and view.current_replicas > 0:
             # Requests are arriving even if none was in flight when the replicas were sampled: not idle.
             demand = max(demand, 1.0)
         decision = max(demand, float(floor))
@@ -174,7 +175,12 @@ class SurgeAutoscalingPolicy:
             return None
         return last[0]
 
-    def _learn(self, key: str, view: LoadView, woke_at: float | None = None) -> ArrivalModel | None:
+    def _learn(
+        self, key: str, view: LoadView, woke_at: float | None = None, busy: bool = False
+    ) -> ArrivalModel | None:
+        """Fold this tick into the learned warmer's model. `busy`: requests in flight when sampled, or started
+        since the last tick (the counter sees the requests shorter than Serve's sampling interval, which the
+        sampled count misses: the model would not count their arrivals, nor their warm hits)."""
         learned = [w for w in self.warmers if isinstance(w, LearnedWarmer)]
         if not learned:
             return None
@@ -185,7 +191,7 @@ class SurgeAutoscalingPolicy:
         if woke_at is not None and not before.busy:
             # The arrival that woke the stage at zero, at the last tick seen at zero; it found no replica.
             model = learned[0].observe(before, woke_at, busy=True, warm=False)
-        model = learned[0].observe(model, view.now, busy=view.ongoing > 0, warm=view.current_replicas > 0)
+        model = learned[0].observe(model, view.now, busy=busy, warm=view.current_replicas > 0)
         self._models[key] = model
         # Every decision, not only on a new arrival: Ray exports a gauge's value once and then drops it.
         self._report(key, model)

@@ -259,6 +259,16 @@ def test_a_stage_whose_requests_keep_arriving_is_not_idle_though_none_was_in_fli
     assert policy(context(102.5, 0, 1))[0] == 0
 
 
+def test_the_learned_warmer_counts_arrivals_seen_only_by_the_started_counter(tmp_path: Path) -> None:
+    # Two short requests, 60 s apart, each between two samples: in flight 0 at every tick, the counter moves.
+    policy = SurgeAutoscalingPolicy(warmers=[{"kind": "learned"}], state_dir=str(tmp_path))
+    for now, started in [(100.0, 5.0), (100.5, 6.0), (101.0, 6.0), (160.0, 6.0), (160.5, 7.0), (161.0, 7.0)]:
+        policy(context(now, 0, 1, {stats.STARTED: {"r1": started}}))
+    model = policy.models["surge__LLMServer"]
+    assert model.arrivals == 2 and model.hits == 2  # both found the replica running
+    assert model.idle_times_s == (59.5,)  # from the end of the first busy tick to the second arrival
+
+
 def test_serve_policy_persists_its_arrivals_model_per_deployment(tmp_path: Path) -> None:
     kwargs = {"warmers": [{"kind": "learned"}], "state_dir": str(tmp_path), "save_every_s": 0.0}
     policy = SurgeAutoscalingPolicy(**kwargs)
