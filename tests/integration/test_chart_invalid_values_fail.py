@@ -108,6 +108,8 @@ SCHEMA: list[tuple[tuple[str, ...], str | None]] = [
     (("featureJob.schedule=hourly",), "at '/featureJob/schedule'"),
     (("featureJob.deletion=never",), "at '/featureJob/deletion'"),
     (("modelCache.type=s3",), "at '/modelCache/type'"),
+    (("gateway.embedQueries=llm",), "at '/gateway/embedQueries'"),
+    (("gateway.retrieveQueries=embedder",), "at '/gateway/retrieveQueries'"),
     (("modle.gpus=1",), "additional properties 'modle' not allowed"),
     ((_models({"autoscaling": {"minReplica": 1}}),), "additional properties 'minReplica' not allowed"),
 ]

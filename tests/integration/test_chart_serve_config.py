@@ -92,6 +92,9 @@ def expected_serve_config(values: dict[str, Any]) -> dict[str, Any]:
     else:
         args["retriever"]["store"] = {"backend": "embedded", "path": store["embedded"]["path"]}
     args["gateway"]["max_tokens_limit"] = values["gateway"]["maxTokensLimit"]
+    for value, arg in (("embedQueries", "embed_queries"), ("retrieveQueries", "retrieve_queries")):
+        if values["gateway"].get(value):
+            args["gateway"][arg] = values["gateway"][value]
     if values["gateway"]["inferenceLog"]:
         args["gateway"]["inference_log"] = {
             "enabled": True,
@@ -174,6 +177,11 @@ def test_serve_config_v2_args_should_validate_as_app_settings(
         assert version.device == ("cuda" if gpus else "cpu")
         assert version.num_gpus == gpus
     assert settings.gateway.api_keys_env == "SURGE_API_KEYS"
+    gateway = scenario_values(scenario)["gateway"]
+    assert (settings.gateway.embed_queries, settings.gateway.retrieve_queries) == (
+        gateway["embedQueries"],
+        gateway["retrieveQueries"],
+    )
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

@@ -19,7 +19,8 @@ these documented cluster overrides, and nothing else:
      any other policy key of the serve config) to the ingestion consumer's Kafka settings, group and
      documents topic plus minLag -> min_lag, replicas, pollSeconds -> poll_s (templates/_backlogwarmer.tpl).
   4. retriever.store: embedded at vectorStore.embedded.path, or pgvector (DSN from env SURGE_PG_DSN).
-  5. gateway.max_tokens_limit = gateway.maxTokensLimit; gateway.inference_log: enabled and Kafka settings
+  5. gateway.max_tokens_limit = gateway.maxTokensLimit; gateway.embed_queries = gateway.embedQueries and
+     gateway.retrieve_queries = gateway.retrieveQueries (each when set); gateway.inference_log: enabled and Kafka settings
      and topic_prefix from kafka.* when gateway.inferenceLog; gateway.api_keys_file (the mounted
      principals Secret) when gateway.principalsSecret.name is set.
   6. guardrails.allow = guardrails.allow when set (the app checks the guardrails again when it builds).
@@ -100,6 +101,8 @@ these documented cluster overrides, and nothing else:
 {{- end }}
 {{- /* 5. the gateway */}}
 {{- $_ := set $args.gateway "max_tokens_limit" (int .Values.gateway.maxTokensLimit) }}
+{{- with .Values.gateway.embedQueries }}{{- $_ := set $args.gateway "embed_queries" . }}{{- end }}
+{{- with .Values.gateway.retrieveQueries }}{{- $_ := set $args.gateway "retrieve_queries" . }}{{- end }}
 {{- with .Values.guardrails.allow }}
 {{- $_ := set $args "guardrails" (dict "allow" .) }}
 {{- end }}
