@@ -175,9 +175,7 @@ class SurgeAutoscalingPolicy:
             return None
         return last[0]
 
-    def _learn(
-        self, key: str, view: LoadView, woke_at: float | None = None, busy: bool = False
-    ) -> ArrivalModel | None:
+    def _learn(self, key: str, view: LoadView, woke_at: float | None, busy: bool) -> ArrivalModel | None:
         """Fold this tick into the learned warmer's model. `busy`: requests in flight when sampled, or started
         since the last tick (the counter sees the requests shorter than Serve's sampling interval, which the
         sampled count misses: the model would not count their arrivals, nor their warm hits)."""
