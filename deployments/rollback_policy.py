@@ -15,8 +15,8 @@ primary `p` (its highest weight; on a tie, the version listed first):
 
 Worked example (defaults: 60 s, 20 samples, +0.05, x2): the canary finished 25 requests, 5 failed (0.20);
 the primary 400, 4 failed (0.01): 0.20 - 0.01 = 0.19 > 0.05 -> breach, the canary's weight becomes 0. With
-no errors but TTFT p95 of 0.9 s against 0.3 s: 0.9 > 2 x 0.3 -> breach. A canary whose 20 TTFTs are 0.3 s
-but one stalled 0.9 s has a p95 of 0.3 s (the 19th fastest): no breach on one stall; on two, a breach.
+no errors but TTFT p95 of 0.9 s against 0.3 s: 0.9 > 2 x 0.3 -> breach. A canary with 20 TTFTs, 19 of 0.3 s
+and one stalled at 0.9 s, has a p95 of 0.3 s (the 19th fastest): no breach on one stall; on two, a breach.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ how many replicas the load asks for (a replica policy) and the floor the warmers
 learned arrivals), and returns the larger.
 
 The learned warmer learns from the traffic the stage receives from the gateway (busy periods seen in Serve's
-own request counts and in the requests-started counter the LLM replicas report), per deployment name (so each model version learns on its own), and persists its model
-as JSON under `state_dir` (the cache dir locally, a PVC on a cluster) at most every `save_every_s`, so a
-controller restart or a redeploy keeps what was learned. Its hit rate (arrivals that found a replica
+own request counts and in the requests-started counter the LLM replicas report), per deployment name (so each
+model version learns on its own), and persists its model as JSON under `state_dir` (the cache dir locally, a
+PVC on a cluster) at most every `save_every_s`, so a controller restart or a redeploy keeps what was learned. Its hit rate (arrivals that found a replica
 running) is exported as the gauge `surge_autoscaling_warm_hit_ratio`.
 
 The warmers' lead follows the cold start measured here (`deployments.autoscaling.cold_start`): every
