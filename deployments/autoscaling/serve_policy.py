@@ -9,8 +9,9 @@ learned arrivals), and returns the larger.
 The learned warmer learns from the traffic the stage receives from the gateway (busy periods seen in Serve's
 own request counts and in the requests-started counter the LLM replicas report), per deployment name (so each
 model version learns on its own), and persists its model as JSON under `state_dir` (the cache dir locally, a
-PVC on a cluster) at most every `save_every_s`, so a controller restart or a redeploy keeps what was learned. Its hit rate (arrivals that found a replica
-running) is exported as the gauge `surge_autoscaling_warm_hit_ratio`.
+PVC on a cluster) at most every `save_every_s`, so a controller restart or a redeploy keeps what was learned.
+Its hit rate (arrivals that found a replica running) is exported as the gauge
+`surge_autoscaling_warm_hit_ratio`.
 
 The warmers' lead follows the cold start measured here (`deployments.autoscaling.cold_start`): every
 scale-from-zero start is timed per deployment, and each warmer pre-warms at least `cold_start_lead.factor`

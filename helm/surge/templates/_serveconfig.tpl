@@ -20,9 +20,9 @@ these documented cluster overrides, and nothing else:
      documents topic plus minLag -> min_lag, replicas, pollSeconds -> poll_s (templates/_backlogwarmer.tpl).
   4. retriever.store: embedded at vectorStore.embedded.path, or pgvector (DSN from env SURGE_PG_DSN).
   5. gateway.max_tokens_limit = gateway.maxTokensLimit; gateway.embed_queries = gateway.embedQueries and
-     gateway.retrieve_queries = gateway.retrieveQueries (each when set); gateway.inference_log: enabled and Kafka settings
-     and topic_prefix from kafka.* when gateway.inferenceLog; gateway.api_keys_file (the mounted
-     principals Secret) when gateway.principalsSecret.name is set.
+     gateway.retrieve_queries = gateway.retrieveQueries (each when set); gateway.inference_log: enabled and
+     Kafka settings and topic_prefix from kafka.* when gateway.inferenceLog; gateway.api_keys_file (the
+     mounted principals Secret) when gateway.principalsSecret.name is set.
   6. guardrails.allow = guardrails.allow when set (the app checks the guardrails again when it builds).
 */}}
 {{- define "surge.serveConfig" -}}
